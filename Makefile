@@ -1,0 +1,31 @@
+# VoxLab: `make help` lists the targets. Variables: EXP, SCALE, ARGS, RESUME, MODEL, TESTSET...
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXP ?=
+SCALE ?= tiny
+ARGS ?=
+RESUME ?=
+DATA ?= data/corpus
+
+.PHONY: help install test test-slow data train
+
+help: ## list the targets
+	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: ## create .venv with torch, the project (editable) and every extra; re-run is quick
+	@bash scripts/install.sh
+
+test: ## the fast CPU test suite (what CI runs)
+	@$(PY) -m pytest -q
+
+test-slow: ## the slower checks (marked slow)
+	@$(PY) -m pytest -q -m slow
+
+data: ## build the embedded offline corpus + Seed-TTS-Eval mini test set in $(DATA)
+	@$(PY) -m datamodules.corpus --out $(DATA)
+
+train: ## train one experiment: EXP=name [SCALE=tiny|paper] [ARGS="k=v ..."] [RESUME=run folder or ckpt]
+	@$(PY) -m voxlab.train $(if $(EXP),--exp $(EXP)) --scale $(SCALE) $(if $(RESUME),--resume $(RESUME)) $(ARGS)

@@ -1,0 +1,102 @@
+"""The one data path for waveforms: manifest -> AudioDataset -> frame-budget batches.
+
+Batches are dicts: `audio` float [B, 1, T] (zero padded), `audio_lens` long [B] (samples),
+`text`, `utt`, `speaker`, `lang` (lists of str).
+"""
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.manifest import Entry, read_manifest
+from datamodules.sampler import FrameBudgetBatchSampler
+from voxlab.audio import load_audio, peak_normalize
+
+log = logging.getLogger(__name__)
+
+
+class AudioDataset(Dataset):
+    def __init__(self, entries: list[Entry], sample_rate: int, crop_samples: int | None = None,
+                 peak_norm: bool = False, seed: int = 0):
+        self.entries, self.sample_rate = entries, sample_rate
+        self.crop_samples, self.peak_norm, self.seed = crop_samples, peak_norm, seed
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def lengths(self) -> list[int]:
+        """Samples per item as batched (after cropping), for the frame-budget sampler."""
+        n = [int(round(e.duration * self.sample_rate)) for e in self.entries]
+        return [min(x, self.crop_samples) for x in n] if self.crop_samples else n
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.entries[index]
+        wav = load_audio(entry.audio, self.sample_rate)
+        if self.peak_norm:
+            wav = peak_normalize(wav)
+        if self.crop_samples and len(wav) > self.crop_samples:
+            # torch's RNG is seeded per worker by Lightning (seed_everything(workers=True)).
+            start = int(torch.randint(0, len(wav) - self.crop_samples + 1, (1,)))
+            wav = wav[start:start + self.crop_samples]
+        return {"audio": torch.from_numpy(np.ascontiguousarray(wav)), "text": entry.text,
+                "utt": entry.utt, "speaker": entry.speaker, "lang": entry.lang}
+
+
+def collate_audio(items: list[dict]) -> dict:
+    lens = torch.tensor([len(it["audio"]) for it in items], dtype=torch.long)
+    audio = torch.zeros(len(items), 1, int(lens.max()))
+    for i, it in enumerate(items):
+        audio[i, 0, : lens[i]] = it["audio"]
+    out = {"audio": audio, "audio_lens": lens}
+    for key in ("text", "utt", "speaker", "lang"):
+        out[key] = [it[key] for it in items]
+    return out
+
+
+class AudioDataModule(L.LightningDataModule):
+    """Reads `config.data`: manifests, sample rate, frame budget, crop, workers."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.cfg = config.data
+        self.seed = int(config.seed)
+        self.train_sampler: FrameBudgetBatchSampler | None = None
+
+    def _dataset(self, manifest: str, crop: bool) -> AudioDataset:
+        entries, _ = read_manifest(manifest, self.cfg.min_duration, self.cfg.max_duration, self.cfg.strict)
+        crop_samples = int(self.cfg.crop_seconds * self.cfg.sample_rate) if crop and self.cfg.crop_seconds else None
+        return AudioDataset(entries, self.cfg.sample_rate, crop_samples, self.cfg.peak_normalize, self.seed)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.train_set = self._dataset(self.cfg.train_manifest, crop=True)
+        if stage in (None, "fit", "validate"):
+            self.val_set = self._dataset(self.cfg.val_manifest, crop=False)
+
+    def _loader(self, dataset: AudioDataset, shuffle: bool) -> DataLoader:
+        sampler = FrameBudgetBatchSampler(dataset.lengths(), self.cfg.frame_budget, self.cfg.max_batch_size,
+                                          shuffle=shuffle, seed=int(self.cfg.shuffle_seed))
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_audio,
+                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        loader = self._loader(self.train_set, shuffle=True)
+        if self.train_sampler is not None:  # keep the position restored from a checkpoint
+            loader.batch_sampler.load_state_dict(self.train_sampler.state_dict())
+        self.train_sampler = loader.batch_sampler
+        return loader
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def state_dict(self) -> dict:
+        return {"train_sampler": self.train_sampler.state_dict()} if self.train_sampler else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "train_sampler" in state:
+            self.train_sampler = FrameBudgetBatchSampler([1], 1)
+            self.train_sampler.load_state_dict(state["train_sampler"])

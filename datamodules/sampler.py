@@ -1,0 +1,107 @@
+"""Frame-budget bucketed batching, aware of distributed ranks.
+
+A batch holds as many items as fit in `frame_budget` padded frames (batch size x longest item),
+so short utterances make big batches and long ones small batches: memory stays flat. Items are
+shuffled per epoch, then sorted by length inside buckets of `bucket_size`, so a batch holds
+items of similar length (little padding).
+
+Every rank computes the same batch list from (seed, epoch) and takes every `world_size`-th batch:
+ranks are disjoint and together see every item once per epoch. To give each rank the same
+number of steps (DDP needs it), the largest batches are split in two until the count divides.
+
+The sampler is resumable: `state_dict()` holds the epoch and how many batches this rank has
+already produced in it; `load_state_dict()` skips those on the next iteration.
+"""
+from __future__ import annotations
+
+import random
+from typing import Iterator, Sequence
+
+import torch.distributed as dist
+
+
+class FrameBudgetBatchSampler:
+    def __init__(self, lengths: Sequence[int], frame_budget: int, max_batch_size: int = 64,
+                 shuffle: bool = True, seed: int = 0, bucket_size: int = 64,
+                 rank: int | None = None, world_size: int | None = None):
+        if frame_budget <= 0:
+            raise ValueError("frame_budget must be positive")
+        self.lengths = [int(n) for n in lengths]
+        self.frame_budget, self.max_batch_size = frame_budget, max_batch_size
+        self.shuffle, self.seed, self.bucket_size = shuffle, seed, bucket_size
+        if world_size is None:
+            world_size = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if rank is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.consumed = 0, 0
+        self._cache: tuple[int, list[list[int]]] | None = None
+
+    # -- batch construction ---------------------------------------------------------------
+    def all_batches(self, epoch: int) -> list[list[int]]:
+        """The batches of every rank for `epoch`, in order (rank r takes r, r+W, ...)."""
+        order = list(range(len(self.lengths)))
+        rng = random.Random(self.seed * 100_003 + epoch)
+        if self.shuffle:
+            rng.shuffle(order)
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.bucket_size):
+            bucket = sorted(order[start:start + self.bucket_size], key=lambda i: self.lengths[i])
+            batch: list[int] = []
+            longest = 0
+            for idx in bucket:
+                new_longest = max(longest, self.lengths[idx])
+                if batch and (new_longest * (len(batch) + 1) > self.frame_budget
+                              or len(batch) >= self.max_batch_size):
+                    batches.append(batch)
+                    batch, new_longest = [], self.lengths[idx]
+                batch.append(idx)
+                longest = new_longest
+            if batch:
+                batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return self._balance(batches)
+
+    def _balance(self, batches: list[list[int]]) -> list[list[int]]:
+        while len(batches) % self.world_size:
+            splittable = [i for i, b in enumerate(batches) if len(b) > 1]
+            if not splittable:
+                # Only single-item batches left: repeat from the start (the one case where an
+                # item is seen twice in an epoch; it needs fewer items than ranks per bucket).
+                batches.append(list(batches[len(batches) % max(len(batches), 1)]))
+                continue
+            i = max(splittable, key=lambda j: len(batches[j]))
+            half = len(batches[i]) // 2
+            batches[i:i + 1] = [batches[i][:half], batches[i][half:]]
+        return batches
+
+    def _rank_batches(self) -> list[list[int]]:
+        if self._cache is None or self._cache[0] != self.epoch:
+            self._cache = (self.epoch, self.all_batches(self.epoch)[self.rank::self.world_size])
+        return self._cache[1]
+
+    # -- sampler protocol -----------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.consumed = epoch, 0
+
+    def __len__(self) -> int:
+        return len(self._rank_batches())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._rank_batches()
+        start = self.consumed
+        for i in range(start, len(batches)):
+            self.consumed = i + 1
+            yield batches[i]
+        self.consumed = 0
+        self.epoch += 1  # a plain loop over epochs also reshuffles; Lightning's set_epoch agrees
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make install`: a .venv with torch, the project (editable) and every extra.
+# Idempotent: a second run only checks what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+start=$(date +%s)
+
+if [ ! -x "$VENV/bin/python" ]; then
+  # A torch already installed for the system Python (a user's CUDA build) is kept: the venv sees it.
+  if "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "[install] reusing the system torch $("$PY" -c 'import torch; print(torch.__version__)')"
+    "$PY" -m venv --system-site-packages "$VENV"
+  else
+    "$PY" -m venv "$VENV"
+  fi
+fi
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+
+if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  echo "[install] installing $TORCH_SPEC"
+  pip install -q "$TORCH_SPEC"
+fi
+# Pin the torch that is there so that no dependency can swap it for another build.
+TORCH_VERSION=$("$VENV/bin/python" -c "import torch; print(torch.__version__)")
+CONSTRAINTS="$VENV/voxlab-constraints.txt"
+echo "torch==${TORCH_VERSION}" > "$CONSTRAINTS"
+
+stamp="$VENV/.voxlab-installed"
+if [ -f "$stamp" ] && [ "$stamp" -nt setup.cfg ] && [ "$stamp" -nt scripts/install.sh ]; then
+  echo "[install] up to date (torch $TORCH_VERSION); $(du -sh "$VENV" | cut -f1) in $VENV"
+  exit 0
+fi
+
+echo "[install] project and extras"
+pip install -q -c "$CONSTRAINTS" -e ".[eval,dev]"
+# Packages whose declared dependencies are wrong for a CPU machine without torchaudio
+# (DESIGN section 8): installed without them; what they really use is in the extras above.
+echo "[install] openai-whisper, funasr, resemblyzer, voxcpm (without their declared dependencies)"
+pip install -q -c "$CONSTRAINTS" --no-deps openai-whisper==20250625 funasr==1.4.16 resemblyzer==0.1.4 voxcpm==2.0.3
+touch "$stamp"
+echo "[install] done in $(( $(date +%s) - start )) s; torch $TORCH_VERSION; $(du -sh "$VENV" | cut -f1) in $VENV"

@@ -1,0 +1,137 @@
+"""Manifest validation, the frame-budget sampler, the dataset and the datamodule."""
+import json
+import logging
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from omegaconf import OmegaConf
+
+from datamodules.audio import AudioDataModule, AudioDataset, collate_audio
+from datamodules.manifest import ManifestError, read_manifest
+from datamodules.sampler import FrameBudgetBatchSampler
+
+SR = 16000
+
+
+def _wav(path, seconds, channels=1, sr=SR):
+    data = np.random.default_rng(0).uniform(-0.3, 0.3, (int(seconds * sr), channels)).astype(np.float32)
+    sf.write(str(path), data if channels > 1 else data[:, 0], sr)
+    return path
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    (tmp_path / "wavs").mkdir()
+    rows = []
+    for i in range(6):
+        _wav(tmp_path / "wavs" / f"ok{i}.wav", 0.5 + 0.1 * i)
+        rows.append({"audio": f"wavs/ok{i}.wav", "text": f"hello {i}", "speaker": "s0", "lang": "en"})
+    _wav(tmp_path / "wavs" / "stereo.wav", 0.5, channels=2)
+    _wav(tmp_path / "wavs" / "long.wav", 3.0)
+    sf.write(str(tmp_path / "wavs" / "empty.wav"), np.zeros(0, np.float32), SR)
+    (tmp_path / "wavs" / "broken.wav").write_bytes(b"RIFF not really a wav")
+    bad = [
+        {"audio": "wavs/missing.wav", "text": "gone"},
+        {"audio": "wavs/stereo.wav", "text": "two channels"},
+        {"audio": "wavs/long.wav", "text": "too long"},
+        {"audio": "wavs/empty.wav", "text": "nothing"},
+        {"audio": "wavs/broken.wav", "text": "broken"},
+        {"audio": "wavs/ok0.wav", "text": "   "},
+    ]
+    lines = [json.dumps(r) for r in rows + bad] + ["{not json"]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_bad_entries_are_counted_and_skipped(manifest, caplog):
+    with caplog.at_level(logging.WARNING):
+        entries, report = read_manifest(manifest, max_duration=2.0)
+    assert [e.utt for e in entries] == [f"ok{i}" for i in range(6)]
+    assert report.total == 13
+    assert dict(report.bad) == {"missing file": 1, "several channels": 1, "too long": 1, "empty audio": 1,
+                                "unreadable audio": 1, "empty text": 1, "invalid JSON": 1}
+    summary = report.summary()
+    assert "13 entries, 6 usable, 7 bad" in summary and f"{manifest}:7: missing file" in summary
+    assert "7 bad" in caplog.text
+
+
+def test_strict_mode_fails_with_the_summary(manifest):
+    with pytest.raises(ManifestError, match=r"(?s)7 bad.*data.strict"):
+        read_manifest(manifest, max_duration=2.0, strict=True)
+
+
+def test_missing_manifest_says_make_data(tmp_path):
+    with pytest.raises(ManifestError, match="make data"):
+        read_manifest(tmp_path / "nope.jsonl")
+
+
+def _flatten(batches):
+    return sorted(i for b in batches for i in b)
+
+
+def test_sampler_respects_budget_and_covers_every_item_once():
+    lengths = list(np.random.default_rng(1).integers(100, 1000, 203))
+    sampler = FrameBudgetBatchSampler(lengths, frame_budget=3000, max_batch_size=8, seed=3)
+    batches = list(sampler)
+    assert _flatten(batches) == list(range(203))
+    for b in batches:
+        assert len(b) <= 8 and max(lengths[i] for i in b) * len(b) <= 3000
+    assert len(sampler) == len(batches)
+    # a new epoch reshuffles, still a permutation
+    again = list(sampler)
+    assert _flatten(again) == list(range(203)) and again != batches
+
+
+def test_sampler_ranks_are_disjoint_and_balanced():
+    lengths = list(np.random.default_rng(2).integers(100, 1000, 101))
+    per_rank = [list(FrameBudgetBatchSampler(lengths, 2500, seed=5, rank=r, world_size=3)) for r in range(3)]
+    assert len({len(b) for b in per_rank}) == 1  # same number of steps on every rank
+    seen = [set(i for b in batches for i in b) for batches in per_rank]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    assert sorted(set.union(*seen)) == list(range(101))
+
+
+def test_sampler_resumes_mid_epoch():
+    lengths = list(range(100, 600, 5))
+    full = list(FrameBudgetBatchSampler(lengths, 2000, seed=9))
+    first = FrameBudgetBatchSampler(lengths, 2000, seed=9)
+    it = iter(first)
+    head = [next(it) for _ in range(3)]
+    resumed = FrameBudgetBatchSampler(lengths, 2000, seed=9)
+    resumed.load_state_dict(first.state_dict())
+    assert head + list(resumed) == full
+
+
+def test_dataset_resamples_crops_and_collates(tmp_path):
+    _wav(tmp_path / "a.wav", 1.0, sr=22050)
+    _wav(tmp_path / "b.wav", 0.5)
+    (tmp_path / "m.jsonl").write_text(
+        json.dumps({"audio": "a.wav", "text": "a"}) + "\n" + json.dumps({"audio": "b.wav", "text": "b"}) + "\n")
+    entries, _ = read_manifest(tmp_path / "m.jsonl")
+    ds = AudioDataset(entries, SR, crop_samples=4000)
+    items = [ds[0], ds[1]]
+    assert len(items[0]["audio"]) == 4000 and len(items[1]["audio"]) == 4000
+    full = AudioDataset(entries, SR)
+    assert abs(len(full[0]["audio"]) - SR) <= 1  # 22.05 kHz -> 16 kHz
+    batch = collate_audio([full[0], full[1]])
+    assert batch["audio"].shape == (2, 1, len(full[0]["audio"]))
+    assert batch["audio_lens"].tolist() == [len(full[0]["audio"]), len(full[1]["audio"])]
+    assert torch.all(batch["audio"][1, 0, len(full[1]["audio"]):] == 0)
+    assert batch["text"] == ["a", "b"]
+
+
+def test_datamodule_batches(manifest):
+    cfg = OmegaConf.create({"seed": 0, "data": {
+        "train_manifest": str(manifest), "val_manifest": str(manifest), "sample_rate": SR,
+        "min_duration": 0.1, "max_duration": 2.0, "frame_budget": 24000, "max_batch_size": 4,
+        "crop_seconds": None, "peak_normalize": True, "strict": False, "num_workers": 0, "shuffle_seed": 0}})
+    dm = AudioDataModule(cfg)
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert sum(len(b["utt"]) for b in batches) == 6
+    for b in batches:
+        assert b["audio"].shape[0] * b["audio"].shape[-1] <= 24000
+        assert b["audio"].abs().max() <= 0.95 + 1e-6

@@ -1,0 +1,243 @@
+"""Experiment configuration: YAML files that extend a base, scale presets, dotted overrides.
+
+An experiment file names its base(s) under `extends:` (paths relative to the file) and states
+only what differs. Files named `base.yaml` define keys; together they are the schema. Every
+other layer (scale preset, experiment files, command-line overrides) may only set keys the
+bases define, with a compatible type.
+
+Composition order: the bases (outermost first) -> scale preset (`scale/<scale>.yaml` beside
+the innermost base) -> the experiment chain -> command-line overrides. Values may use `${...}` interpolation and the
+`add`/`mul` resolvers, so an ablation can say "TSLM layers + RALM layers" at any scale.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+RESERVED_DIRS = {"scale", "sweeps"}
+
+OmegaConf.register_new_resolver("add", lambda *xs: sum(xs), replace=True)
+OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-4` as a string; researchers mean a float."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the file and key."""
+
+
+def available_experiments(root: Path = EXPERIMENTS_DIR) -> dict[str, Path]:
+    """Experiment name -> file. Base files, scale presets and sweeps are not experiments."""
+    found: dict[str, Path] = {}
+    for path in sorted(root.rglob("*.yaml")):
+        rel = path.relative_to(root)
+        if path.stem == "base" or RESERVED_DIRS & set(rel.parts[:-1]):
+            continue
+        if path.stem in found:
+            raise ConfigError(f"experiment name {path.stem!r} is defined twice: {found[path.stem]} and {path}")
+        found[path.stem] = path
+    return found
+
+
+def find_experiment(name: str, root: Path = EXPERIMENTS_DIR) -> Path:
+    if name.endswith((".yaml", ".yml")) and Path(name).is_file():
+        return Path(name).resolve()
+    exps = available_experiments(root)
+    if name not in exps:
+        close = difflib.get_close_matches(name, exps, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown experiment {name!r}.{hint} Available: {', '.join(sorted(exps))}")
+    return exps[name]
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """The file and all it extends, root base first."""
+    if path in seen:
+        raise ConfigError(f"{path}: circular `extends`")
+    data = _read_yaml(path)
+    parents = data.pop("extends", []) or []
+    parents = [parents] if isinstance(parents, str) else parents
+    out: list[tuple[Path, dict]] = []
+    for parent in parents:
+        ppath = (path.parent / parent).resolve()
+        if not ppath.is_file():
+            raise ConfigError(f"{path}: extends {parent!r}, which does not exist ({ppath})")
+        for item in _chain(ppath, seen + (path,)):
+            if item[0] not in [p for p, _ in out]:
+                out.append(item)
+    out.append((path, data))
+    return out
+
+
+def _flat_keys(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> value for every leaf and every mapping of a plain nested dict."""
+    out: dict[str, Any] = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            full = f"{prefix}.{key}" if prefix else str(key)
+            out[full] = value
+            out.update(_flat_keys(value, full))
+    return out
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "mapping"}.get(
+        type(value), type(value).__name__)
+
+
+def _compatible(expected: Any, value: Any) -> bool:
+    if expected is None or value is None:
+        return True
+    if isinstance(value, str) and value.startswith("${"):
+        return True  # interpolation: checked after resolution
+    if isinstance(expected, bool) or isinstance(value, bool):
+        return isinstance(expected, bool) and isinstance(value, bool)
+    if isinstance(expected, float):
+        return isinstance(value, (int, float))
+    if isinstance(expected, int):
+        return isinstance(value, int)
+    if isinstance(expected, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return type(expected) is type(value)
+
+
+def validate_layer(schema: dict, layer: dict, source: str) -> None:
+    """Every key of `layer` must be in `schema`, with a compatible type."""
+    valid = _flat_keys(schema)
+    for key, value in _flat_keys(layer).items():
+        if key not in valid:
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            if parent in valid and valid[parent] is None:
+                continue  # a free-form section (null in the schema)
+            if any(key.startswith(p + ".") and valid[p] is None for p in valid):
+                continue
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+        if not _compatible(valid[key], value):
+            raise ConfigError(
+                f"{source}: key {key!r} expects {_type_name(valid[key])}, got {_type_name(value)} ({value!r})")
+
+
+def parse_overrides(items: Iterable[str]) -> dict:
+    """`a.b=1 c=[1,2]` -> nested dict, values parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+        key, raw = item.split("=", 1)
+        value = load_yaml(raw) if raw != "" else ""
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def compose(exp: str, scale: str | None = None, overrides: Iterable[str] = (),
+            root: Path = EXPERIMENTS_DIR) -> DictConfig:
+    """Build the resolved, validated config of experiment `exp`."""
+    path = find_experiment(exp, root)
+    chain = _chain(path)
+    bases = [(p, d) for p, d in chain if p.stem == "base"]
+    if not bases:
+        raise ConfigError(f"{path}: extends no base.yaml, so there is no schema to validate against")
+    schema = OmegaConf.to_container(OmegaConf.merge(*[OmegaConf.create(d) for _, d in bases]))
+    base_path = bases[-1][0]
+    layers: list[tuple[str, dict]] = [(str(p), d) for p, d in bases]
+    if scale:
+        scale_path = base_path.parent / "scale" / f"{scale}.yaml"
+        if not scale_path.is_file():
+            options = sorted(p.stem for p in (base_path.parent / "scale").glob("*.yaml"))
+            raise ConfigError(f"unknown scale {scale!r} for {path.stem}; available: {', '.join(options) or 'none'}")
+        layers.append((str(scale_path), _read_yaml(scale_path)))
+    n_bases = len(layers)
+    layers += [(str(p), d) for p, d in chain if p.stem != "base"]
+    layers.append(("command-line override", parse_overrides(overrides)))
+    for source, layer in layers[n_bases:]:
+        validate_layer(schema, layer, source)
+    cfg = OmegaConf.merge(*[OmegaConf.create(d) for _, d in layers])
+    cfg.experiment = path.stem
+    cfg.scale = scale
+    return resolve(cfg, schema)
+
+
+def resolve(cfg: DictConfig, schema: dict | None = None) -> DictConfig:
+    """Resolve interpolations and check resolved types against the schema."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # omegaconf raises several types for bad interpolations
+        raise ConfigError(f"config interpolation failed: {err}") from None
+    if schema is not None:
+        validate_layer(schema, {k: v for k, v in plain.items() if k not in ("experiment", "scale")},
+                       "resolved config")
+    return OmegaConf.create(plain)
+
+
+def load_run_config(path: str | Path) -> DictConfig:
+    """The resolved config saved in a run folder (or any config.yaml)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no config.yaml here")
+    return OmegaConf.create(_read_yaml(path))
+
+
+def instantiate(node: DictConfig | dict, *args: Any, **kwargs: Any) -> Any:
+    """Build the object a config node describes: `_target_` is the dotted class or function path;
+    the node's other keys (and `kwargs`) are its keyword arguments. Nested nodes are left as
+    config for the target to build itself."""
+    params = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else dict(node)
+    target = params.pop("_target_", None)
+    if not target:
+        raise ConfigError(f"config node has no _target_: {sorted(params)}")
+    params.update(kwargs)
+    return locate(target)(*args, **params)
+
+
+def locate(target: str) -> Any:
+    """The object at dotted path `target` (`package.module.Name`)."""
+    module_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(f"_target_ {target!r} cannot be imported: {err}") from None
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,103 @@
+"""Text frontend behind one interface: `encode(text) -> list[int]`, `vocab_size`, and the two
+audio boundary ids of the sequence layout (101 = audio start, 102 = audio end, as in VoxCPM).
+
+- `CharTokenizer`: one id per character, for the embedded corpus. Ids below 128 are reserved
+  for special tokens so that 101/102 mean the same as in the official vocabulary.
+- `HFTokenizer`: a Hugging Face tokenizer from a local folder (LlamaTokenizerFast files), with
+  multi-character Chinese tokens split into single characters (DESIGN section 3).
+"""
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+AUDIO_START_ID, AUDIO_END_ID = 101, 102
+FIRST_CHAR_ID = 128
+
+
+def is_cjk(char: str) -> bool:
+    return "\u4e00" <= char <= "\u9fff" or "\u3400" <= char <= "\u4dbf" or "\uf900" <= char <= "\ufaff"
+
+
+class CharTokenizer:
+    """Characters listed in a vocabulary file (one per line, in id order from 128)."""
+
+    kind = "char"
+    audio_start_id, audio_end_id, pad_id = AUDIO_START_ID, AUDIO_END_ID, PAD_ID
+
+    def __init__(self, chars: list[str]):
+        if len(set(chars)) != len(chars):
+            raise ValueError("character vocabulary has duplicates")
+        self.chars = list(chars)
+        self.ids = {c: i + FIRST_CHAR_ID for i, c in enumerate(self.chars)}
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "CharTokenizer":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: character vocabulary not found (`make data` writes it)")
+        lines = path.read_text(encoding="utf-8").split("\n")
+        return cls([line for line in lines if line != ""])
+
+    @classmethod
+    def build(cls, texts, path: str | Path | None = None) -> "CharTokenizer":
+        chars = sorted({unicodedata.normalize("NFC", c) for t in texts for c in t if c not in "\n\r"})
+        tok = cls(chars)
+        if path is not None:
+            Path(path).write_text("\n".join(chars) + "\n", encoding="utf-8")
+        return tok
+
+    @property
+    def vocab_size(self) -> int:
+        return FIRST_CHAR_ID + len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.ids.get(c, UNK_ID) for c in unicodedata.normalize("NFC", text)]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i - FIRST_CHAR_ID] for i in ids if i >= FIRST_CHAR_ID)
+
+
+class HFTokenizer:
+    """A local Hugging Face tokenizer folder; Chinese multi-character tokens become characters."""
+
+    kind = "hf"
+    audio_start_id, audio_end_id = AUDIO_START_ID, AUDIO_END_ID
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: tokenizer folder not found (expected tokenizer.json / "
+                                    "tokenizer_config.json of a LlamaTokenizerFast)")
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else PAD_ID
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for tid in self.tok.encode(text, add_special_tokens=False):
+            piece = self.tok.convert_ids_to_tokens(tid).lstrip("\u2581")
+            if len(piece) > 1 and all(is_cjk(c) for c in piece):
+                ids.extend(self.tok.convert_tokens_to_ids(c) for c in piece)
+            else:
+                ids.append(tid)
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
+
+
+def build_tokenizer(cfg) -> CharTokenizer | HFTokenizer:
+    """From the `text` config section: `kind: char` with `vocab: <file>`, or `kind: hf` with
+    `path: <folder>`."""
+    if cfg.kind == "char":
+        return CharTokenizer.from_file(cfg.vocab)
+    if cfg.kind == "hf":
+        return HFTokenizer(cfg.path)
+    raise ValueError(f"text.kind must be 'char' or 'hf', got {cfg.kind!r}")

@@ -1,0 +1,109 @@
+"""`make train EXP=... [SCALE=...] [ARGS="k=v ..."] [RESUME=run folder or ckpt]`.
+
+Builds the run folder, loggers, callbacks and Trainer from the resolved config, then fits the
+LightningModule and DataModule named by `module._target_` and `datamodule._target_` (both take
+the whole config). A failing run closes its loggers and records its state in `status.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from voxlab.config import ConfigError, compose, load_run_config, locate, parse_overrides, resolve, to_yaml, validate_layer
+from datamodules.manifest import ManifestError
+from voxlab.checkpoint import CheckpointError
+from voxlab.runs import new_run_dir, resolve_resume, write_status
+
+
+def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: str | None = None
+            ) -> tuple[DictConfig, Path, Path | None]:
+    """Config, run folder and checkpoint to resume from. Nothing is built or written for a config
+    that does not validate."""
+    if resume:
+        run_dir, ckpt = resolve_resume(resume)
+        saved = OmegaConf.to_container(load_run_config(run_dir))
+        layer = parse_overrides(overrides)
+        validate_layer(saved, layer, "command-line override")
+        cfg = resolve(OmegaConf.merge(OmegaConf.create(saved), OmegaConf.create(layer)))
+        if exp and exp != cfg.experiment:
+            raise ConfigError(f"RESUME={resume} is a run of {cfg.experiment!r}, not of EXP={exp!r}")
+        return cfg, run_dir, ckpt
+    if not exp:
+        raise ConfigError("EXP is required (or RESUME=<run folder or checkpoint>)")
+    cfg = compose(exp, scale, overrides)
+    run_dir = new_run_dir(cfg.run.root, cfg.experiment)
+    return cfg, run_dir, None
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from voxlab.checkpoint import AtomicCheckpointIO
+
+    step_ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step_{step:07d}",
+                                auto_insert_metric_name=False, every_n_train_steps=cfg.run.checkpoint_every_steps,
+                                save_top_k=cfg.run.keep_checkpoints, monitor="step", mode="max", save_last=True)
+    callbacks = [step_ckpt, LearningRateMonitor("step"), *extra_callbacks]
+    for node in (cfg.get("callbacks") or {}).values():
+        if node is not None and node.get("_target_"):
+            callbacks.append(locate(node._target_)(**{k: v for k, v in node.items() if k != "_target_"}))
+    if sys.stderr.isatty() or sys.stdout.isatty():
+        callbacks.append(RichProgressBar())
+    loggers = [TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
+               CSVLogger(run_dir, name="csv", version="")]
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks,
+                     plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
+                     enable_progress_bar=True, **trainer_kwargs)
+
+
+def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), resume: str | None = None) -> Path:
+    cfg, run_dir, ckpt = prepare(exp, scale, list(overrides), resume)
+    import lightning as L
+
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    L.seed_everything(int(cfg.seed), workers=True)
+    datamodule = locate(cfg.datamodule._target_)(cfg)
+    module = locate(cfg.module._target_)(cfg)
+    trainer = build_trainer(cfg, run_dir)
+    print(f"[train] {cfg.experiment} (scale {cfg.scale}) -> {run_dir}" + (f", resuming from {ckpt}" if ckpt else ""))
+    write_status(run_dir, "running", step=0)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+    except BaseException as err:
+        for logger in trainer.loggers:
+            logger.finalize("failed")
+        state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        write_status(run_dir, state, step=trainer.global_step, error=repr(err)[:2000])
+        raise
+    write_status(run_dir, "finished", step=trainer.global_step)
+    print(f"[train] finished at step {trainer.global_step}: {run_dir}")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp", default=None, help="experiment name (see `make help` / experiments/)")
+    parser.add_argument("--scale", default=None, help="scale preset: tiny | paper")
+    parser.add_argument("--resume", default=None, help="run folder or checkpoint to continue")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    args = parser.parse_args(argv)
+    try:
+        train(args.exp or None, args.scale or None, args.overrides, args.resume or None)
+    except (ConfigError, FileNotFoundError, ManifestError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
