@@ -17,7 +17,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
 fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+# The machine's pip config names extra local indexes; their "is ignored" warnings are noise.
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
 
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   echo "[install] installing $TORCH_SPEC"

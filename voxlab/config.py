@@ -121,8 +121,8 @@ def _type_name(value: Any) -> str:
 def _compatible(expected: Any, value: Any) -> bool:
     if expected is None or value is None:
         return True
-    if isinstance(value, str) and value.startswith("${"):
-        return True  # interpolation: checked after resolution
+    if any(isinstance(v, str) and "${" in v for v in (expected, value)):
+        return True  # interpolation: its type is known only after resolution
     if isinstance(expected, bool) or isinstance(value, bool):
         return isinstance(expected, bool) and isinstance(value, bool)
     if isinstance(expected, float):

@@ -39,6 +39,24 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
     return cfg, run_dir, None
 
 
+def _run_folder_callback(cfg: DictConfig, run_dir: Path):
+    from lightning.pytorch.callbacks import Callback
+
+    plain = OmegaConf.to_container(cfg, resolve=True)
+
+    class RunFolder(Callback):
+        """Every checkpoint carries the resolved config (a checkpoint alone rebuilds its model),
+        and `last.ckpt` is the state at the end of training, not only at the last step checkpoint."""
+
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+            checkpoint["voxlab_config"] = plain
+
+        def on_train_end(self, trainer, pl_module):
+            trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+    return RunFolder()
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -49,7 +67,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     step_ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step_{step:07d}",
                                 auto_insert_metric_name=False, every_n_train_steps=cfg.run.checkpoint_every_steps,
                                 save_top_k=cfg.run.keep_checkpoints, monitor="step", mode="max", save_last=True)
-    callbacks = [step_ckpt, LearningRateMonitor("step"), *extra_callbacks]
+    callbacks = [step_ckpt, LearningRateMonitor("step"), _run_folder_callback(cfg, run_dir), *extra_callbacks]
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None and node.get("_target_"):
             callbacks.append(locate(node._target_)(**{k: v for k, v in node.items() if k != "_target_"}))

@@ -1,0 +1,85 @@
+"""The training entry point: run folders, checkpoints, resume, failure handling."""
+import csv
+import json
+
+import pytest
+import yaml
+
+from voxlab.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
+from voxlab.config import ConfigError
+from voxlab.runs import resolve_resume
+from voxlab.train import main, train
+
+
+@pytest.fixture
+def exp(tmp_path):
+    (tmp_path / "exps").mkdir()
+    base = yaml.safe_load(open("experiments/base.yaml"))
+    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None},
+                 "datamodule": {"_target_": "toy_module.ToyData"}, "optim": {"lr": 0.1}})
+    base["run"].update({"root": str(tmp_path / "runs"), "checkpoint_every_steps": 4})
+    base["trainer"].update({"max_steps": 6, "accelerator": "cpu", "enable_checkpointing": True,
+                            "enable_model_summary": False, "log_every_n_steps": 2})
+    (tmp_path / "exps" / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "exps" / "toy.yaml").write_text("extends: base.yaml\n")
+    return str(tmp_path / "exps" / "toy.yaml")
+
+
+def test_runs_are_versioned_and_complete(exp, tmp_path):
+    run0 = train(exp)
+    run1 = train(exp)
+    assert run0.name == "version_0" and run1.name == "version_1" and run0.parent.name == "toy"
+    assert yaml.safe_load((run0 / "config.yaml").read_text())["trainer"]["max_steps"] == 6
+    assert json.loads((run0 / "status.json").read_text())["state"] == "finished"
+    ckpts = sorted(p.name for p in (run0 / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and "step_0000004.ckpt" in ckpts
+    ckpt = load_checkpoint(run0 / "checkpoints" / "last.ckpt")  # weights-only loadable
+    assert ckpt["voxlab_config"]["experiment"] == "toy" and ckpt["global_step"] == 6
+    rows = list(csv.DictReader(open(run0 / "csv" / "metrics.csv")))
+    assert any(r.get("train/loss") for r in rows)
+    assert any((run0 / "tensorboard").iterdir())
+
+
+def test_resume_continues_in_the_same_folder(exp):
+    run = train(exp)
+    again = train(None, overrides=["trainer.max_steps=10"], resume=str(run))
+    assert again == run
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 10
+    assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["max_steps"] == 10
+    with pytest.raises(ConfigError, match="unknown key 'trainer.max_stepz'"):
+        train(None, overrides=["trainer.max_stepz=3"], resume=str(run))
+
+
+def test_failing_run_records_failure(exp):
+    with pytest.raises(RuntimeError, match="toy failure"):
+        train(exp, overrides=["module.fail_at=2"])
+    status = json.loads(next(iter(sorted((__import__("pathlib").Path(exp).parent.parent / "runs" / "toy").iterdir())))
+                        .joinpath("status.json").read_text())
+    assert status["state"] == "failed" and "toy failure" in status["error"]
+
+
+def test_cli_reports_config_errors(exp, capsys):
+    assert main(["--exp", "no_such_exp"]) == 2
+    assert "unknown experiment 'no_such_exp'" in capsys.readouterr().err
+    assert main(["--exp", exp, "optim.lrr=1"]) == 2
+    assert "did you mean 'optim.lr'" in capsys.readouterr().err
+
+
+def test_checkpoint_safety(tmp_path):
+    path = atomic_torch_save({"a": 1}, tmp_path / "x.ckpt")
+    assert load_checkpoint(path) == {"a": 1} and not list(tmp_path.glob(".*tmp*"))
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="x.ckpt: not a readable checkpoint"):
+        load_checkpoint(path)
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.ckpt"
+    evil.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    with pytest.raises(CheckpointError, match="evil.ckpt: refused"):
+        load_checkpoint(evil)
+    with pytest.raises(FileNotFoundError, match="neither a run folder"):
+        resolve_resume(tmp_path / "nothing")

@@ -1,0 +1,32 @@
+"""A tiny LightningModule/DataModule pair for testing the training entry point."""
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class ToyModule(L.LightningModule):
+    def __init__(self, config):
+        super().__init__()
+        self.cfg = config
+        self.net = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        if self.cfg.module.fail_at is not None and self.global_step >= self.cfg.module.fail_at:
+            raise RuntimeError("toy failure")
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.net(x), y)
+        self.log("train/loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.cfg.optim.lr)
+
+
+class ToyData(L.LightningDataModule):
+    def __init__(self, config):
+        super().__init__()
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 4, generator=g)
+        return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
