@@ -5,11 +5,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXP ?=
 SCALE ?= tiny
+SWEEP ?=
 ARGS ?=
 RESUME ?=
 DATA ?= data/corpus
 
-.PHONY: help install test test-slow data train
+.PHONY: help install test test-slow data train sweep cache lm
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -29,3 +30,12 @@ data: ## build the embedded offline corpus + Seed-TTS-Eval mini test set in $(DA
 
 train: ## train one experiment: EXP=name [SCALE=tiny|paper] [ARGS="k=v ..."] [RESUME=run folder or ckpt]
 	@$(PY) -m voxlab.train $(if $(EXP),--exp $(EXP)) --scale $(SCALE) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
+
+sweep: ## train every experiment of a sweep: SWEEP=fsq|ralm|conditioning|lm_init|all [SCALE=...]
+	@$(PY) -m voxlab.sweep --sweep $(SWEEP) --scale $(SCALE) $(ARGS)
+
+cache: ## encode the corpus into the latent cache with the experiment's VAE: [EXP=d256s9] [SCALE=...]
+	@$(PY) -m datamodules.tts --exp $(or $(EXP),d256s9) --scale $(SCALE) $(ARGS)
+
+lm: ## pre-train the tiny text LM used for LM init at tiny scale (saved as a Hugging Face folder)
+	@$(PY) -m voxlab.lm --exp $(or $(EXP),d256s9) --scale $(SCALE) $(ARGS)

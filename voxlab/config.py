@@ -193,6 +193,7 @@ def compose(exp: str, scale: str | None = None, overrides: Iterable[str] = (),
     cfg = OmegaConf.merge(*[OmegaConf.create(d) for _, d in layers])
     cfg.experiment = path.stem
     cfg.scale = scale
+    cfg.overrides = list(overrides)
     return resolve(cfg, schema)
 
 
@@ -203,7 +204,7 @@ def resolve(cfg: DictConfig, schema: dict | None = None) -> DictConfig:
     except Exception as err:  # omegaconf raises several types for bad interpolations
         raise ConfigError(f"config interpolation failed: {err}") from None
     if schema is not None:
-        validate_layer(schema, {k: v for k, v in plain.items() if k not in ("experiment", "scale")},
+        validate_layer(schema, {k: v for k, v in plain.items() if k not in ("experiment", "scale", "overrides")},
                        "resolved config")
     return OmegaConf.create(plain)
 

@@ -1,0 +1,143 @@
+"""`make lm [SCALE=tiny]`: pre-train a tiny causal text LM for TSLM initialisation at tiny scale.
+
+No pretrained text LM can be downloaded here, so the LM-init ablations (d256s9 vs no_lm_init,
+the no_ralm rows) would be meaningless at tiny scale without one. This trains a
+`transformers.LlamaForCausalLM` with the TSLM's shape (read from the experiment's
+`model.lm` section) on the embedded corpus's text-only corpus (`lm_text.txt`, larger than the
+speech corpus's sentences), with the character tokenizer of the corpus, and saves it in the
+Hugging Face folder format (`config.json` + `model.safetensors`) that `model.lm_init.path`
+takes, exactly as a real MiniCPM/Llama folder would be.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from voxlab.config import ConfigError, compose
+from voxlab.text import CharTokenizer, EOS_ID
+
+
+def llama_config(lm: dict, vocab_size: int):
+    from transformers import LlamaConfig
+
+    if lm.get("rope_scaling") or lm.get("use_mup"):
+        raise ConfigError("make lm builds a plain-RoPE, muP-free LM: set model.lm.rope_scaling=null "
+                          "and model.lm.use_mup=false for this scale")
+    heads = lm["num_attention_heads"]
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=lm["hidden_size"], intermediate_size=lm["intermediate_size"],
+                       num_hidden_layers=lm["num_hidden_layers"], num_attention_heads=heads,
+                       num_key_value_heads=lm["num_key_value_heads"],
+                       head_dim=lm.get("kv_channels") or lm["hidden_size"] // heads,
+                       rms_norm_eps=lm["rms_norm_eps"], rope_theta=lm["rope_theta"],
+                       max_position_embeddings=lm.get("max_position_embeddings", 4096),
+                       tie_word_embeddings=False, bos_token_id=1, eos_token_id=EOS_ID, pad_token_id=0)
+
+
+def _token_stream(texts: list[str], tok: CharTokenizer) -> torch.Tensor:
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tok.encode(text))
+        ids.append(EOS_ID)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def pretrain_text_lm(out_dir: str | Path, lm: dict, vocab_size: int, text_file: str | Path, vocab_file: str | Path,
+                     steps: int = 600, batch_size: int = 16, seq_len: int = 128, lr: float = 3e-3,
+                     seed: int = 0, progress: bool = True) -> dict:
+    """Train and save; returns a summary (initial and final loss, held-out perplexity)."""
+    from transformers import LlamaForCausalLM
+
+    out_dir, text_file = Path(out_dir), Path(text_file)
+    if not text_file.is_file():
+        raise FileNotFoundError(f"{text_file}: text corpus not found (run `make data`)")
+    tok = CharTokenizer.from_file(vocab_file)
+    if tok.vocab_size > vocab_size:
+        raise ConfigError(f"model.lm.vocab_size={vocab_size} is smaller than the corpus vocabulary ({tok.vocab_size})")
+    torch.manual_seed(seed)
+    lines = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    split = max(1, len(lines) // 20)
+    train_ids, val_ids = _token_stream(lines[split:], tok), _token_stream(lines[:split], tok)
+    model = LlamaForCausalLM(llama_config(lm, vocab_size))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    start = time.time()
+    for _ in tqdm(range(steps), desc="pre-training the tiny text LM", disable=not progress):
+        starts = torch.randint(0, len(train_ids) - seq_len - 1, (batch_size,), generator=gen)
+        batch = torch.stack([train_ids[s:s + seq_len] for s in starts.tolist()])
+        loss = model(input_ids=batch, labels=batch).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+    model.eval()
+    with torch.no_grad():
+        chunks = val_ids[: (len(val_ids) // seq_len) * seq_len].view(-1, seq_len)[:32]
+        val_loss = float(model(input_ids=chunks, labels=chunks).loss)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    summary = {"steps": steps, "first_loss": losses[0], "final_loss": sum(losses[-20:]) / len(losses[-20:]),
+               "val_loss": val_loss, "val_perplexity": math.exp(val_loss), "seconds": round(time.time() - start, 1),
+               "vocab_file": str(vocab_file), "text_file": str(text_file), "tokenizer": "char"}
+    (out_dir / "voxlab_lm.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def ensure_lm(cfg, progress: bool = True) -> Path | None:
+    """The LM folder an LM-initialised experiment needs. At tiny scale a missing one is built;
+    at any other scale a missing one is an error naming the config key."""
+    init = cfg.model.get("lm_init") or {}
+    if init.get("mode", "none") == "none":
+        return None
+    path = init.get("path")
+    if path and Path(path).is_dir():
+        return Path(path)
+    if cfg.scale == "tiny" and path:
+        print(f"[lm] {path} is missing: pre-training the tiny text LM first (make lm)")
+        build_from_config(cfg, progress=progress)
+        return Path(path)
+    raise ConfigError(
+        f"model.lm_init.mode={init.get('mode')} needs a pretrained causal-LM folder (MiniCPM / Llama layout, "
+        f"safetensors or pytorch_model.bin): set model.lm_init.path (now {path!r}), e.g. "
+        "ARGS=\"model.lm_init.path=/models/MiniCPM4-0.5B\", or use the no_lm_init experiment")
+
+
+def build_from_config(cfg, progress: bool = True) -> dict:
+    from omegaconf import OmegaConf
+
+    lm = OmegaConf.to_container(cfg.model.lm, resolve=True)
+    return pretrain_text_lm(cfg.model.lm_init.path, lm, lm["vocab_size"], cfg.lm_pretrain.text_file,
+                            cfg.text.vocab, steps=cfg.lm_pretrain.steps, batch_size=cfg.lm_pretrain.batch_size,
+                            seq_len=cfg.lm_pretrain.seq_len, lr=cfg.lm_pretrain.lr, seed=cfg.seed, progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp", default="d256s9", help="experiment whose TSLM shape and lm_init.path to use")
+    parser.add_argument("--scale", default="tiny")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    try:
+        cfg = compose(args.exp, args.scale, args.overrides)
+        summary = build_from_config(cfg)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"[lm] saved {cfg.model.lm_init.path}: loss {summary['first_loss']:.2f} -> {summary['final_loss']:.2f}, "
+          f"held-out perplexity {summary['val_perplexity']:.1f} ({summary['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""`make sweep SWEEP=name [SCALE=tiny|paper] [ARGS="k=v ..."]`: train every experiment of a sweep.
+
+A sweep file (`experiments/sweeps/<name>.yaml`) lists experiment names and optional overrides
+for all of them. Re-running a sweep resumes: an experiment whose matching run (same experiment,
+scale and overrides) finished is skipped, an unfinished one is resumed from its newest
+checkpoint, and only a missing one starts a new run. A failing experiment does not stop the
+others; the failures are listed at the end. The sweep's record is
+`runs/sweeps/<name>-<scale>/sweep.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from voxlab.config import EXPERIMENTS_DIR, ConfigError, available_experiments, load_run_config, load_yaml
+from voxlab.runs import list_runs, newest_loadable_checkpoint, read_status
+
+SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
+
+
+def load_sweep(name: str, root: Path = SWEEPS_DIR) -> dict:
+    path = root / f"{name}.yaml"
+    if not path.is_file():
+        options = sorted(p.stem for p in root.glob("*.yaml"))
+        raise ConfigError(f"unknown sweep {name!r}; available: {', '.join(options) or 'none'}")
+    spec = load_yaml(path.read_text()) or {}
+    unknown = set(spec) - {"experiments", "overrides", "description"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}; expected experiments, overrides, description")
+    exps = spec.get("experiments") or []
+    known = available_experiments()
+    missing = [e for e in exps if e not in known]
+    if not exps or missing:
+        raise ConfigError(f"{path}: {'no experiments listed' if not exps else f'unknown experiments {missing}'}")
+    return {"path": path, "experiments": list(exps), "overrides": list(spec.get("overrides") or [])}
+
+
+def matching_run(exp: str, scale: str | None, overrides: list[str], runs_root: str) -> Path | None:
+    """The newest run of `exp` made with the same scale and overrides, if any."""
+    for run in reversed(list_runs(runs_root, exp)):
+        try:
+            cfg = load_run_config(run)
+        except ConfigError:
+            continue
+        if cfg.get("scale") == scale and list(cfg.get("overrides") or []) == overrides:
+            return run
+    return None
+
+
+def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None) -> dict:
+    from voxlab.config import compose
+    from voxlab.train import train
+
+    train_fn = train_fn or train
+    spec = load_sweep(name)
+    overrides = spec["overrides"] + list(extra)
+    # Every experiment's config is validated before anything trains.
+    configs = {exp: compose(exp, scale, overrides) for exp in spec["experiments"]}
+    record_dir = Path(next(iter(configs.values())).run.root) / "sweeps" / f"{name}-{scale}"
+    record_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict] = {}
+    for i, (exp, cfg) in enumerate(configs.items(), 1):
+        print(f"[sweep {name}] {i}/{len(configs)}: {exp}")
+        run = matching_run(exp, scale, overrides, cfg.run.root)
+        try:
+            if run is not None and read_status(run).get("state") == "finished":
+                print(f"[sweep {name}] {exp}: finished earlier in {run}, skipped")
+            elif run is not None and newest_loadable_checkpoint(run) is not None:
+                run = train_fn(None, resume=str(run))
+            else:
+                run = train_fn(exp, scale, overrides)
+            results[exp] = {"run": str(run), "state": read_status(run).get("state")}
+        except Exception as err:  # one failing experiment must not stop the sweep
+            traceback.print_exc()
+            run = matching_run(exp, scale, overrides, cfg.run.root)
+            results[exp] = {"run": str(run) if run else None, "state": "failed", "error": repr(err)[:500]}
+        (record_dir / "sweep.json").write_text(json.dumps(
+            {"sweep": name, "scale": scale, "overrides": overrides, "results": results}, indent=2))
+    failed = [e for e, r in results.items() if r["state"] != "finished"]
+    print(f"[sweep {name}] done: {len(results) - len(failed)} finished, {len(failed)} failed"
+          + (f": {', '.join(failed)}" if failed else ""))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", required=True)
+    parser.add_argument("--scale", default=None)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    try:
+        results = run_sweep(args.sweep, args.scale, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 1 if any(r["state"] != "finished" for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
