@@ -49,8 +49,9 @@ class ConfigError(ValueError):
     """A configuration problem, with a message that names the file and key."""
 
 
-def available_experiments(root: Path = EXPERIMENTS_DIR) -> dict[str, Path]:
+def available_experiments(root: Path | None = None) -> dict[str, Path]:
     """Experiment name -> file. Base files, scale presets and sweeps are not experiments."""
+    root = Path(root or EXPERIMENTS_DIR)
     found: dict[str, Path] = {}
     for path in sorted(root.rglob("*.yaml")):
         rel = path.relative_to(root)
@@ -62,7 +63,7 @@ def available_experiments(root: Path = EXPERIMENTS_DIR) -> dict[str, Path]:
     return found
 
 
-def find_experiment(name: str, root: Path = EXPERIMENTS_DIR) -> Path:
+def find_experiment(name: str, root: Path | None = None) -> Path:
     if name.endswith((".yaml", ".yml")) and Path(name).is_file():
         return Path(name).resolve()
     exps = available_experiments(root)
@@ -169,7 +170,7 @@ def parse_overrides(items: Iterable[str]) -> dict:
 
 
 def compose(exp: str, scale: str | None = None, overrides: Iterable[str] = (),
-            root: Path = EXPERIMENTS_DIR) -> DictConfig:
+            root: Path | None = None) -> DictConfig:
     """Build the resolved, validated config of experiment `exp`."""
     path = find_experiment(exp, root)
     chain = _chain(path)

@@ -15,13 +15,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from voxlab.config import EXPERIMENTS_DIR, ConfigError, available_experiments, load_run_config, load_yaml
+from voxlab.config import ConfigError, available_experiments, load_run_config, load_yaml
 from voxlab.runs import list_runs, newest_loadable_checkpoint, read_status
 
-SWEEPS_DIR = EXPERIMENTS_DIR / "sweeps"
+def load_sweep(name: str) -> dict:
+    from voxlab import config
 
-
-def load_sweep(name: str, root: Path = SWEEPS_DIR) -> dict:
+    root = config.EXPERIMENTS_DIR / "sweeps"
     path = root / f"{name}.yaml"
     if not path.is_file():
         options = sorted(p.stem for p in root.glob("*.yaml"))

@@ -1,0 +1,38 @@
+"""`make lm`: the tiny text LM is trained and saved in the Hugging Face folder format."""
+import pytest
+from omegaconf import OmegaConf
+
+from voxlab.config import ConfigError, compose
+from voxlab.lm import ensure_lm, pretrain_text_lm
+from voxlab.text import CharTokenizer
+
+LM = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+      "num_hidden_layers": 2, "kv_channels": None, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+      "rope_scaling": None, "max_position_embeddings": 256, "use_mup": False}
+
+
+def test_pretrain_learns_and_saves_hf_folder(tmp_path):
+    texts = ["the cat sat on the mat.", "a dog ran in the park.", "小猫在家里。"] * 40
+    (tmp_path / "lm.txt").write_text("\n".join(texts) + "\n")
+    CharTokenizer.build(texts, tmp_path / "vocab.txt")
+    summary = pretrain_text_lm(tmp_path / "lm", LM, 256, tmp_path / "lm.txt", tmp_path / "vocab.txt",
+                               steps=40, batch_size=4, seq_len=32, lr=1e-2, progress=False)
+    assert summary["final_loss"] < summary["first_loss"] - 1.0
+    from transformers import LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(tmp_path / "lm")
+    assert model.config.hidden_size == 32 and (tmp_path / "lm" / "model.safetensors").is_file()
+
+
+def test_vocab_larger_than_model_is_refused(tmp_path):
+    (tmp_path / "lm.txt").write_text("abcdefghij\n" * 10)
+    CharTokenizer.build(["abcdefghij"], tmp_path / "vocab.txt")
+    with pytest.raises(ConfigError, match="vocab_size=130 is smaller"):
+        pretrain_text_lm(tmp_path / "lm", LM, 130, tmp_path / "lm.txt", tmp_path / "vocab.txt", steps=1)
+
+
+def test_paper_scale_without_lm_folder_names_the_key():
+    cfg = compose("d256s9", "paper")
+    with pytest.raises(ConfigError, match="set model.lm_init.path"):
+        ensure_lm(cfg)
+    assert ensure_lm(compose("no_lm_init", "paper")) is None
