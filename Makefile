@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 EXP ?=
 SCALE ?= tiny
 SWEEP ?=
+MODEL ?=
+TESTSET ?= $(DATA)/seedtts/en/meta.lst
 ARGS ?=
 RESUME ?=
 DATA ?= data/corpus
 
-.PHONY: help install test test-slow data train sweep cache lm
+.PHONY: help install test test-slow data train sweep cache lm eval
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -39,3 +41,6 @@ cache: ## encode the corpus into the latent cache with the experiment's VAE: [EX
 
 lm: ## pre-train the tiny text LM used for LM init at tiny scale (saved as a Hugging Face folder)
 	@$(PY) -m voxlab.lm --exp $(or $(EXP),d256s9) --scale $(SCALE) $(ARGS)
+
+eval: ## Seed-TTS-Eval: [MODEL=...] TESTSET=<meta.lst or folder> [ARGS="--wavs DIR --sim resemblyzer ..."]
+	@$(PY) -m eval --testset $(TESTSET) $(if $(MODEL),--model $(MODEL)) $(ARGS)

@@ -1,0 +1,100 @@
+"""`python -m eval --testset <meta.lst or folder> (--wavs DIR | --model MODEL) [options]`.
+
+Scores existing wavs (`--wavs`), or generates them first with a model (`--model`, resumable), then
+transcribes (or reads `--transcripts`), scores WER/CER and speaker SIM, and writes metrics.json,
+per_utt.csv and summary.md into `--out` (default `evals/<testset>_<time>`).
+Exit status: 0 done, 2 bad input or missing weights (message says what to do).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from eval.backends import EvalConfig
+from eval.errors import EvalError
+from eval.normalize import VARIANTS
+from eval.sim import SIM_CHOICES
+from eval.testset import TestSetError, testset_name
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m eval", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--testset", required=True, help="meta.lst, or a folder holding one")
+    src = p.add_argument_group("audio to score")
+    src.add_argument("--wavs", help="folder of <utt>.wav to score (default with --model: <out>/wavs)")
+    src.add_argument("--model", help="generate with this model first (checkpoint, run or model folder)")
+    src.add_argument("--cfg", type=float, default=2.0, help="generation: guidance scale")
+    src.add_argument("--timesteps", type=int, default=10, help="generation: solver steps")
+    src.add_argument("--temperature", type=float, default=1.0, help="generation: noise temperature")
+    src.add_argument("--seed", type=int, default=0, help="generation: random seed")
+    sel = p.add_argument_group("selection")
+    sel.add_argument("--limit", type=int, help="first N utterances only")
+    sel.add_argument("--utts", help="comma-separated utt names to score")
+    sel.add_argument("--lang", choices=("auto", "en", "zh"), default="auto",
+                     help="language of the targets (auto: per utterance, CJK characters -> zh)")
+    asr = p.add_argument_group("ASR")
+    asr.add_argument("--transcripts", help="JSONL {\"utt\", \"text\"} lines replacing ASR")
+    asr.add_argument("--whisper", default="large-v3", help="whisper model name or checkpoint path")
+    asr.add_argument("--paraformer", help="paraformer-zh model folder (or $VOXLAB_PARAFORMER)")
+    asr.add_argument("--asr-batch-size", type=int, default=8)
+    asr.add_argument("--normalization", choices=sorted(VARIANTS), default="seedtts")
+    sim = p.add_argument_group("speaker similarity")
+    sim.add_argument("--sim", choices=SIM_CHOICES, default="resemblyzer")
+    sim.add_argument("--wavlm", help="transformers WavLM folder for wavlm_ecapa (or $VOXLAB_WAVLM)")
+    sim.add_argument("--ecapa", help="wavlm_large_finetune.pth for wavlm_ecapa (or $VOXLAB_ECAPA)")
+    sim.add_argument("--wespeaker", help="wespeaker folder: config.yaml + avg_model.pt (or $VOXLAB_WESPEAKER)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", help="result folder (default evals/<testset>_<YYYYmmdd-HHMMSS>)")
+    out.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    out.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    out.add_argument("--check", action="store_true", help="only check the test set and backend weights")
+    args = p.parse_args(argv)
+    if not args.wavs and not args.model and not args.check:
+        p.error("give --wavs DIR (score existing wavs) or --model MODEL (generate them first)")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    config = EvalConfig(whisper=args.whisper, paraformer=args.paraformer, sim=args.sim, wavlm=args.wavlm,
+                        ecapa=args.ecapa, wespeaker=args.wespeaker, asr_batch_size=args.asr_batch_size,
+                        lang=args.lang, normalization=args.normalization)
+    if args.device:
+        config.device = args.device
+    utts = [u.strip() for u in args.utts.split(",") if u.strip()] if args.utts else None
+    try:
+        from eval.run import evaluate, preflight
+
+        if args.check or args.model:
+            # test set and weights first: a missing ASR/SIM weight fails before the TTS model loads
+            _, items, langs, _, _ = preflight(args.testset, config, transcripts=args.transcripts,
+                                              limit=args.limit, utts=utts)
+            if args.check:
+                print(f"ok: {len(items)} utts ({', '.join(sorted(set(langs.values())))}); "
+                      "test set valid, backend weights present")
+                return 0
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = Path(args.out) if args.out else Path("evals") / f"{testset_name(args.testset)}_{stamp}"
+        generation = generate_fn = None
+        if args.model:
+            from eval.generate import model_fingerprint, model_generate_fn
+
+            settings = {"cfg": args.cfg, "timesteps": args.timesteps, "temperature": args.temperature,
+                        "seed": args.seed}
+            generation = {"model": model_fingerprint(args.model), **settings}
+            generate_fn = model_generate_fn(args.model, settings, device=config.device)
+        evaluate(args.testset, args.wavs, out_dir, config=config, transcripts=args.transcripts,
+                 limit=args.limit, utts=utts, generation=generation, generate_fn=generate_fn,
+                 overwrite=args.overwrite)
+        print(out_dir / "summary.md")
+        return 0
+    except (EvalError, TestSetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Which ASR and SIM backends an evaluation uses, checked before any work and loaded once.
+
+`check_backends` is the cheap preflight (files present, names valid) that runs before generation,
+so that missing weights fail in seconds with one message naming every problem. `Backends` loads
+each backend on first use and keeps it, so a callback evaluating at many steps loads them once.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from eval.errors import MissingWeightsError
+from eval.normalize import VARIANTS
+from eval.sim import SIM_CHOICES
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class EvalConfig:
+    whisper: str = "large-v3"           # whisper model name (in whisper's cache) or checkpoint path
+    paraformer: str | None = None       # paraformer-zh folder (else $VOXLAB_PARAFORMER / ModelScope cache)
+    sim: str = "resemblyzer"            # none | resemblyzer | wavlm_ecapa | wespeaker
+    wavlm: str | None = None            # transformers WavLM folder (wavlm_ecapa)
+    ecapa: str | None = None            # wavlm_large_finetune.pth (wavlm_ecapa)
+    wespeaker: str | None = None        # wespeaker folder with config.yaml + avg_model.pt
+    device: str = field(default_factory=default_device)
+    asr_batch_size: int = 8
+    lang: str = "auto"                  # en | zh | auto (per utterance: CJK in the target text -> zh)
+    normalization: str = "seedtts"      # seedtts | f5tts | whisper
+
+    def validate(self) -> None:
+        if self.sim not in SIM_CHOICES:
+            raise ValueError(f"sim must be one of {SIM_CHOICES}, got {self.sim!r}")
+        if self.lang not in ("auto", "en", "zh"):
+            raise ValueError(f"lang must be auto, en or zh, got {self.lang!r}")
+        if self.normalization not in VARIANTS:
+            raise ValueError(f"normalization must be one of {sorted(VARIANTS)}, got {self.normalization!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_backends(config: EvalConfig, asr_langs=("en", "zh"), sim: bool = True) -> None:
+    """Raise one MissingWeightsError listing every backend whose weights are not where expected.
+    `asr_langs`: languages that need ASR (none when transcripts are given)."""
+    config.validate()
+    problems = []
+
+    def attempt(fn, *args):
+        try:
+            fn(*args)
+        except MissingWeightsError as err:
+            problems.append(str(err))
+
+    if "en" in asr_langs:
+        from eval.asr.whisper_asr import resolve_whisper
+        attempt(resolve_whisper, config.whisper)
+    if "zh" in asr_langs:
+        from eval.asr.paraformer_asr import resolve_paraformer
+        attempt(resolve_paraformer, config.paraformer)
+    if sim and config.sim == "wavlm_ecapa":
+        from eval.sim.wavlm_ecapa import resolve_wavlm_ecapa
+        attempt(resolve_wavlm_ecapa, config.wavlm, config.ecapa)
+    elif sim and config.sim == "wespeaker":
+        from eval.sim.wespeaker_sim import resolve_wespeaker
+        attempt(resolve_wespeaker, config.wespeaker)
+    if problems:
+        raise MissingWeightsError("\n".join(f"- {p}" for p in problems))
+
+
+class Backends:
+    """Loads each backend on first use and keeps it (pass one instance to many evaluations)."""
+
+    def __init__(self, config: EvalConfig | None = None):
+        self.config = config or EvalConfig()
+        self.config.validate()
+        self._asr: dict = {}
+        self._sim = None
+
+    def asr(self, lang: str):
+        if lang not in self._asr:
+            c = self.config
+            if lang == "en":
+                from eval.asr.whisper_asr import WhisperASR
+                self._asr[lang] = WhisperASR(c.whisper, device=c.device, batch_size=c.asr_batch_size)
+            elif lang == "zh":
+                from eval.asr.paraformer_asr import ParaformerASR
+                self._asr[lang] = ParaformerASR(c.paraformer, device=c.device, batch_size=c.asr_batch_size)
+            else:
+                raise ValueError(f"no ASR backend for language {lang!r}")
+        return self._asr[lang]
+
+    def sim(self):
+        c = self.config
+        if c.sim == "none":
+            return None
+        if self._sim is None:
+            if c.sim == "resemblyzer":
+                from eval.sim.resemblyzer_sim import ResemblyzerSim
+                self._sim = ResemblyzerSim(device=c.device)
+            elif c.sim == "wavlm_ecapa":
+                from eval.sim.wavlm_ecapa import WavLMEcapaSim
+                self._sim = WavLMEcapaSim(c.wavlm, c.ecapa, device=c.device)
+            elif c.sim == "wespeaker":
+                from eval.sim.wespeaker_sim import WespeakerSim
+                self._sim = WespeakerSim(c.wespeaker, device=c.device)
+        return self._sim

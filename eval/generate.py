@@ -1,0 +1,87 @@
+"""Generation for an evaluation: a `generate_fn(items, out_dir)` hook, resumable.
+
+The hook writes `<out_dir>/<utt>.wav` for each TestItem it is given (batched as it likes). The
+evaluation calls it only with the items whose wav is missing or was made by another model or other
+settings: beside each wav, `<utt>.gen.json` records the `generation` dict it was made with, and an
+existing wav is kept only when that record equals the current one.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+from eval.errors import EvalError
+from eval.testset import TestItem
+
+GenerateFn = Callable[[Sequence[TestItem], Path], None]
+SIDECAR = ".gen.json"
+
+
+def _canonical(obj) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def sidecar(wavs_dir: Path, utt: str) -> Path:
+    return Path(wavs_dir) / f"{utt}{SIDECAR}"
+
+
+def is_current(wavs_dir: Path, utt: str, generation: dict) -> bool:
+    wav, meta = Path(wavs_dir) / f"{utt}.wav", sidecar(wavs_dir, utt)
+    if not wav.is_file() or not meta.is_file():
+        return False
+    try:
+        return _canonical(json.loads(meta.read_text(encoding="utf-8"))) == _canonical(generation)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def pending_items(items: Sequence[TestItem], wavs_dir: Path, generation: dict) -> list[TestItem]:
+    return [it for it in items if not is_current(wavs_dir, it.utt, generation)]
+
+
+def run_generation(items: Sequence[TestItem], wavs_dir: Path, generation: dict,
+                   generate_fn: GenerateFn) -> int:
+    """Generate what is not current; returns how many items were (re)generated."""
+    wavs_dir = Path(wavs_dir)
+    wavs_dir.mkdir(parents=True, exist_ok=True)
+    todo = pending_items(items, wavs_dir, generation)
+    for it in todo:  # a stale record must not vouch for a wav the hook fails to rewrite
+        sidecar(wavs_dir, it.utt).unlink(missing_ok=True)
+    if todo:
+        generate_fn(todo, wavs_dir)
+    for it in todo:
+        if (wavs_dir / f"{it.utt}.wav").is_file():
+            sidecar(wavs_dir, it.utt).write_text(_canonical(generation), encoding="utf-8")
+    return len(todo)
+
+
+def model_fingerprint(path: str | Path) -> dict:
+    """Identifies a model file or folder by path, size and modification time (cheap, no hashing)."""
+    path = Path(path).expanduser().resolve()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {"path": str(path), "bytes": sum(p.stat().st_size for p in files),
+            "mtime": max((int(p.stat().st_mtime) for p in files), default=0)}
+
+
+def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu") -> GenerateFn:
+    """A generate_fn for MODEL through the project's inference API (`models.load(path).generate`,
+    DESIGN section 2), loaded now so that a bad MODEL fails before anything is generated."""
+    try:
+        from models import load
+    except ImportError:
+        raise EvalError("generation needs the inference code (`models.load`), which this checkout "
+                        "does not have yet: score existing wavs with --wavs DIR instead") from None
+    from voxlab.audio import save_audio
+
+    model = load(str(model_path))
+    if hasattr(model, "to"):
+        model = model.to(device)
+
+    def generate(items: Sequence[TestItem], out_dir: Path) -> None:
+        for it in items:
+            wav, sr = model.generate(it.target_text, prompt_wav=str(it.prompt_wav),
+                                     prompt_text=it.prompt_text, **settings)
+            save_audio(Path(out_dir) / f"{it.utt}.wav", wav, sr)
+
+    return generate

@@ -1,0 +1,308 @@
+"""The evaluation driver: test set -> (generation) -> ASR -> WER/CER -> SIM -> result folder.
+
+`evaluate(...)` is the one library entry point (the CLI, `make eval`, callbacks and reports call it).
+It writes into `out_dir`: `metrics.json`, `per_utt.csv` and `summary.md`, and returns the metrics.
+Order matters: everything cheap is checked first (test set, transcripts, backend weights) so that a
+mistake fails in seconds, before any generation; a missing generated wav fails and lists the
+utterances, instead of being skipped as the original scripts do.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import soundfile as sf
+
+from eval.backends import Backends, EvalConfig, check_backends
+from eval.errors import EvalError
+from eval.generate import GenerateFn, run_generation
+from eval.normalize import VARIANTS, detect_lang, normalize, zh_punctuation
+from eval.sim import cosine
+from eval.testset import TestItem, read_testset, resolve_meta, summarize, testset_name
+from eval.wer import ErrorCounts, corpus_wer, count_errors, mean_wer, total
+
+SR = 16000
+CSV_FIELDS = ["utt", "lang", "reference", "hypothesis", "wer", "S", "D", "I", "N", "sim", "sim_model",
+              "gen_duration", "prompt_duration", "reference_norm", "hypothesis_norm"]
+
+
+def load_transcripts(path: str | Path) -> dict[str, str]:
+    """JSONL lines `{"utt": ..., "text": ...}`; every problem is reported at once."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalError(f"transcripts file not found: {path}")
+    out, problems = {}, []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems.append(f"line {n}: not JSON ({err.msg})")
+            continue
+        if not isinstance(rec, dict) or not isinstance(rec.get("utt"), str) or not isinstance(rec.get("text"), str):
+            problems.append(f"line {n}: expected {{\"utt\": str, \"text\": str}}")
+        elif rec["utt"] in out:
+            problems.append(f"line {n}: utt {rec['utt']!r} given twice")
+        else:
+            out[rec["utt"]] = rec["text"]
+    if problems:
+        raise EvalError(f"{path}: {len(problems)} bad lines:\n{summarize(problems)}")
+    return out
+
+
+def _duration(path: Path) -> float:
+    info = sf.info(str(path))
+    return info.frames / float(info.samplerate)
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "numpy", "jiwer", "zhconv", "zhon", "soundfile", "soxr"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def log_metrics(metrics: dict, set_name: str) -> dict[str, float]:
+    """Slash-namespaced scalars for a logger: eval/<set>/wer, wer_corpus, sim (when scored)."""
+    out = {f"eval/{set_name}/wer": metrics["wer"], f"eval/{set_name}/wer_corpus": metrics["wer_corpus"]}
+    if metrics.get("sim") is not None:
+        out[f"eval/{set_name}/sim"] = metrics["sim"]
+    return out
+
+
+def preflight(testset, config: EvalConfig, transcripts=None, limit=None, utts=None):
+    """Everything cheap, before any work: the test set, the references after normalisation, the
+    transcripts, the backend weights. Returns (meta, items, langs, normalised refs, transcripts)."""
+    config.validate()
+    meta = resolve_meta(testset)
+    items = read_testset(meta, limit=limit, utts=list(utts) if utts else None)
+    langs = {it.utt: (config.lang if config.lang != "auto" else detect_lang(it.target_text)) for it in items}
+    refs = {it.utt: normalize(it.target_text, langs[it.utt], config.normalization) for it in items}
+    empty = [f"line {it.line_no} ({it.utt}): {it.target_text!r}" for it in items if not refs[it.utt]]
+    if empty:
+        raise EvalError(f"{meta}: {len(empty)} target texts have nothing left to score after "
+                        f"{config.normalization} normalisation:\n{summarize(empty)}")
+    given = None
+    if transcripts is not None:
+        given = load_transcripts(transcripts)
+        missing = [it.utt for it in items if it.utt not in given]
+        if missing:
+            raise EvalError(f"{transcripts}: no transcript for {len(missing)} utts:\n{summarize(missing)}")
+    check_backends(config, asr_langs=sorted(set(langs.values())) if given is None else [],
+                   sim=config.sim != "none")
+    return meta, items, langs, refs, given
+
+
+def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Path, *,
+             config: EvalConfig | None = None, backends: Backends | None = None,
+             transcripts: str | Path | None = None, limit: int | None = None,
+             utts: Sequence[str] | None = None, generation: dict | None = None,
+             generate_fn: GenerateFn | None = None, overwrite: bool = False,
+             log: Callable[[str], None] | None = None) -> dict:
+    """Score `<wavs_dir>/<utt>.wav` for the test set (generating them first with `generate_fn`
+    when given; `wavs_dir` defaults to `<out_dir>/wavs`). `backends` (already loaded, reused across
+    calls) wins over `config`. Returns the metrics written to `<out_dir>/metrics.json`."""
+    log = log or (lambda msg: print(f"[eval] {msg}", file=sys.stderr, flush=True))
+    t_start = time.perf_counter()
+    config = backends.config if backends is not None else (config or EvalConfig())
+    config.validate()
+    out_dir = Path(out_dir)
+    if (out_dir / "metrics.json").exists() and not overwrite:
+        raise EvalError(f"{out_dir / 'metrics.json'} exists: choose another output folder "
+                        "(results are never overwritten) or pass overwrite=True / --overwrite")
+
+    # 1. preflight: test set, references, transcripts, backend weights (before any generation)
+    meta, items, langs, refs, given = preflight(testset, config, transcripts=transcripts,
+                                                 limit=limit, utts=utts)
+    asr_langs = sorted(set(langs.values())) if given is None else []
+    backends = backends or Backends(config)
+
+    # 2. generation (resumable), then every wav must be there and readable
+    wavs_dir = Path(wavs_dir) if wavs_dir is not None else out_dir / "wavs"
+    n_generated, t_gen = 0, time.perf_counter()
+    if generate_fn is not None:
+        n_generated = run_generation(items, wavs_dir, generation or {}, generate_fn)
+        log(f"generated {n_generated} of {len(items)} wavs into {wavs_dir}")
+    t_gen = time.perf_counter() - t_gen
+    gen_paths = {it.utt: wavs_dir / f"{it.utt}.wav" for it in items}
+    missing = [u for u, p in gen_paths.items() if not p.is_file()]
+    if missing:
+        raise EvalError(f"{len(missing)} of {len(items)} generated wavs missing in {wavs_dir} "
+                        f"(nothing is scored over a subset):\n{summarize(missing)}")
+    durations, bad = {}, []
+    for it in items:
+        try:
+            durations[it.utt] = (_duration(gen_paths[it.utt]), _duration(it.prompt_wav))
+        except Exception as err:  # noqa: BLE001 - soundfile raises several types
+            bad.append(f"{it.utt}: {err}")
+            continue
+        if durations[it.utt][0] <= 0:
+            bad.append(f"{it.utt}: {gen_paths[it.utt]} is empty")
+    if bad:
+        raise EvalError(f"{len(bad)} wavs cannot be read:\n{summarize(bad)}")
+
+    from voxlab.audio import load_audio
+
+    # 3. ASR, one language at a time, batched
+    t_asr = time.perf_counter()
+    hyps: dict[str, str] = {}
+    if given is not None:
+        hyps = {it.utt: given[it.utt] for it in items}
+    else:
+        for lang in asr_langs:
+            group = [it for it in items if langs[it.utt] == lang]
+            asr = backends.asr(lang)
+            chunk = max(1, config.asr_batch_size) * 4
+            for start in range(0, len(group), chunk):
+                part = group[start:start + chunk]
+                texts = asr.transcribe([load_audio(gen_paths[it.utt], SR, mono="mix") for it in part])
+                hyps.update({it.utt: t for it, t in zip(part, texts)})
+            log(f"transcribed {len(group)} {lang} utts with {asr.name}")
+    t_asr = time.perf_counter() - t_asr
+
+    # 4. WER
+    hyp_norm = {it.utt: normalize(hyps[it.utt], langs[it.utt], config.normalization, hypothesis=True)
+                for it in items}
+    counts = {it.utt: count_errors(refs[it.utt], hyp_norm[it.utt]) for it in items}
+
+    # 5. SIM (prompt embeddings cached: prompts repeat across utterances)
+    t_sim = time.perf_counter()
+    sims: dict[str, float] = {}
+    sim_backend = backends.sim()
+    if sim_backend is not None:
+        prompt_emb = {}
+        for it in items:
+            if it.prompt_wav not in prompt_emb:
+                prompt_emb[it.prompt_wav] = sim_backend.embed(load_audio(it.prompt_wav, SR, mono="mix"))
+            gen_emb = sim_backend.embed(load_audio(gen_paths[it.utt], SR, mono="mix"))
+            sims[it.utt] = cosine(gen_emb, prompt_emb[it.prompt_wav])
+        log(f"scored speaker similarity of {len(items)} utts with {sim_backend.name}")
+    t_sim = time.perf_counter() - t_sim
+
+    # 6. results
+    metrics = _aggregate(items, langs, counts, sims)
+    metrics.update({
+        "testset": {"path": str(meta), "name": testset_name(meta), "limit": limit,
+                    "utts": list(utts) if utts else None},
+        "wavs_dir": str(wavs_dir),
+        "normalization": {"variant": config.normalization, "description": VARIANTS[config.normalization],
+                          "zh_punctuation_chars": len(zh_punctuation())},
+        "lang": config.lang,
+        "asr": ({"source": "transcripts", "path": str(transcripts)} if given is not None
+                else {lang: backends.asr(lang).info() for lang in asr_langs}),
+        "sim_backend": sim_backend.info() if sim_backend is not None else None,
+        "sim_model": sim_backend.info()["model"] if sim_backend is not None else None,
+        "generation": generation,
+        "n_generated": n_generated,
+        "durations": {"gen_total_s": round(sum(d[0] for d in durations.values()), 3),
+                      "prompt_total_s": round(sum(d[1] for d in durations.values()), 3)},
+        "timing": {"generation_s": round(t_gen, 3), "asr_s": round(t_asr, 3), "sim_s": round(t_sim, 3),
+                   "total_s": round(time.perf_counter() - t_start, 3)},
+        "versions": _versions(),
+        "config": config.to_dict(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_per_utt(out_dir / "per_utt.csv", items, langs, hyps, refs, hyp_norm, counts, sims, durations,
+                   metrics["sim_model"] or "")
+    _write_atomic(out_dir / "summary.md", render_summary(metrics, items, counts, hyps, sims))
+    _write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    sim_text = "-" if metrics["sim"] is None else f"{metrics['sim']:.4f}"
+    log(f"WER {metrics['wer']:.3f} (corpus {metrics['wer_corpus']:.3f}) SIM {sim_text} "
+        f"over {len(items)} utts -> {out_dir}")
+    return metrics
+
+
+def _scores(group: list[TestItem], counts: dict[str, ErrorCounts], sims: dict[str, float]) -> dict:
+    cs = [counts[it.utt] for it in group]
+    acc = total(cs)
+    sim_vals = [sims[it.utt] for it in group if it.utt in sims]
+    return {"n_utts": len(group), "wer": round(mean_wer(cs), 4), "wer_corpus": round(corpus_wer(cs), 4),
+            "counts": {"S": acc.S, "D": acc.D, "I": acc.I, "N": acc.N},
+            "sim": round(sum(sim_vals) / len(sim_vals), 5) if sim_vals else None}
+
+
+def _aggregate(items, langs, counts, sims) -> dict:
+    out = _scores(list(items), counts, sims)
+    out["by_lang"] = {lang: _scores([it for it in items if langs[it.utt] == lang], counts, sims)
+                      for lang in sorted(set(langs.values()))}
+    return out
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durations, sim_model) -> None:
+    """One row per utterance; `wer` is the fraction (the protocol's per-utterance value)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for it in items:
+            c = counts[it.utt]
+            writer.writerow({"utt": it.utt, "lang": langs[it.utt], "reference": it.target_text,
+                             "hypothesis": hyps[it.utt], "wer": _fmt(c.wer), "S": c.S, "D": c.D,
+                             "I": c.I, "N": c.N, "sim": _fmt(sims.get(it.utt)), "sim_model": sim_model,
+                             "gen_duration": _fmt(durations[it.utt][0], 3),
+                             "prompt_duration": _fmt(durations[it.utt][1], 3),
+                             "reference_norm": " ".join(refs[it.utt]),
+                             "hypothesis_norm": " ".join(hyp_norm[it.utt])})
+    tmp.replace(path)
+
+
+def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) -> str:
+    ts = metrics["testset"]
+    sim_line = ("not scored (--sim none)" if metrics["sim"] is None
+                else f"**{metrics['sim']:.4f}** with {metrics['sim_model']}")
+    if metrics["sim_backend"] and not metrics["sim_backend"].get("comparable_to_seed_tts_eval"):
+        sim_line += " (not comparable to the paper's WavLM-ECAPA SIM)"
+    asr = metrics["asr"]
+    asr_line = (f"transcripts from `{asr['path']}`" if asr.get("source") == "transcripts"
+                else "; ".join(f"{lang}: {a['name']} {a.get('model') or a.get('model_dir')}"
+                               for lang, a in asr.items()))
+    c = metrics["counts"]
+    lines = [
+        f"# Seed-TTS-Eval: {ts['name']}", "",
+        f"- test set: `{ts['path']}` ({metrics['n_utts']} utts"
+        + (f", limit {ts['limit']}" if ts["limit"] else "") + ")",
+        f"- WER (mean of per-utterance WER x100, the protocol's number): **{metrics['wer']:.3f}**",
+        f"- corpus WER (total errors / reference tokens x100): {metrics['wer_corpus']:.3f} "
+        f"(S {c['S']}, D {c['D']}, I {c['I']}, N {c['N']})",
+        f"- SIM: {sim_line}",
+        f"- ASR: {asr_line}",
+        f"- normalisation: `{metrics['normalization']['variant']}` ({metrics['normalization']['description']})",
+    ]
+    if metrics.get("generation"):
+        lines.append(f"- generation: `{json.dumps(metrics['generation'], sort_keys=True, default=str)}`")
+    if len(metrics["by_lang"]) > 1:
+        lines += ["", "| lang | utts | WER | corpus WER | SIM |", "|---|---|---|---|---|"]
+        for lang, s in metrics["by_lang"].items():
+            lines.append(f"| {lang} | {s['n_utts']} | {s['wer']:.3f} | {s['wer_corpus']:.3f} | {_fmt(s['sim'])} |")
+    ranked = sorted(items, key=lambda it: -counts[it.utt].wer)[:worst]
+    lines += ["", f"## Highest WER ({len(ranked)})", "", "| utt | WER | SIM | reference | hypothesis |",
+              "|---|---|---|---|---|"]
+    for it in ranked:
+        cell = lambda s: s.replace("|", "\\|")  # noqa: E731
+        lines.append(f"| {it.utt} | {counts[it.utt].wer:.3f} | {_fmt(sims.get(it.utt))} | "
+                     f"{cell(it.target_text)} | {cell(hyps[it.utt])} |")
+    return "\n".join(lines) + "\n"
