@@ -8,11 +8,13 @@ SCALE ?= tiny
 SWEEP ?=
 MODEL ?=
 TESTSET ?= $(DATA)/seedtts/en/meta.lst
+RUNS ?= runs
+OUT ?=
 ARGS ?=
 RESUME ?=
 DATA ?= data/corpus
 
-.PHONY: help install test test-slow data train sweep cache lm eval
+.PHONY: help install test test-slow data train sweep cache lm eval report
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -44,3 +46,6 @@ lm: ## pre-train the tiny text LM used for LM init at tiny scale (saved as a Hug
 
 eval: ## Seed-TTS-Eval: [MODEL=...] TESTSET=<meta.lst or folder> [ARGS="--wavs DIR --sim resemblyzer ..."]
 	@$(PY) -m eval --testset $(TESTSET) $(if $(MODEL),--model $(MODEL)) $(ARGS)
+
+report: ## Markdown + self-contained HTML report over RUNS="run folders, sweep folders or eval folders" [OUT=dir]
+	@$(PY) -m eval.report --runs $(RUNS) $(if $(OUT),--out $(OUT))

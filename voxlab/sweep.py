@@ -79,6 +79,12 @@ def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None
             results[exp] = {"run": str(run) if run else None, "state": "failed", "error": repr(err)[:500]}
         (record_dir / "sweep.json").write_text(json.dumps(
             {"sweep": name, "scale": scale, "overrides": overrides, "results": results}, indent=2))
+    try:  # a report problem must not fail a sweep whose runs finished
+        from eval.report import write_report
+
+        print(f"[sweep {name}] report: {write_report([record_dir], record_dir / 'report')}")
+    except Exception as err:
+        print(f"[sweep {name}] report not written: {err}")
     failed = [e for e, r in results.items() if r["state"] != "finished"]
     print(f"[sweep {name}] done: {len(results) - len(failed)} finished, {len(failed)} failed"
           + (f": {', '.join(failed)}" if failed else ""))
