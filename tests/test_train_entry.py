@@ -15,7 +15,7 @@ from voxlab.train import main, train
 def exp(tmp_path):
     (tmp_path / "exps").mkdir()
     base = yaml.safe_load(open("experiments/base.yaml"))
-    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None},
+    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None, "sleep": 0.0},
                  "datamodule": {"_target_": "toy_module.ToyData"}, "optim": {"lr": 0.1}})
     base["run"].update({"root": str(tmp_path / "runs"), "checkpoint_every_steps": 4})
     base["trainer"].update({"max_steps": 6, "accelerator": "cpu", "enable_checkpointing": True,
@@ -83,3 +83,30 @@ def test_checkpoint_safety(tmp_path):
         load_checkpoint(evil)
     with pytest.raises(FileNotFoundError, match="neither a run folder"):
         resolve_resume(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_saves_checkpoint_and_resumes(exp, sig):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "voxlab.train", "--exp", exp, "trainer.max_steps=400",
+                             "module.sleep=0.05"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = Path(exp).parent.parent / "runs" / "toy" / "version_0"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((run / "csv").glob("metrics.csv")):
+        time.sleep(0.2)  # wait until training has logged something
+    proc.send_signal(getattr(signal, sig))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "continue with: make train RESUME=" in out
+    assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+    stopped = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
+    assert 0 < stopped < 400
+    train(None, resume=str(run), overrides=["module.sleep=0.0"])
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 400

@@ -13,6 +13,10 @@ class ToyModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.cfg.module.fail_at is not None and self.global_step >= self.cfg.module.fail_at:
             raise RuntimeError("toy failure")
+        if self.cfg.module.get("sleep"):
+            import time
+
+            time.sleep(self.cfg.module.sleep)  # slow enough to be signalled mid-run
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
         self.log("train/loss", loss)

@@ -19,6 +19,10 @@ from voxlab.checkpoint import CheckpointError
 from voxlab.runs import new_run_dir, resolve_resume, write_status
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGTERM / SIGINT after saving its checkpoint (a sweep stops too)."""
+
+
 def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: str | None = None
             ) -> tuple[DictConfig, Path, Path | None]:
     """Config, run folder and checkpoint to resume from. Nothing is built or written for a config
@@ -39,35 +43,19 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
     return cfg, run_dir, None
 
 
-def _run_folder_callback(cfg: DictConfig, run_dir: Path):
-    from lightning.pytorch.callbacks import Callback
-
-    plain = OmegaConf.to_container(cfg, resolve=True)
-
-    class RunFolder(Callback):
-        """Every checkpoint carries the resolved config (a checkpoint alone rebuilds its model),
-        and `last.ckpt` is the state at the end of training, not only at the last step checkpoint."""
-
-        def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-            checkpoint["voxlab_config"] = plain
-
-        def on_train_end(self, trainer, pl_module):
-            trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-
-    return RunFolder()
-
-
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from callbacks.run_folder import GracefulStop, RunFolder
     from voxlab.checkpoint import AtomicCheckpointIO
 
     step_ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step_{step:07d}",
                                 auto_insert_metric_name=False, every_n_train_steps=cfg.run.checkpoint_every_steps,
                                 save_top_k=cfg.run.keep_checkpoints, monitor="step", mode="max", save_last=True)
-    callbacks = [step_ckpt, LearningRateMonitor("step"), _run_folder_callback(cfg, run_dir), *extra_callbacks]
+    callbacks = [step_ckpt, LearningRateMonitor("step"), RunFolder(OmegaConf.to_container(cfg, resolve=True), run_dir),
+                 GracefulStop(run_dir), *extra_callbacks]
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None and node.get("_target_"):
             callbacks.append(locate(node._target_)(**{k: v for k, v in node.items() if k != "_target_"}))
@@ -95,10 +83,15 @@ def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), 
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
     except BaseException as err:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
         for logger in trainer.loggers:
             logger.finalize("failed")
-        state = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        write_status(run_dir, state, step=trainer.global_step, error=repr(err)[:2000])
+        if isinstance(err, (SIGTERMException, KeyboardInterrupt, SystemExit)):
+            write_status(run_dir, "interrupted", step=trainer.global_step)
+            raise TrainingInterrupted(f"{cfg.experiment} stopped at step {trainer.global_step}; "
+                                      f"continue with: make train RESUME={run_dir}") from None
+        write_status(run_dir, "failed", step=trainer.global_step, error=repr(err)[:2000])
         raise
     write_status(run_dir, "finished", step=trainer.global_step)
     print(f"[train] finished at step {trainer.global_step}: {run_dir}")
@@ -117,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ManifestError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as err:
+        print(f"[train] {err}", file=sys.stderr)
+        return 130
     except Exception:
         traceback.print_exc()
         return 1

@@ -1,0 +1,65 @@
+"""Callbacks every training run gets from `voxlab.train`: the run folder's contract and a
+graceful stop on SIGTERM / SIGINT."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class RunFolder(Callback):
+    """Every checkpoint carries the resolved config (a checkpoint alone rebuilds its model), and
+    `last.ckpt` is the state at the end of training, not only at the last step checkpoint."""
+
+    def __init__(self, config: dict, run_dir: Path):
+        self.config, self.last = config, Path(run_dir) / "checkpoints" / "last.ckpt"
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        checkpoint["voxlab_config"] = self.config
+
+    def on_train_end(self, trainer, pl_module):
+        trainer.save_checkpoint(self.last, weights_only=False)
+
+
+class GracefulStop(Callback):
+    """SIGTERM (a scheduler's pre-emption) and SIGINT (Ctrl+C) both finish the current batch,
+    save `last.ckpt` and stop; a second Ctrl+C stops at once. Lightning raises SIGTERMException
+    after the batch in which SIGTERM arrived; SIGINT is turned into SIGTERM so that a half-done
+    optimizer step is never what gets saved."""
+
+    def __init__(self, run_dir: Path):
+        self.last = Path(run_dir) / "checkpoints" / "last.ckpt"
+        self.stopping = False
+        self._previous = None
+
+    def on_train_start(self, trainer, pl_module):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be installed from the main thread
+
+        def on_sigint(signum, frame):
+            if self.stopping:
+                raise KeyboardInterrupt
+            self.stopping = True
+            print("\n[train] interrupt: finishing this batch, saving last.ckpt (Ctrl+C again to stop now)")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        self._previous = signal.signal(signal.SIGINT, on_sigint)
+
+    def on_train_end(self, trainer, pl_module):
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self._restore()
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.last, weights_only=False)
+            print(f"[train] stopped at step {trainer.global_step}; saved {self.last}")
+
+    def _restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
