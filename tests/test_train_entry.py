@@ -15,7 +15,7 @@ from voxlab.train import main, train
 def exp(tmp_path):
     (tmp_path / "exps").mkdir()
     base = yaml.safe_load(open("experiments/base.yaml"))
-    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None, "sleep": 0.0},
+    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None, "sleep": 0.0, "nan_at": None},
                  "datamodule": {"_target_": "toy_module.ToyData"}, "optim": {"lr": 0.1}})
     base["run"].update({"root": str(tmp_path / "runs"), "checkpoint_every_steps": 4})
     base["trainer"].update({"max_steps": 6, "accelerator": "cpu", "enable_checkpointing": True,
@@ -110,3 +110,13 @@ def test_signal_saves_checkpoint_and_resumes(exp, sig):
     assert 0 < stopped < 400
     train(None, resume=str(run), overrides=["module.sleep=0.0"])
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 400
+
+
+def test_nonfinite_loss_is_skipped_or_stops_with_a_clear_message(exp):
+    run = train(exp, overrides=["module.nan_at=3"])
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert all(bool(v.isfinite().all()) for v in ckpt["state_dict"].values())
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    assert any(r.get("train/nonfinite_skips") == "1.0" for r in rows)
+    with pytest.raises(RuntimeError, match=r"non-finite loss at step 3; batch utterances: toy3_0, toy3_1"):
+        train(exp, overrides=["module.nan_at=3", "nonfinite.policy=stop"])

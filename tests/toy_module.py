@@ -3,12 +3,15 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_modules.nonfinite import check_terms
+
 
 class ToyModule(L.LightningModule):
     def __init__(self, config):
         super().__init__()
         self.cfg = config
         self.net = torch.nn.Linear(4, 1)
+        self.nonfinite_skips = 0
 
     def training_step(self, batch, batch_idx):
         if self.cfg.module.fail_at is not None and self.global_step >= self.cfg.module.fail_at:
@@ -19,6 +22,11 @@ class ToyModule(L.LightningModule):
             time.sleep(self.cfg.module.sleep)  # slow enough to be signalled mid-run
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
+        if self.cfg.module.get("nan_at") is not None and self.global_step == self.cfg.module.nan_at:
+            loss = loss * float("nan")
+        utts = {"utt": [f"toy{batch_idx}_{i}" for i in range(len(x))]}
+        if not check_terms(self, {"loss": loss}, utts, self.cfg.nonfinite.policy):
+            return None
         self.log("train/loss", loss)
         return loss
 

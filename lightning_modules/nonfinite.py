@@ -1,0 +1,51 @@
+"""Non-finite losses and gradients: caught at once, named, and never stepped into the weights.
+
+Policy `nonfinite.policy` (config): `skip` drops the batch (no optimizer step; the count is
+logged as `train/nonfinite_skips`), `stop` raises. Either way the message names the step, the
+loss term(s) and the batch's utterance ids. Under DDP the decision is shared by all ranks, so
+they skip together (no rank waits on a gradient all-reduce the others never start).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+    return flag
+
+
+def bad_terms(terms: dict[str, torch.Tensor]) -> list[str]:
+    return [name for name, value in terms.items() if not torch.isfinite(value.detach()).all()]
+
+
+def describe(step: int, what: list[str], batch: dict) -> str:
+    utts = batch.get("utt") or []
+    shown = ", ".join(map(str, utts[:8])) + (f" (+{len(utts) - 8} more)" if len(utts) > 8 else "")
+    return f"non-finite {', '.join(what)} at step {step}; batch utterances: {shown or 'unknown'}"
+
+
+def check_terms(module, terms: dict[str, torch.Tensor], batch: dict, policy: str) -> bool:
+    """True if the batch may be used. On a bad batch: `stop` raises, `skip` warns and counts."""
+    bad = bad_terms(terms)
+    if not any_rank(bool(bad), module.device):
+        return True
+    message = describe(module.global_step, bad or ["loss on another rank"], batch)
+    if policy == "stop":
+        raise NonFiniteLoss(message + " (nonfinite.policy=stop)")
+    module.nonfinite_skips += 1
+    print(f"[nonfinite] skipping batch: {message} (skip #{module.nonfinite_skips})")
+    module.log("train/nonfinite_skips", float(module.nonfinite_skips), reduce_fx="max")
+    return False
+
+
+def grads_finite(parameters) -> bool:
+    return all(torch.isfinite(p.grad).all() for p in parameters if p.grad is not None)
