@@ -1,0 +1,259 @@
+"""The VoxCPM backbone: LocEnc -> TSLM -> FSQ -> RALM -> LocDiT, plus the stop head.
+
+Module and parameter names are those of the official checkpoint (`feat_encoder`, `base_lm`,
+`fsq_layer`, `residual_lm`, `feat_decoder.estimator`, `enc_to_lm_proj`, `lm_to_dit_proj`,
+`res_to_dit_proj`, `stop_proj`, `stop_head`), so an official `model.safetensors` loads with
+strict=True into the default configuration.
+
+Config (`config.model`, `_target_: models.voxcpm.VoxCPMBackbone`; every key is a constructor argument):
+
+- `lm`: the TSLM (`models.minicpm.MiniCPMConfig` keys: vocab_size, hidden_size, intermediate_size,
+  num_attention_heads, num_key_value_heads, num_hidden_layers (`tslm24`/`tslm30`), kv_channels,
+  rms_norm_eps, rope_theta, rope_scaling (null = plain RoPE, or LongRoPE factors),
+  max_position_embeddings, use_mup, scale_emb, scale_depth, dim_model_base). The RALM, LocEnc
+  and LocDiT copy its non-size settings (KV heads, norm eps, RoPE, muP), as the official model does.
+- `encoder` / `dit`: LocEnc / LocDiT sizes {hidden_dim, ffn_dim, num_heads, num_layers, kv_channels}.
+- `feat_dim` (VAE latent size, 64) and `patch_size` (latent frames per LM step, 2).
+- `residual_lm_layers`: RALM depth; 0 = no RALM, TSLM -> LocDiT (`no_ralm_*`).
+- `fsq`: {enabled, latent_dim, scale, quantize}. enabled=false: no bottleneck at all, the TSLM
+  hidden goes on unchanged (`no_ralm_*`: "TSLM -> LocDiT"); latent_dim/scale: `d4s9`...`d1024s9`;
+  quantize=false: the same Linear-tanh-Linear projection without rounding (`nofsq_d1024`).
+- `residual_input_e`: the RALM input adds the patch embedding `E` at audio positions (the residual
+  input fusion "E1"); false = `no_e1` (TSLM -> ALM -> LocDiT).
+- `condition_on_residual`: the LocDiT condition adds the projected RALM hidden; false = `no_hres`
+  (TSLM -> FSQ -> LocDiT). The RALM would then get no gradient at all, so it is not built.
+- `flow`: {cfg_dropout: 0.1, t_mean: -0.4, t_std: 1.0} flow-matching training settings.
+- `lm_init`: {mode: none|full|partial, path, num_layers}: TSLM initialisation from a local
+  Hugging Face causal LM (`models.lm_init`); applied by `apply_lm_init()`, never in __init__,
+  so rebuilding a trained model from its config does not need the LM folder.
+- `max_length`: default KV-cache length for generation (official `max_length`).
+- `audio_start_id` / `audio_end_id`: 101 / 102.
+- `official`: official config.json fields with no effect on the network (dtype, audio_vae_config,
+  token ids, sampler settings), kept so an export writes them back (`models.official`).
+
+Packed batch (a dict; `models.packing` builds it), B items of S positions, layout per item
+`[text tokens (prompt text + target text), 101, prompt patches, target patches, 102, padding]`:
+
+- `text_tokens` long [B, S]: token ids at text positions (incl. 101 and 102), 0 elsewhere.
+- `text_mask` bool [B, S]: text positions (incl. 101, 102).
+- `audio_feats` float [B, S, P, D]: latent patches at audio positions, 0 elsewhere.
+- `audio_mask` bool [B, S]: audio positions (prompt and target patches).
+- `loss_mask` bool [B, S]: target patches: the flow-matching loss and the stop CE are taken here.
+- `stop_labels` long [B, S]: 1 at the last target patch, else 0.
+- `lengths` long [B] (optional): real positions per item (padding is on the right).
+
+Conventions taken from the official training code: the LocDiT condition and the stop head at
+position i see the LM states of position i-1 (a right shift, zeros at 0); the LocDiT "previous
+patch" of position i is the latent patch at i-1 (zeros after 101, the last prompt patch for the
+first target patch); FSQ is applied at audio positions only, text positions pass unchanged.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.fsq import FSQ
+from models.locdit import FlowMatching, LocDiT
+from models.locenc import LocEnc
+from models.minicpm import MiniCPMConfig, MiniCPMModel
+
+BATCH_KEYS = ("text_tokens", "text_mask", "audio_feats", "audio_mask", "loss_mask", "stop_labels")
+LOCAL_KEYS = ("hidden_dim", "ffn_dim", "num_heads", "num_layers", "kv_channels")
+DEFAULTS: dict[str, Any] = {
+    "fsq": {"enabled": True, "latent_dim": 256, "scale": 9, "quantize": True},
+    "flow": {"cfg_dropout": 0.1, "t_mean": -0.4, "t_std": 1.0},
+    "lm_init": {"mode": "none", "path": None, "num_layers": None},
+    "encoder": {"hidden_dim": 1024, "ffn_dim": 4096, "num_heads": 16, "num_layers": 4, "kv_channels": None},
+    "dit": {"hidden_dim": 1024, "ffn_dim": 4096, "num_heads": 16, "num_layers": 4, "kv_channels": None},
+}
+
+
+def _section(name: str, given: dict | None) -> dict:
+    out = dict(DEFAULTS[name])
+    unknown = sorted(set(given or {}) - set(out))
+    if unknown:
+        raise ValueError(f"model.{name}: unknown key(s) {unknown}; known: {sorted(out)}")
+    out.update(given or {})
+    return out
+
+
+def shift_right(x: torch.Tensor) -> torch.Tensor:
+    """Position i gets position i-1's value; position 0 gets zeros."""
+    return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)
+
+
+def local_config(lm: MiniCPMConfig, local: dict, where: str) -> MiniCPMConfig:
+    """LocEnc / LocDiT stack: the LM's settings with the local sizes (as the official model)."""
+    cfg = MiniCPMConfig(**{**lm.to_dict(), "hidden_size": local["hidden_dim"], "intermediate_size": local["ffn_dim"],
+                           "num_attention_heads": local["num_heads"], "num_hidden_layers": local["num_layers"],
+                           "kv_channels": local["kv_channels"], "vocab_size": 0})
+    cfg.validate(f"model.{where} (inherits model.lm's KV heads and RoPE)")
+    return cfg
+
+
+class VoxCPMBackbone(nn.Module):
+    def __init__(self, lm: dict, encoder: dict | None = None, dit: dict | None = None, feat_dim: int = 64,
+                 patch_size: int = 2, residual_lm_layers: int = 6, fsq: dict | None = None,
+                 residual_input_e: bool = True, condition_on_residual: bool = True, flow: dict | None = None,
+                 lm_init: dict | None = None, max_length: int = 4096, audio_start_id: int = 101,
+                 audio_end_id: int = 102, official: dict | None = None):
+        super().__init__()
+        lm_cfg = MiniCPMConfig.from_dict(dict(lm), "model.lm")
+        if lm_cfg.vocab_size <= 0:
+            raise ValueError("model.lm.vocab_size must be > 0 (the TSLM embeds text tokens)")
+        enc, dit_, fsq_, flow_ = (_section("encoder", encoder), _section("dit", dit), _section("fsq", fsq),
+                                  _section("flow", flow))
+        lm_init_ = _section("lm_init", lm_init)
+        self.config = dict(lm=lm_cfg.to_dict(), encoder=enc, dit=dit_, feat_dim=feat_dim, patch_size=patch_size,
+                           residual_lm_layers=residual_lm_layers, fsq=fsq_, residual_input_e=residual_input_e,
+                           condition_on_residual=condition_on_residual, flow=flow_, lm_init=lm_init_,
+                           max_length=max_length, audio_start_id=audio_start_id, audio_end_id=audio_end_id,
+                           official=official)
+        self.feat_dim, self.patch_size, self.max_length = feat_dim, patch_size, max_length
+        self.audio_start_id, self.audio_end_id = audio_start_id, audio_end_id
+        self.residual_input_e = residual_input_e
+        self.lm_init = lm_init_
+        h = lm_cfg.hidden_size
+
+        self.base_lm = MiniCPMModel(lm_cfg)
+        self.residual_lm = None
+        if residual_lm_layers > 0 and condition_on_residual:
+            self.residual_lm = MiniCPMModel(MiniCPMConfig(**{**lm_cfg.to_dict(), "num_hidden_layers": residual_lm_layers,
+                                                             "vocab_size": 0}))
+        self.feat_encoder = LocEnc(local_config(lm_cfg, enc, "encoder"), input_dim=feat_dim)
+        self.feat_decoder = FlowMatching(LocDiT(local_config(lm_cfg, dit_, "dit"), in_channels=feat_dim), **flow_)
+        self.fsq_layer = (FSQ(h, h, fsq_["latent_dim"], fsq_["scale"], fsq_["quantize"])
+                          if fsq_["enabled"] else None)
+        self.enc_to_lm_proj = nn.Linear(enc["hidden_dim"], h)
+        self.lm_to_dit_proj = nn.Linear(h, dit_["hidden_dim"])
+        self.res_to_dit_proj = nn.Linear(h, dit_["hidden_dim"]) if self.residual_lm is not None else None
+        self.stop_proj = nn.Linear(h, h)
+        self.stop_actn = nn.SiLU()
+        self.stop_head = nn.Linear(h, 2, bias=False)
+
+    # ---- pieces shared by training and generation -------------------------------------------
+    def encode_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Latent patches [..., P, D] -> projected patch embeddings `E` [..., lm hidden]."""
+        return self.enc_to_lm_proj(self.feat_encoder(patches))
+
+    def embed_audio(self, audio_feats: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
+        """`E` at audio positions, zeros elsewhere: [B, S, H]. Only audio patches are encoded."""
+        e = self.encode_patches(audio_feats[audio_mask])
+        out = e.new_zeros(*audio_mask.shape, e.shape[-1])
+        out[audio_mask] = e
+        return out
+
+    def input_embeds(self, text_tokens, text_mask, feat_embed, audio_mask) -> torch.Tensor:
+        """TSLM input: token embeddings at text positions, `E` at audio positions, 0 at padding."""
+        text = self.base_lm.embed(text_tokens)
+        out = torch.where(text_mask.unsqueeze(-1), text, torch.zeros_like(text))
+        return torch.where(audio_mask.unsqueeze(-1), feat_embed.to(out.dtype), out)
+
+    def bottleneck(self, hidden, audio_mask=None) -> torch.Tensor:
+        """FSQ at audio positions (all positions when audio_mask is None); text positions pass."""
+        if self.fsq_layer is None:
+            return hidden
+        if audio_mask is None:
+            return self.fsq_layer(hidden)
+        q = self.fsq_layer(hidden[audio_mask])
+        out = hidden.clone()
+        out[audio_mask] = q.to(out.dtype)
+        return out
+
+    def residual_inputs(self, hidden, feat_embed, audio_mask=None) -> torch.Tensor:
+        """RALM input: the bottleneck output, plus `E` at audio positions unless `no_e1`."""
+        if not self.residual_input_e:
+            return hidden
+        if audio_mask is not None:
+            feat_embed = feat_embed * audio_mask.unsqueeze(-1).to(feat_embed.dtype)
+        return hidden + feat_embed
+
+    def dit_condition(self, lm_hidden, residual_hidden=None) -> torch.Tensor:
+        """LocDiT condition mu = proj(TSLM hidden) [+ proj(RALM hidden)]."""
+        mu = self.lm_to_dit_proj(lm_hidden)
+        if self.res_to_dit_proj is not None:
+            mu = mu + self.res_to_dit_proj(residual_hidden)
+        return mu
+
+    def stop_logits(self, lm_hidden) -> torch.Tensor:
+        """[..., 2]: class 1 = the patch predicted from this state is the last one."""
+        return self.stop_head(self.stop_actn(self.stop_proj(lm_hidden)))
+
+    # ---- training ---------------------------------------------------------------------------------
+    def hidden_states(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Per-position states of a packed batch: `tslm` (TSLM output), `bottleneck` (after FSQ),
+        `ralm` (RALM output, if any), `feat_embed` (E); unshifted, [B, S, H]."""
+        for key in BATCH_KEYS[:4]:
+            if key not in batch:
+                raise KeyError(f"packed batch has no {key!r} (fields: {', '.join(BATCH_KEYS)})")
+        text_mask, audio_mask = batch["text_mask"].bool(), batch["audio_mask"].bool()
+        feat_embed = self.embed_audio(batch["audio_feats"], audio_mask)
+        tslm = self.base_lm(self.input_embeds(batch["text_tokens"], text_mask, feat_embed, audio_mask))
+        out = {"feat_embed": feat_embed, "tslm": tslm, "bottleneck": self.bottleneck(tslm, audio_mask)}
+        if self.residual_lm is not None:
+            out["ralm"] = self.residual_lm(self.residual_inputs(out["bottleneck"], feat_embed, audio_mask))
+        return out
+
+    def forward(self, batch: dict, *, generator: torch.Generator | None = None, t=None, noise=None,
+                cfg_keep=None) -> dict[str, torch.Tensor]:
+        """Training losses of a packed batch: {"flow_loss", "stop_loss"} (unweighted means).
+
+        t [N], noise [N, P, D], cfg_keep bool [N] (N = number of target patches, in batch order)
+        fix the flow-matching randomness; otherwise it is drawn from `generator` / the global RNG.
+        """
+        states = self.hidden_states(batch)
+        sel = batch["loss_mask"].bool()
+        lm_hidden = shift_right(states["bottleneck"])[sel]
+        res_hidden = shift_right(states["ralm"])[sel] if "ralm" in states else None
+        feats = batch["audio_feats"]
+        x1, prev = feats[sel], shift_right(feats)[sel]
+        mu = self.dit_condition(lm_hidden, res_hidden)
+        flow = self.feat_decoder.loss(x1, mu, prev, t=t, noise=noise, cfg_keep=cfg_keep, generator=generator)
+        logits = self.stop_logits(lm_hidden).float()
+        stop = F.cross_entropy(logits, batch["stop_labels"][sel].long(), reduction="sum") / sel.sum().clamp(min=1)
+        return {"flow_loss": flow, "stop_loss": stop}
+
+    # ---- incremental decoding (the generation loop lives in the inference code) ------------------
+    def new_caches(self, batch_size: int, max_length: int | None = None, device=None, dtype=None) -> dict:
+        n = max_length or self.max_length
+        return {"base": self.base_lm.new_cache(batch_size, n, device, dtype),
+                "residual": None if self.residual_lm is None else self.residual_lm.new_cache(batch_size, n, device, dtype)}
+
+    def prefill(self, text_tokens, text_mask, audio_feats, audio_mask, caches: dict,
+                attention_mask: torch.Tensor | None = None):
+        """Run the prefix (zero-shot: `[text, 101]`; cloning: `[prompt text + text, 101, prompt patches]`,
+        left-padded with `attention_mask` False for a batch), filling the caches.
+
+        Returns (lm_hidden, residual_hidden) [B, H] of the last position: the states that condition
+        the first generated patch (residual_hidden is None without a RALM).
+        """
+        text_mask, audio_mask = text_mask.bool(), audio_mask.bool()
+        feat_embed = self.embed_audio(audio_feats, audio_mask)
+        x = self.input_embeds(text_tokens, text_mask, feat_embed, audio_mask)
+        h = self.bottleneck(self.base_lm(x, attention_mask=attention_mask, cache=caches["base"]), audio_mask)
+        if self.residual_lm is None:
+            return h[:, -1], None
+        r = self.residual_lm(self.residual_inputs(h, feat_embed, audio_mask), attention_mask=attention_mask,
+                             cache=caches["residual"])
+        return h[:, -1], r[:, -1]
+
+    def step(self, patch: torch.Tensor, caches: dict):
+        """Append one generated patch [B, P, D] to both LMs; returns the next (lm_hidden, residual_hidden)."""
+        e = self.encode_patches(patch)
+        h = self.bottleneck(self.base_lm.forward_step(e, caches["base"]))
+        if self.residual_lm is None:
+            return h, None
+        return h, self.residual_lm.forward_step(self.residual_inputs(h, e), caches["residual"])
+
+    # ---- LM initialisation ------------------------------------------------------------------------
+    def apply_lm_init(self) -> dict | None:
+        """Initialise the TSLM as `model.lm_init` says (call once before training from scratch)."""
+        from models.lm_init import init_lm
+        return init_lm(self.base_lm, **self.lm_init)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,137 @@
+"""Safe weight files: read (torch.load(weights_only=True) or safetensors), strict loading with a
+report of missing / unexpected / mis-shaped keys, and the AudioVAE's load and export.
+
+`load_audiovae(path)` accepts:
+  - an official `audiovae.pth` (a state dict, possibly under "state_dict") or `audiovae.safetensors`;
+    the architecture comes from `audiovae_config.json` (our export) or the `audio_vae_config` of a
+    `config.json` (an official model folder) beside it, else the official 16 kHz defaults;
+  - a folder holding one of those files (an export or an official model folder);
+  - a Lightning checkpoint of `AudioVAEModule` (its config is embedded; EMA weights when it has them),
+    or a run folder (its `checkpoints/last.ckpt`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from models.audiovae import PAPER_CONFIG, AudioVAE
+
+CONFIG_NAME = "audiovae_config.json"
+WEIGHT_NAMES = ("audiovae.safetensors", "audiovae.pth")
+
+
+class WeightsError(ValueError):
+    """A weight file that cannot be used, named in the message."""
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file, or of a torch file (a state dict or {"state_dict": ...})."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path), device="cpu")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors, non-allowlisted globals, truncated files
+        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): {err}") from None
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: not a state dict of tensors")
+    return dict(obj)
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """load_state_dict that names every missing, unexpected or mis-shaped key and fails on any."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f" ... (+{len(keys) - 8})" if len(keys) > 8 else "")
+        lines = [f"{source}: weights do not match {type(module).__name__}"]
+        if missing:
+            lines.append(f"  missing {len(missing)}: {show(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected {len(unexpected)}: {show(unexpected)}")
+        if shapes:
+            lines.append(f"  shape mismatch {len(shapes)}: {show(shapes)}")
+        raise WeightsError("\n".join(lines))
+    module.load_state_dict(state, strict=True)
+
+
+def _config_beside(folder: Path) -> dict:
+    if (folder / CONFIG_NAME).is_file():
+        return json.loads((folder / CONFIG_NAME).read_text())
+    if (folder / "config.json").is_file():
+        cfg = json.loads((folder / "config.json").read_text())
+        if isinstance(cfg.get("audio_vae_config"), dict):
+            return cfg["audio_vae_config"]
+    return dict(PAPER_CONFIG)
+
+
+def _build(config: Mapping, source: str) -> AudioVAE:
+    config = {k: v for k, v in config.items() if k != "_target_"}
+    try:
+        return AudioVAE(**config)
+    except TypeError as err:
+        raise WeightsError(f"{source}: AudioVAE config not understood ({err}): {config}") from None
+
+
+def _from_checkpoint(path: Path) -> AudioVAE:
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): {err}") from None
+    config = None
+    if isinstance(ckpt, dict):  # our module's hyper-parameters, else the run folder's copy
+        config = (ckpt.get("hyper_parameters") or {}).get("config") or ckpt.get("voxlab_config")
+    if not config or "model" not in config:
+        raise WeightsError(f"{path}: not an AudioVAE checkpoint (no hyper_parameters.config.model)")
+    state = ckpt.get("state_dict", {})
+    prefix = "vae_ema." if any(k.startswith("vae_ema.") for k in state) else "vae."
+    vae_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not vae_state:
+        raise WeightsError(f"{path}: no `vae.` weights in its state_dict")
+    model = _build(config["model"], str(path))
+    load_strict(model, vae_state, f"{path} ({prefix[:-1]})")
+    return model
+
+
+def load_audiovae(path: str | Path) -> AudioVAE:
+    """An AudioVAE in eval mode from an official file/folder, our export, a checkpoint or a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        for name in WEIGHT_NAMES:
+            if (path / name).is_file():
+                return load_audiovae(path / name)
+        if (path / "checkpoints" / "last.ckpt").is_file():
+            return load_audiovae(path / "checkpoints" / "last.ckpt")
+        raise WeightsError(f"{path}: no {' / '.join(WEIGHT_NAMES)} and no checkpoints/last.ckpt here")
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file or folder")
+    if path.suffix == ".ckpt":
+        model = _from_checkpoint(path)
+    else:
+        model = _build(_config_beside(path.parent), str(path))
+        load_strict(model, read_state_dict(path), str(path))
+    return model.eval()
+
+
+def export_audiovae(model: AudioVAE, folder: str | Path) -> Path:
+    """Writes `audiovae.pth` ({"state_dict": weight_g/weight_v keys}, the official format) and
+    `audiovae_config.json` (the official `audio_vae_config` fields) into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().float().contiguous().clone() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state}, folder / "audiovae.pth")
+    (folder / CONFIG_NAME).write_text(json.dumps(model.config(), indent=2) + "\n")
+    return folder
