@@ -63,3 +63,46 @@ class GracefulStop(Callback):
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+
+class RngState(Callback):
+    """Saves every RNG state (python, numpy, torch CPU and CUDA) in checkpoints and restores it
+    right before the first batch after a resume (not at load time: building the resumed
+    dataloader draws from torch's RNG, which the uninterrupted run did not do at that point)."""
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        import random
+
+        import numpy as np
+        import torch
+
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        state = {"python": [version, list(internal), gauss], "torch": torch.get_rng_state(),
+                 "numpy": [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached]}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = state
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._pending is None:
+            return
+        import random
+
+        import numpy as np
+        import torch
+
+        state, self._pending = self._pending, None
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])

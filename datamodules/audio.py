@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from datamodules.base import BudgetDataModule
 from datamodules.manifest import Entry, read_manifest
-from datamodules.sampler import FrameBudgetBatchSampler
 from voxlab.audio import load_audio, peak_normalize
 
 log = logging.getLogger(__name__)
@@ -33,14 +32,16 @@ class AudioDataset(Dataset):
         n = [int(round(e.duration * self.sample_rate)) for e in self.entries]
         return [min(x, self.crop_samples) for x in n] if self.crop_samples else n
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
         entry = self.entries[index]
         wav = load_audio(entry.audio, self.sample_rate)
         if self.peak_norm:
             wav = peak_normalize(wav)
         if self.crop_samples and len(wav) > self.crop_samples:
-            # torch's RNG is seeded per worker by Lightning (seed_everything(workers=True)).
-            start = int(torch.randint(0, len(wav) - self.crop_samples + 1, (1,)))
+            # A function of (seed, epoch, item): identical with workers, across ranks and after a resume.
+            rng = np.random.default_rng([self.seed, epoch, index])
+            start = int(rng.integers(0, len(wav) - self.crop_samples + 1))
             wav = wav[start:start + self.crop_samples]
         return {"audio": torch.from_numpy(np.ascontiguousarray(wav)), "text": entry.text,
                 "utt": entry.utt, "speaker": entry.speaker, "lang": entry.lang}
@@ -57,46 +58,18 @@ def collate_audio(items: list[dict]) -> dict:
     return out
 
 
-class AudioDataModule(L.LightningDataModule):
+class AudioDataModule(BudgetDataModule):
     """Reads `config.data`: manifests, sample rate, frame budget, crop, workers."""
 
-    def __init__(self, config):
-        super().__init__()
-        self.cfg = config.data
-        self.seed = int(config.seed)
-        self.train_sampler: FrameBudgetBatchSampler | None = None
+    collate_fn = staticmethod(collate_audio)
 
     def _dataset(self, manifest: str, crop: bool) -> AudioDataset:
         entries, _ = read_manifest(manifest, self.cfg.min_duration, self.cfg.max_duration, self.cfg.strict)
         crop_samples = int(self.cfg.crop_seconds * self.cfg.sample_rate) if crop and self.cfg.crop_seconds else None
-        return AudioDataset(entries, self.cfg.sample_rate, crop_samples, self.cfg.peak_normalize, self.seed)
+        return AudioDataset(entries, self.cfg.sample_rate, crop_samples, self.cfg.peak_normalize, int(self.config.seed))
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.train_set = self._dataset(self.cfg.train_manifest, crop=True)
         if stage in (None, "fit", "validate"):
             self.val_set = self._dataset(self.cfg.val_manifest, crop=False)
-
-    def _loader(self, dataset: AudioDataset, shuffle: bool) -> DataLoader:
-        sampler = FrameBudgetBatchSampler(dataset.lengths(), self.cfg.frame_budget, self.cfg.max_batch_size,
-                                          shuffle=shuffle, seed=int(self.cfg.shuffle_seed))
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_audio,
-                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        loader = self._loader(self.train_set, shuffle=True)
-        if self.train_sampler is not None:  # keep the position restored from a checkpoint
-            loader.batch_sampler.load_state_dict(self.train_sampler.state_dict())
-        self.train_sampler = loader.batch_sampler
-        return loader
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def state_dict(self) -> dict:
-        return {"train_sampler": self.train_sampler.state_dict()} if self.train_sampler else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "train_sampler" in state:
-            self.train_sampler = FrameBudgetBatchSampler([1], 1)
-            self.train_sampler.load_state_dict(state["train_sampler"])

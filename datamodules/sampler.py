@@ -9,8 +9,8 @@ Every rank computes the same batch list from (seed, epoch) and takes every `worl
 ranks are disjoint and together see every item once per epoch. To give each rank the same
 number of steps (DDP needs it), the largest batches are split in two until the count divides.
 
-The sampler is resumable: `state_dict()` holds the epoch and how many batches this rank has
-already produced in it; `load_state_dict()` skips those on the next iteration.
+The sampler is resumable: `seek(n)` (or `load_state_dict`) positions it after n batches, and the
+next iteration continues from there.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch.distributed as dist
 class FrameBudgetBatchSampler:
     def __init__(self, lengths: Sequence[int], frame_budget: int, max_batch_size: int = 64,
                  shuffle: bool = True, seed: int = 0, bucket_size: int = 64,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, with_epoch: bool = False):
         if frame_budget <= 0:
             raise ValueError("frame_budget must be positive")
         self.lengths = [int(n) for n in lengths]
@@ -36,6 +36,9 @@ class FrameBudgetBatchSampler:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.rank, self.world_size = rank, world_size
+        # with_epoch: yield (index, epoch) pairs, so a dataset can draw its per-item randomness
+        # (random crops) from (seed, epoch, index): the same with or without workers or a resume.
+        self.with_epoch = with_epoch
         self.epoch, self.consumed = 0, 0
         self._cache: tuple[int, list[list[int]]] | None = None
 
@@ -48,7 +51,9 @@ class FrameBudgetBatchSampler:
             rng.shuffle(order)
         batches: list[list[int]] = []
         for start in range(0, len(order), self.bucket_size):
-            bucket = sorted(order[start:start + self.bucket_size], key=lambda i: self.lengths[i])
+            # Sorting by a slightly jittered length mixes the batch composition between epochs.
+            jitter = {i: 1.0 + 0.1 * rng.random() for i in order[start:start + self.bucket_size]} if self.shuffle else {}
+            bucket = sorted(order[start:start + self.bucket_size], key=lambda i: self.lengths[i] * jitter.get(i, 1.0))
             batch: list[int] = []
             longest = 0
             for idx in bucket:
@@ -92,16 +97,22 @@ class FrameBudgetBatchSampler:
         return len(self._rank_batches())
 
     def __iter__(self) -> Iterator[list[int]]:
+        if self.consumed >= len(self._rank_batches()):  # the previous epoch was used up
+            self.epoch, self.consumed = self.epoch + 1, 0
         batches = self._rank_batches()
-        start = self.consumed
-        for i in range(start, len(batches)):
+        for i in range(self.consumed, len(batches)):
             self.consumed = i + 1
-            yield batches[i]
-        self.consumed = 0
-        self.epoch += 1  # a plain loop over epochs also reshuffles; Lightning's set_epoch agrees
+            yield [(j, self.epoch) for j in batches[i]] if self.with_epoch else batches[i]
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
+
+    def seek(self, batches_trained: int) -> None:
+        """Position after `batches_trained` batches since epoch 0 (this rank's count)."""
+        epoch, left = 0, int(batches_trained)
+        while left >= (n := len(self.all_batches(epoch)[self.rank::self.world_size])):
+            epoch, left = epoch + 1, left - n
+        self.epoch, self.consumed = epoch, left

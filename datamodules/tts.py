@@ -18,13 +18,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import lightning as L
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from datamodules.base import BudgetDataModule
 
 from datamodules.latents import LatentStore, build_cache
 from datamodules.manifest import Entry, read_manifest
-from datamodules.sampler import FrameBudgetBatchSampler
 from models.packing import collate_packed, pack_utterance
 from voxlab.text import build_tokenizer
 
@@ -100,7 +99,8 @@ class TTSDataset(Dataset):
             out.append(n)
         return out
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        i = key[0] if isinstance(key, tuple) else key  # (index, epoch) from the training sampler
         p = self.prompts[i]
         item = pack_utterance(self.text_ids[i], self.store[self.entries[i].utt],
                               None if p is None else self.text_ids[p],
@@ -120,15 +120,11 @@ def collate_tts(items: list[dict]) -> dict:
     return batch
 
 
-class TTSDataModule(L.LightningDataModule):
+class TTSDataModule(BudgetDataModule):
     """Reads `config.data` (manifests, frame budget in packed positions, prompt_prob), `config.text`
     (tokenizer), `config.vae` (which VAE's latents) and `config.model.patch_size`."""
 
-    def __init__(self, config):
-        super().__init__()
-        self.config = config
-        self.cfg = config.data
-        self.train_sampler: FrameBudgetBatchSampler | None = None
+    collate_fn = staticmethod(collate_tts)
 
     def prepare_data(self) -> None:  # rank zero only: encode what is missing
         ensure_caches(self.config)
@@ -146,30 +142,6 @@ class TTSDataModule(L.LightningDataModule):
             ds = TTSDataset(entries, LatentStore(caches[split]), self.tokenizer, self.config.model.patch_size,
                             prob, int(self.config.seed))
             setattr(self, f"{split}_set", ds)
-
-    def _loader(self, ds: TTSDataset, shuffle: bool) -> DataLoader:
-        sampler = FrameBudgetBatchSampler(ds.lengths(), self.cfg.frame_budget, self.cfg.max_batch_size,
-                                          shuffle=shuffle, seed=int(self.cfg.shuffle_seed))
-        return DataLoader(ds, batch_sampler=sampler, collate_fn=collate_tts, num_workers=self.cfg.num_workers,
-                          persistent_workers=self.cfg.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        loader = self._loader(self.train_set, shuffle=True)
-        if self.train_sampler is not None:
-            loader.batch_sampler.load_state_dict(self.train_sampler.state_dict())
-        self.train_sampler = loader.batch_sampler
-        return loader
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
-
-    def state_dict(self) -> dict:
-        return {"train_sampler": self.train_sampler.state_dict()} if self.train_sampler else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "train_sampler" in state:
-            self.train_sampler = FrameBudgetBatchSampler([1], 1)
-            self.train_sampler.load_state_dict(state["train_sampler"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,8 @@ def test_resume_continues_in_the_same_folder(exp):
     again = train(None, overrides=["trainer.max_steps=10"], resume=str(run))
     assert again == run
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 10
+    steps = {int(r["step"]) for r in csv.DictReader(open(run / "csv" / "metrics.csv")) if r.get("train/loss")}
+    assert min(steps) < 6 <= max(steps)  # the resumed run appended to the log, nothing was lost
     assert yaml.safe_load((run / "config.yaml").read_text())["trainer"]["max_steps"] == 10
     with pytest.raises(ConfigError, match="unknown key 'trainer.max_stepz'"):
         train(None, overrides=["trainer.max_stepz=3"], resume=str(run))

@@ -46,23 +46,24 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
 
-    from callbacks.run_folder import GracefulStop, RunFolder
+    from callbacks.run_folder import GracefulStop, RngState, RunFolder
     from voxlab.checkpoint import AtomicCheckpointIO
+    from voxlab.loggers import AppendingCSVLogger
 
     step_ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step_{step:07d}",
                                 auto_insert_metric_name=False, every_n_train_steps=cfg.run.checkpoint_every_steps,
                                 save_top_k=cfg.run.keep_checkpoints, monitor="step", mode="max", save_last=True)
     callbacks = [step_ckpt, LearningRateMonitor("step"), RunFolder(OmegaConf.to_container(cfg, resolve=True), run_dir),
-                 GracefulStop(run_dir), *extra_callbacks]
+                 GracefulStop(run_dir), RngState(), *extra_callbacks]
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None and node.get("_target_"):
             callbacks.append(locate(node._target_)(**{k: v for k, v in node.items() if k != "_target_"}))
     if sys.stderr.isatty() or sys.stdout.isatty():
         callbacks.append(RichProgressBar())
     loggers = [TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
-               CSVLogger(run_dir, name="csv", version="")]
+               AppendingCSVLogger(run_dir, name="csv", version="")]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks,
                      plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,

@@ -1,0 +1,46 @@
+"""What the waveform and latent datamodules share: frame-budget loaders and a resumable position.
+
+The training sampler's position is saved in every checkpoint as the number of batches this rank
+has trained since the start, read from Lightning's own progress counter rather than from the
+sampler (which the data fetcher runs ahead of training). A resumed run's sampler seeks to it.
+"""
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from datamodules.sampler import FrameBudgetBatchSampler
+
+
+class BudgetDataModule(L.LightningDataModule):
+    collate_fn = None  # set by subclasses
+
+    def __init__(self, config):
+        super().__init__()
+        self.config, self.cfg = config, config.data
+        self._resume_position: dict | None = None
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        sampler = FrameBudgetBatchSampler(dataset.lengths(), self.cfg.frame_budget, self.cfg.max_batch_size,
+                                          shuffle=shuffle, seed=int(self.cfg.shuffle_seed), with_epoch=shuffle)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=type(self).collate_fn,
+                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        loader = self._loader(self.train_set, shuffle=True)
+        if self._resume_position is not None:
+            loader.batch_sampler.seek(self._resume_position)
+            self._resume_position = None
+        return loader
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def state_dict(self) -> dict:
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        return {"batches_trained": int(trainer.fit_loop.epoch_loop.batch_progress.total.processed)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume_position = state.get("batches_trained")
