@@ -122,3 +122,12 @@ def test_nonfinite_loss_is_skipped_or_stops_with_a_clear_message(exp):
     assert any(r.get("train/nonfinite_skips") == "1.0" for r in rows)
     with pytest.raises(RuntimeError, match=r"non-finite loss at step 3; batch utterances: toy3_0, toy3_1"):
         train(exp, overrides=["module.nan_at=3", "nonfinite.policy=stop"])
+
+
+def test_resume_skips_a_torn_last_checkpoint(exp):
+    run = train(exp)  # step checkpoint at 4, last at 6
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])  # as if killed mid-write without the atomic rename
+    (run / "checkpoints" / ".last.ckpt.tmp999").write_bytes(b"partial")
+    run_dir, ckpt = resolve_resume(run)
+    assert ckpt.name == "step_0000004.ckpt" and not (run / "checkpoints" / ".last.ckpt.tmp999").exists()

@@ -80,6 +80,8 @@ def resolve_resume(target: str | Path) -> tuple[Path, Path]:
     if target.is_dir():
         if not (target / "config.yaml").is_file():
             raise FileNotFoundError(f"{target}: not a run folder (no config.yaml)")
+        for stale in (target / "checkpoints").glob(".*.tmp*"):  # left by a process killed mid-write
+            stale.unlink()
         ckpt = newest_loadable_checkpoint(target)
         if ckpt is None:
             raise FileNotFoundError(f"{target}: no loadable checkpoint in {target / 'checkpoints'}")

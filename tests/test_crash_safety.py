@@ -1,0 +1,62 @@
+"""Crash safety: a training process killed with SIGKILL at several moments (some during a
+checkpoint write) always leaves a run that resumes from its newest loadable checkpoint."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from voxlab.checkpoint import load_checkpoint
+from voxlab.runs import newest_loadable_checkpoint
+from voxlab.train import train
+
+KILL_AFTER_S = [0.3, 0.9, 1.7, 2.6]  # seconds after the first logged step
+
+
+@pytest.fixture
+def exp(tmp_path):
+    (tmp_path / "exps").mkdir()
+    base = yaml.safe_load(open("experiments/base.yaml"))
+    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None, "sleep": 0.02, "nan_at": None},
+                 "datamodule": {"_target_": "toy_module.ToyData"}, "optim": {"lr": 0.1}})
+    base["run"].update({"root": str(tmp_path / "runs"), "checkpoint_every_steps": 1, "keep_checkpoints": 2})
+    base["trainer"].update({"max_steps": 300, "accelerator": "cpu", "enable_model_summary": False,
+                            "log_every_n_steps": 1})
+    (tmp_path / "exps" / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "exps" / "toy.yaml").write_text("extends: base.yaml\n")
+    return str(tmp_path / "exps" / "toy.yaml")
+
+
+@pytest.mark.slow
+def test_sigkill_at_several_moments_always_resumes(exp):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    run = Path(exp).parent.parent / "runs" / "toy" / "version_0"
+    steps_at_kill = []
+    for i, delay in enumerate(KILL_AFTER_S):
+        cmd = [sys.executable, "-m", "voxlab.train"] + (["--exp", exp] if i == 0 else ["--resume", str(run)])
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        start_step = _newest_step(run)
+        deadline = time.time() + 120
+        while time.time() < deadline and _newest_step(run) <= start_step:
+            time.sleep(0.05)  # wait for this process to train and save at least one step
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+        ckpt = newest_loadable_checkpoint(run)
+        assert ckpt is not None, f"kill {i}: no loadable checkpoint left"
+        steps_at_kill.append(load_checkpoint(ckpt)["global_step"])
+    assert steps_at_kill == sorted(steps_at_kill) and steps_at_kill[-1] > steps_at_kill[0]
+    train(None, resume=str(run))
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 300
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    assert not list((run / "checkpoints").glob(".*tmp*"))
+    print(f"{len(KILL_AFTER_S)} kill points, checkpoints at steps {steps_at_kill}, all resumed")
+
+
+def _newest_step(run: Path) -> int:
+    ckpt = newest_loadable_checkpoint(run) if (run / "checkpoints").is_dir() else None
+    return load_checkpoint(ckpt)["global_step"] if ckpt else -1
