@@ -6,6 +6,7 @@ A run folder holds `config.yaml` (the resolved config), `status.json`, `checkpoi
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -13,6 +14,39 @@ from pathlib import Path
 from voxlab.checkpoint import CheckpointError, load_checkpoint
 
 VERSION_RE = re.compile(r"^version_(\d+)$")
+
+
+RUN_DIR_ENV = "VOXLAB_RUN_DIR"
+
+
+def is_main_process() -> bool:
+    """Rank zero of a multi-process launch (Lightning's own launcher, torchrun or SLURM), or no launch."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        if int(os.environ.get(var, 0) or 0) != 0:
+            return False
+    return True
+
+
+def shared_run_dir(root: str | Path, experiment: str) -> Path:
+    """The run folder of this process. Rank zero creates a new version; the other ranks use the
+    one named by VOXLAB_RUN_DIR (set by rank zero before Lightning launches them, or by the user
+    for torchrun / SLURM launches where every rank starts alone)."""
+    given = os.environ.get(RUN_DIR_ENV)
+    if given:
+        path = Path(given)
+        if is_main_process():
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            deadline = time.time() + 120
+            while not path.is_dir() and time.time() < deadline:
+                time.sleep(0.5)
+            if not path.is_dir():
+                raise FileNotFoundError(f"{RUN_DIR_ENV}={path} was not created by rank zero")
+        return path
+    if not is_main_process():
+        raise RuntimeError(f"a non-zero rank needs {RUN_DIR_ENV} (the run folder rank zero uses); "
+                           "see the README's multi-node example")
+    return new_run_dir(root, experiment)
 
 
 def new_run_dir(root: str | Path, experiment: str) -> Path:

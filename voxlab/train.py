@@ -7,6 +7,7 @@ the whole config). A failing run closes its loggers and records its state in `st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from voxlab.config import ConfigError, compose, load_run_config, locate, parse_overrides, resolve, to_yaml, validate_layer
 from datamodules.manifest import ManifestError
 from voxlab.checkpoint import CheckpointError
-from voxlab.runs import new_run_dir, resolve_resume, write_status
+from voxlab.runs import RUN_DIR_ENV, is_main_process, resolve_resume, shared_run_dir, write_status
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -39,7 +40,7 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
     if not exp:
         raise ConfigError("EXP is required (or RESUME=<run folder or checkpoint>)")
     cfg = compose(exp, scale, overrides)
-    run_dir = new_run_dir(cfg.run.root, cfg.experiment)
+    run_dir = shared_run_dir(cfg.run.root, cfg.experiment)
     return cfg, run_dir, None
 
 
@@ -74,13 +75,18 @@ def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), 
     cfg, run_dir, ckpt = prepare(exp, scale, list(overrides), resume)
     import lightning as L
 
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    main_process = is_main_process()
+    if main_process:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule = locate(cfg.datamodule._target_)(cfg)
     module = locate(cfg.module._target_)(cfg)
     trainer = build_trainer(cfg, run_dir)
     print(f"[train] {cfg.experiment} (scale {cfg.scale}) -> {run_dir}" + (f", resuming from {ckpt}" if ckpt else ""))
-    write_status(run_dir, "running", step=0)
+    status = write_status if main_process else (lambda *a, **k: None)  # rank zero owns the run folder
+    status(run_dir, "running", step=0)
+    previous_env = os.environ.get(RUN_DIR_ENV)
+    os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning launches for DDP join this run folder
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
     except BaseException as err:
@@ -89,12 +95,17 @@ def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), 
         for logger in trainer.loggers:
             logger.finalize("failed")
         if isinstance(err, (SIGTERMException, KeyboardInterrupt, SystemExit)):
-            write_status(run_dir, "interrupted", step=trainer.global_step)
+            status(run_dir, "interrupted", step=trainer.global_step)
             raise TrainingInterrupted(f"{cfg.experiment} stopped at step {trainer.global_step}; "
                                       f"continue with: make train RESUME={run_dir}") from None
-        write_status(run_dir, "failed", step=trainer.global_step, error=repr(err)[:2000])
+        status(run_dir, "failed", step=trainer.global_step, error=repr(err)[:2000])
         raise
-    write_status(run_dir, "finished", step=trainer.global_step)
+    finally:
+        if previous_env is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = previous_env
+    status(run_dir, "finished", step=trainer.global_step)
     print(f"[train] finished at step {trainer.global_step}: {run_dir}")
     return run_dir
 
