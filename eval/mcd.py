@@ -2,7 +2,7 @@
 when a ground-truth rendering of the same sentence by the same voice exists (the embedded
 corpus is deterministic, so it does).
 
-Cepstra are the DCT-II of the log mel spectrum (c1..c{n}, c0 = energy excluded), from the
+Cepstra are the DCT-II of the natural-log mel magnitude spectrum (floor 1e-4, i.e. -80 dB) (c1..c{n}, c0 = energy excluded), from the
 project's one mel implementation; frames are aligned with DTW (Euclidean cost) and
 MCD = 10 / ln 10 * sqrt(2 * sum_k (c_k - c'_k)^2), averaged over the aligned path, in dB.
 """
@@ -25,10 +25,11 @@ def cepstra(wav: np.ndarray, sample_rate: int = 16000, n_ceps: int = 13) -> np.n
     global _MEL
     if _MEL is None:
         _MEL = MelSpectrogram(sample_rate, n_fft=1024, hop_length=160, win_length=400, n_mels=40,
-                              power=2.0, log=True, log_floor=1e-10)
+                              power=1.0, log=True, log_floor=1e-4)
     with torch.no_grad():
         logmel = _MEL(torch.as_tensor(wav, dtype=torch.float32)[None])[0].numpy()  # [mels, frames]
-    ceps = scipy.fft.dct(logmel, type=2, axis=0, norm="ortho")[1:n_ceps + 1]
+    # 1/N scaling: the real-cepstrum convention, so values land in the usual few-dB range.
+    ceps = scipy.fft.dct(logmel, type=2, axis=0)[1:n_ceps + 1] / (2 * logmel.shape[0])
     return ceps.T
 
 

@@ -12,6 +12,6 @@ def test_mcd_orders_same_and_different_voices():
     other_text = render("seven green boats wait near the quiet harbour.", "en", "en_v0")
     shifted = np.concatenate([np.zeros(4000, np.float32), a])
     assert mcd(a, same) < 1e-6
-    assert mcd(a, shifted) < 1.0  # DTW absorbs the leading silence
-    assert mcd(a, other_voice) > mcd(a, shifted) + 1.0
-    assert mcd(a, other_text) > mcd(a, shifted) + 1.0
+    assert mcd(a, shifted) < 0.1  # DTW absorbs the leading silence
+    assert 1.0 < mcd(a, other_voice) < 30.0
+    assert 1.0 < mcd(a, other_text) < 30.0
