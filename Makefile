@@ -9,12 +9,15 @@ SWEEP ?=
 MODEL ?=
 TESTSET ?= $(DATA)/seedtts/en/meta.lst
 RUNS ?= runs
+TEXT ?=
+PROMPT_WAV ?=
+PROMPT_TEXT ?=
 OUT ?=
 ARGS ?=
 RESUME ?=
 DATA ?= data/corpus
 
-.PHONY: help install test test-slow data train sweep cache lm eval report
+.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -49,3 +52,12 @@ eval: ## Seed-TTS-Eval: [MODEL=...] TESTSET=<meta.lst or folder> [ARGS="--wavs D
 
 report: ## Markdown + self-contained HTML report over RUNS="run folders, sweep folders or eval folders" [OUT=dir]
 	@$(PY) -m eval.report --runs $(RUNS) $(if $(OUT),--out $(OUT))
+
+synth: ## zero-shot TTS / voice cloning: MODEL=... TEXT=... OUT=x.wav [PROMPT_WAV=... PROMPT_TEXT=...] [ARGS="--cfg 2 --timesteps 10 --temperature 1 --seed 0 --max-len 600"]
+	@$(PY) -m voxlab.synth --model "$(MODEL)" --text "$(TEXT)" --out "$(or $(OUT),synth.wav)" $(if $(PROMPT_WAV),--prompt-wav "$(PROMPT_WAV)") $(if $(PROMPT_TEXT),--prompt-text "$(PROMPT_TEXT)") $(ARGS)
+
+bench: ## benchmarks beside the official implementation (inference RTF ratio on the 0.5B config) [ARGS="--repeats 5"]
+	@$(PY) benchmarks/bench_inference.py $(ARGS)
+
+demo: ## data, tiny VAE, latent cache, tiny d256s9, Seed-TTS-Eval on the mini test set, report (CPU)
+	@$(PY) -m voxlab.demo $(ARGS)

@@ -2,7 +2,8 @@
 
 Scores existing wavs (`--wavs`), or generates them first with a model (`--model`, resumable), then
 transcribes (or reads `--transcripts`), scores WER/CER and speaker SIM, and writes metrics.json,
-per_utt.csv and summary.md into `--out` (default `evals/<testset>_<time>`).
+per_utt.csv and summary.md into `--out` (default `evals/<testset>_<time>`). `--asr none` scores
+without ASR: WER is left missing (null, with the reason) and SIM is still scored.
 Exit status: 0 done, 2 bad input or missing weights (message says what to do).
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from eval.backends import EvalConfig
+from eval.backends import ASR_CHOICES, EvalConfig
 from eval.errors import EvalError
 from eval.normalize import VARIANTS
 from eval.sim import SIM_CHOICES
@@ -29,13 +30,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--cfg", type=float, default=2.0, help="generation: guidance scale")
     src.add_argument("--timesteps", type=int, default=10, help="generation: solver steps")
     src.add_argument("--temperature", type=float, default=1.0, help="generation: noise temperature")
-    src.add_argument("--seed", type=int, default=0, help="generation: random seed")
+    src.add_argument("--seed", type=int, default=0, help="generation: base seed (each utterance's own from it and its name)")
+    src.add_argument("--max-len", type=int, default=4096, help="generation: most patches per utterance")
+    src.add_argument("--batch-size", type=int, default=8, help="generation: utterances per batch")
     sel = p.add_argument_group("selection")
     sel.add_argument("--limit", type=int, help="first N utterances only")
     sel.add_argument("--utts", help="comma-separated utt names to score")
     sel.add_argument("--lang", choices=("auto", "en", "zh"), default="auto",
                      help="language of the targets (auto: per utterance, CJK characters -> zh)")
     asr = p.add_argument_group("ASR")
+    asr.add_argument("--asr", choices=ASR_CHOICES, default="auto",
+                     help="auto: whisper (en) / paraformer (zh), missing weights fail; none: no WER "
+                          "(null with the reason), SIM still scored")
     asr.add_argument("--transcripts", help="JSONL {\"utt\", \"text\"} lines replacing ASR")
     asr.add_argument("--whisper", default="large-v3", help="whisper model name or checkpoint path")
     asr.add_argument("--paraformer", help="paraformer-zh model folder (or $VOXLAB_PARAFORMER)")
@@ -59,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    config = EvalConfig(whisper=args.whisper, paraformer=args.paraformer, sim=args.sim, wavlm=args.wavlm,
+    config = EvalConfig(asr=args.asr, whisper=args.whisper, paraformer=args.paraformer, sim=args.sim, wavlm=args.wavlm,
                         ecapa=args.ecapa, wespeaker=args.wespeaker, asr_batch_size=args.asr_batch_size,
                         lang=args.lang, normalization=args.normalization)
     if args.device:
@@ -83,9 +89,10 @@ def main(argv=None) -> int:
             from eval.generate import model_fingerprint, model_generate_fn
 
             settings = {"cfg": args.cfg, "timesteps": args.timesteps, "temperature": args.temperature,
-                        "seed": args.seed}
-            generation = {"model": model_fingerprint(args.model), **settings}
-            generate_fn = model_generate_fn(args.model, settings, device=config.device)
+                        "seed": args.seed, "max_len": args.max_len}
+            generation = {"model": model_fingerprint(args.model), **settings, "seeding": "per-utterance"}
+            generate_fn = model_generate_fn(args.model, settings, device=config.device,
+                                            batch_size=args.batch_size)
         evaluate(args.testset, args.wavs, out_dir, config=config, transcripts=args.transcripts,
                  limit=args.limit, utts=utts, generation=generation, generate_fn=generate_fn,
                  overwrite=args.overwrite)

@@ -3,6 +3,9 @@
 `check_backends` is the cheap preflight (files present, names valid) that runs before generation,
 so that missing weights fail in seconds with one message naming every problem. `Backends` loads
 each backend on first use and keeps it, so a callback evaluating at many steps loads them once.
+`asr="none"` scores without ASR (WER/CER left null with the reason, SIM still scored);
+`asr_available` lets a caller that may go on without WER (the training callback, a demo) decide
+before it starts, while `make eval` keeps failing on missing weights.
 """
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ from dataclasses import asdict, dataclass, field
 from eval.errors import MissingWeightsError
 from eval.normalize import VARIANTS
 from eval.sim import SIM_CHOICES
+
+ASR_CHOICES = ("auto", "none")
+ASR_DISABLED = "ASR disabled (asr=none)"
 
 
 def default_device() -> str:
@@ -23,6 +29,7 @@ def default_device() -> str:
 class EvalConfig:
     whisper: str = "large-v3"           # whisper model name (in whisper's cache) or checkpoint path
     paraformer: str | None = None       # paraformer-zh folder (else $VOXLAB_PARAFORMER / ModelScope cache)
+    asr: str = "auto"                   # auto: whisper (en) / paraformer (zh), weights required; none: no WER
     sim: str = "resemblyzer"            # none | resemblyzer | wavlm_ecapa | wespeaker
     wavlm: str | None = None            # transformers WavLM folder (wavlm_ecapa)
     ecapa: str | None = None            # wavlm_large_finetune.pth (wavlm_ecapa)
@@ -33,6 +40,8 @@ class EvalConfig:
     normalization: str = "seedtts"      # seedtts | f5tts | whisper
 
     def validate(self) -> None:
+        if self.asr not in ASR_CHOICES:
+            raise ValueError(f"asr must be one of {ASR_CHOICES}, got {self.asr!r}")
         if self.sim not in SIM_CHOICES:
             raise ValueError(f"sim must be one of {SIM_CHOICES}, got {self.sim!r}")
         if self.lang not in ("auto", "en", "zh"):
@@ -70,6 +79,19 @@ def check_backends(config: EvalConfig, asr_langs=("en", "zh"), sim: bool = True)
         attempt(resolve_wespeaker, config.wespeaker)
     if problems:
         raise MissingWeightsError("\n".join(f"- {p}" for p in problems))
+
+
+def asr_available(config: EvalConfig, langs) -> tuple[bool, str | None]:
+    """(True, None) when ASR can run for every language in `langs`, else (False, reason): for
+    callers that may score without WER. The reason is one line (it goes into metrics.json)."""
+    config.validate()
+    if config.asr == "none":
+        return False, ASR_DISABLED
+    try:
+        check_backends(config, asr_langs=list(langs), sim=False)
+    except MissingWeightsError as err:  # check_backends lists problems as "- ..." lines
+        return False, "; ".join(" ".join(line.removeprefix("- ").split()) for line in str(err).splitlines())
+    return True, None
 
 
 class Backends:

@@ -3,11 +3,13 @@
 The hook writes `<out_dir>/<utt>.wav` for each TestItem it is given (batched as it likes). The
 evaluation calls it only with the items whose wav is missing or was made by another model or other
 settings: beside each wav, `<utt>.gen.json` records the `generation` dict it was made with, and an
-existing wav is kept only when that record equals the current one.
+existing wav is kept only when that record equals the current one. Each utterance has its own seed
+(`item_seed`), so a wav does not depend on the batch it was generated in.
 """
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -64,24 +66,50 @@ def model_fingerprint(path: str | Path) -> dict:
             "mtime": max((int(p.stat().st_mtime) for p in files), default=0)}
 
 
-def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu") -> GenerateFn:
-    """A generate_fn for MODEL through the project's inference API (`models.load(path).generate`,
-    DESIGN section 2), loaded now so that a bad MODEL fails before anything is generated."""
+def item_seed(seed: int, utt: str) -> int:
+    """Each utterance's own noise seed, from the base seed and its name: the same noise whatever the
+    batch it lands in, the subset chosen or the rank that makes it (resumes and shards agree; batched
+    and one-by-one wavs differ by at most 1 LSB of 16-bit audio on CPU)."""
+    return (int(seed) * 1_000_003 + zlib.crc32(utt.encode("utf-8"))) % 2**31
+
+
+def generate_items(model, items: Sequence[TestItem], settings: dict, batch_size: int = 8) -> dict:
+    """utt -> (float32 waveform, sample rate), with `model.generate_batch` (models.tts.TTSModel).
+    Items are batched by target length (less padding, similar stop times); `settings["seed"]` is
+    the base seed of `item_seed`."""
+    settings = dict(settings)
+    seed = settings.pop("seed", 0)
+    ordered = sorted(items, key=lambda it: len(it.target_text))
+    out = {}
+    for start in range(0, len(ordered), max(1, int(batch_size))):
+        part = ordered[start:start + max(1, int(batch_size))]
+        wavs = model.generate_batch([it.target_text for it in part], [str(it.prompt_wav) for it in part],
+                                    [it.prompt_text for it in part],
+                                    seed=[item_seed(seed, it.utt) for it in part], **settings)
+        for it, (wav, sr) in zip(part, wavs):
+            out[it.utt] = (wav.detach().float().cpu().numpy().reshape(-1), int(sr))
+    return out
+
+
+def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu",
+                      batch_size: int = 8) -> GenerateFn:
+    """A generate_fn for MODEL through the project's inference API (`models.load(path)`,
+    DESIGN section 2), batched; loaded now so that a bad MODEL fails before anything is generated."""
     try:
         from models import load
     except ImportError:
         raise EvalError("generation needs the inference code (`models.load`), which this checkout "
                         "does not have yet: score existing wavs with --wavs DIR instead") from None
+    from models.tts_io import ModelPathError
     from voxlab.audio import save_audio
 
-    model = load(str(model_path))
-    if hasattr(model, "to"):
-        model = model.to(device)
+    try:
+        model = load(str(model_path), device=device)
+    except ModelPathError as err:
+        raise EvalError(str(err)) from None
 
     def generate(items: Sequence[TestItem], out_dir: Path) -> None:
-        for it in items:
-            wav, sr = model.generate(it.target_text, prompt_wav=str(it.prompt_wav),
-                                     prompt_text=it.prompt_text, **settings)
-            save_audio(Path(out_dir) / f"{it.utt}.wav", wav, sr)
+        for utt, (wav, sr) in generate_items(model, items, settings, batch_size).items():
+            save_audio(Path(out_dir) / f"{utt}.wav", wav, sr)
 
     return generate

@@ -188,6 +188,8 @@ def results_table(entries: list[Entry]) -> Table:
             asr = m.get("asr") or {}
             if asr.get("source") == "transcripts":
                 asr_text = f"transcripts {Path(asr.get('path', '')).name}"
+            elif asr.get("source") == "none":  # WER stays "—" (r.wer is None), never zero
+                asr_text = "none (WER unavailable)"
             else:
                 asr_text = ", ".join(f"{lang}: {a.get('name', '?')} {a.get('model') or a.get('model_dir') or ''}".strip()
                                      for lang, a in asr.items() if isinstance(a, dict))

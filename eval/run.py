@@ -5,6 +5,9 @@ It writes into `out_dir`: `metrics.json`, `per_utt.csv` and `summary.md`, and re
 Order matters: everything cheap is checked first (test set, transcripts, backend weights) so that a
 mistake fails in seconds, before any generation; a missing generated wav fails and lists the
 utterances, instead of being skipped as the original scripts do.
+Without ASR (`config.asr="none"`, or `skip_asr=<reason>` from a caller whose ASR weights are not
+there) WER/CER are null in metrics.json with `wer_unavailable` giving the reason, empty in
+per_utt.csv, and SIM is still scored.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from typing import Callable, Sequence
 
 import soundfile as sf
 
-from eval.backends import Backends, EvalConfig, check_backends
+from eval.backends import ASR_DISABLED, Backends, EvalConfig, check_backends
 from eval.errors import EvalError
 from eval.generate import GenerateFn, run_generation
 from eval.normalize import VARIANTS, detect_lang, normalize, zh_punctuation
@@ -82,17 +85,26 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def log_metrics(metrics: dict, set_name: str) -> dict[str, float]:
-    """Slash-namespaced scalars for a logger: eval/<set>/wer, wer_corpus, sim (when scored)."""
-    out = {f"eval/{set_name}/wer": metrics["wer"], f"eval/{set_name}/wer_corpus": metrics["wer_corpus"]}
-    if metrics.get("sim") is not None:
-        out[f"eval/{set_name}/sim"] = metrics["sim"]
-    return out
+    """Slash-namespaced scalars for a logger: eval/<set>/wer, wer_corpus, sim (those scored: a
+    missing value is left out, never logged as zero)."""
+    return {f"eval/{set_name}/{key}": metrics[key] for key in ("wer", "wer_corpus", "sim")
+            if metrics.get(key) is not None}
 
 
-def preflight(testset, config: EvalConfig, transcripts=None, limit=None, utts=None):
+def wer_skip_reason(config: EvalConfig, transcripts=None, skip_asr: str | None = None) -> str | None:
+    """Why WER is not scored (None: it is). Transcripts replace ASR, so they contradict asr=none."""
+    reason = skip_asr or (ASR_DISABLED if config.asr == "none" else None)
+    if reason and transcripts is not None:
+        raise EvalError(f"transcripts {transcripts} are given but WER is not scored ({reason}): "
+                        "drop one of the two")
+    return reason
+
+
+def preflight(testset, config: EvalConfig, transcripts=None, limit=None, utts=None, skip_asr=None):
     """Everything cheap, before any work: the test set, the references after normalisation, the
     transcripts, the backend weights. Returns (meta, items, langs, normalised refs, transcripts)."""
     config.validate()
+    no_wer = wer_skip_reason(config, transcripts, skip_asr)
     meta = resolve_meta(testset)
     items = read_testset(meta, limit=limit, utts=list(utts) if utts else None)
     langs = {it.utt: (config.lang if config.lang != "auto" else detect_lang(it.target_text)) for it in items}
@@ -107,7 +119,7 @@ def preflight(testset, config: EvalConfig, transcripts=None, limit=None, utts=No
         missing = [it.utt for it in items if it.utt not in given]
         if missing:
             raise EvalError(f"{transcripts}: no transcript for {len(missing)} utts:\n{summarize(missing)}")
-    check_backends(config, asr_langs=sorted(set(langs.values())) if given is None else [],
+    check_backends(config, asr_langs=sorted(set(langs.values())) if given is None and not no_wer else [],
                    sim=config.sim != "none")
     return meta, items, langs, refs, given
 
@@ -117,10 +129,11 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
              transcripts: str | Path | None = None, limit: int | None = None,
              utts: Sequence[str] | None = None, generation: dict | None = None,
              generate_fn: GenerateFn | None = None, overwrite: bool = False,
-             log: Callable[[str], None] | None = None) -> dict:
+             log: Callable[[str], None] | None = None, skip_asr: str | None = None) -> dict:
     """Score `<wavs_dir>/<utt>.wav` for the test set (generating them first with `generate_fn`
     when given; `wavs_dir` defaults to `<out_dir>/wavs`). `backends` (already loaded, reused across
-    calls) wins over `config`. Returns the metrics written to `<out_dir>/metrics.json`."""
+    calls) wins over `config`. `skip_asr`: a reason to score without ASR (WER null, SIM scored).
+    Returns the metrics written to `<out_dir>/metrics.json`."""
     log = log or (lambda msg: print(f"[eval] {msg}", file=sys.stderr, flush=True))
     t_start = time.perf_counter()
     config = backends.config if backends is not None else (config or EvalConfig())
@@ -132,8 +145,9 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
 
     # 1. preflight: test set, references, transcripts, backend weights (before any generation)
     meta, items, langs, refs, given = preflight(testset, config, transcripts=transcripts,
-                                                 limit=limit, utts=utts)
-    asr_langs = sorted(set(langs.values())) if given is None else []
+                                                 limit=limit, utts=utts, skip_asr=skip_asr)
+    no_wer = wer_skip_reason(config, transcripts, skip_asr)
+    asr_langs = sorted(set(langs.values())) if given is None and not no_wer else []
     backends = backends or Backends(config)
 
     # 2. generation (resumable), then every wav must be there and readable
@@ -179,10 +193,10 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
             log(f"transcribed {len(group)} {lang} utts with {asr.name}")
     t_asr = time.perf_counter() - t_asr
 
-    # 4. WER
+    # 4. WER (without ASR: no hypotheses, no counts)
     hyp_norm = {it.utt: normalize(hyps[it.utt], langs[it.utt], config.normalization, hypothesis=True)
-                for it in items}
-    counts = {it.utt: count_errors(refs[it.utt], hyp_norm[it.utt]) for it in items}
+                for it in items if it.utt in hyps}
+    counts = {u: count_errors(refs[u], hyp_norm[u]) for u in hyp_norm}
 
     # 5. SIM (prompt embeddings cached: prompts repeat across utterances)
     t_sim = time.perf_counter()
@@ -200,6 +214,8 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
 
     # 6. results
     metrics = _aggregate(items, langs, counts, sims)
+    if no_wer:
+        metrics["wer_unavailable"] = no_wer
     metrics.update({
         "testset": {"path": str(meta), "name": testset_name(meta), "limit": limit,
                     "utts": list(utts) if utts else None},
@@ -208,6 +224,7 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
                           "zh_punctuation_chars": len(zh_punctuation())},
         "lang": config.lang,
         "asr": ({"source": "transcripts", "path": str(transcripts)} if given is not None
+                else {"source": "none", "reason": no_wer} if no_wer
                 else {lang: backends.asr(lang).info() for lang in asr_langs}),
         "sim_backend": sim_backend.info() if sim_backend is not None else None,
         "sim_model": sim_backend.info()["model"] if sim_backend is not None else None,
@@ -227,18 +244,23 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     _write_atomic(out_dir / "summary.md", render_summary(metrics, items, counts, hyps, sims))
     _write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     sim_text = "-" if metrics["sim"] is None else f"{metrics['sim']:.4f}"
-    log(f"WER {metrics['wer']:.3f} (corpus {metrics['wer_corpus']:.3f}) SIM {sim_text} "
-        f"over {len(items)} utts -> {out_dir}")
+    wer_text = (f"WER unavailable ({no_wer})" if no_wer
+                else f"WER {metrics['wer']:.3f} (corpus {metrics['wer_corpus']:.3f})")
+    log(f"{wer_text} SIM {sim_text} over {len(items)} utts -> {out_dir}")
     return metrics
 
 
 def _scores(group: list[TestItem], counts: dict[str, ErrorCounts], sims: dict[str, float]) -> dict:
-    cs = [counts[it.utt] for it in group]
-    acc = total(cs)
+    """Scores of a group; WER fields are null when it was not scored (no counts)."""
+    cs = [counts[it.utt] for it in group if it.utt in counts]
     sim_vals = [sims[it.utt] for it in group if it.utt in sims]
-    return {"n_utts": len(group), "wer": round(mean_wer(cs), 4), "wer_corpus": round(corpus_wer(cs), 4),
-            "counts": {"S": acc.S, "D": acc.D, "I": acc.I, "N": acc.N},
-            "sim": round(sum(sim_vals) / len(sim_vals), 5) if sim_vals else None}
+    out = {"n_utts": len(group), "wer": None, "wer_corpus": None, "counts": None,
+           "sim": round(sum(sim_vals) / len(sim_vals), 5) if sim_vals else None}
+    if cs:
+        acc = total(cs)
+        out.update(wer=round(mean_wer(cs), 4), wer_corpus=round(corpus_wer(cs), 4),
+                   counts={"S": acc.S, "D": acc.D, "I": acc.I, "N": acc.N})
+    return out
 
 
 def _aggregate(items, langs, counts, sims) -> dict:
@@ -259,14 +281,16 @@ def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durat
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for it in items:
-            c = counts[it.utt]
-            writer.writerow({"utt": it.utt, "lang": langs[it.utt], "reference": it.target_text,
-                             "hypothesis": hyps[it.utt], "wer": _fmt(c.wer), "S": c.S, "D": c.D,
-                             "I": c.I, "N": c.N, "sim": _fmt(sims.get(it.utt)), "sim_model": sim_model,
-                             "gen_duration": _fmt(durations[it.utt][0], 3),
-                             "prompt_duration": _fmt(durations[it.utt][1], 3),
-                             "reference_norm": " ".join(refs[it.utt]),
-                             "hypothesis_norm": " ".join(hyp_norm[it.utt])})
+            c = counts.get(it.utt)  # None: WER not scored, its cells stay empty
+            row = {"utt": it.utt, "lang": langs[it.utt], "reference": it.target_text,
+                   "hypothesis": hyps.get(it.utt, ""), "sim": _fmt(sims.get(it.utt)), "sim_model": sim_model,
+                   "gen_duration": _fmt(durations[it.utt][0], 3),
+                   "prompt_duration": _fmt(durations[it.utt][1], 3),
+                   "reference_norm": " ".join(refs[it.utt]),
+                   "hypothesis_norm": " ".join(hyp_norm.get(it.utt, []))}
+            if c is not None:
+                row.update({"wer": _fmt(c.wer), "S": c.S, "D": c.D, "I": c.I, "N": c.N})
+            writer.writerow(row)
     tmp.replace(path)
 
 
@@ -278,6 +302,7 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
         sim_line += " (not comparable to the paper's WavLM-ECAPA SIM)"
     asr = metrics["asr"]
     asr_line = (f"transcripts from `{asr['path']}`" if asr.get("source") == "transcripts"
+                else "none" if asr.get("source") == "none"
                 else "; ".join(f"{lang}: {a['name']} {a.get('model') or a.get('model_dir')}"
                                for lang, a in asr.items()))
     c = metrics["counts"]
@@ -285,9 +310,15 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
         f"# Seed-TTS-Eval: {ts['name']}", "",
         f"- test set: `{ts['path']}` ({metrics['n_utts']} utts"
         + (f", limit {ts['limit']}" if ts["limit"] else "") + ")",
-        f"- WER (mean of per-utterance WER x100, the protocol's number): **{metrics['wer']:.3f}**",
-        f"- corpus WER (total errors / reference tokens x100): {metrics['wer_corpus']:.3f} "
-        f"(S {c['S']}, D {c['D']}, I {c['I']}, N {c['N']})",
+    ]
+    if metrics.get("wer_unavailable"):
+        lines.append(f"- WER unavailable: {metrics['wer_unavailable']}")
+    else:
+        lines += [
+            f"- WER (mean of per-utterance WER x100, the protocol's number): **{metrics['wer']:.3f}**",
+            f"- corpus WER (total errors / reference tokens x100): {metrics['wer_corpus']:.3f} "
+            f"(S {c['S']}, D {c['D']}, I {c['I']}, N {c['N']})"]
+    lines += [
         f"- SIM: {sim_line}",
         f"- ASR: {asr_line}",
         f"- normalisation: `{metrics['normalization']['variant']}` ({metrics['normalization']['description']})",
@@ -297,12 +328,18 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
     if len(metrics["by_lang"]) > 1:
         lines += ["", "| lang | utts | WER | corpus WER | SIM |", "|---|---|---|---|---|"]
         for lang, s in metrics["by_lang"].items():
-            lines.append(f"| {lang} | {s['n_utts']} | {s['wer']:.3f} | {s['wer_corpus']:.3f} | {_fmt(s['sim'])} |")
-    ranked = sorted(items, key=lambda it: -counts[it.utt].wer)[:worst]
-    lines += ["", f"## Highest WER ({len(ranked)})", "", "| utt | WER | SIM | reference | hypothesis |",
-              "|---|---|---|---|---|"]
-    for it in ranked:
-        cell = lambda s: s.replace("|", "\\|")  # noqa: E731
-        lines.append(f"| {it.utt} | {counts[it.utt].wer:.3f} | {_fmt(sims.get(it.utt))} | "
-                     f"{cell(it.target_text)} | {cell(hyps[it.utt])} |")
+            lines.append(f"| {lang} | {s['n_utts']} | {_fmt(s['wer'], 3) or '—'} | "
+                         f"{_fmt(s['wer_corpus'], 3) or '—'} | {_fmt(s['sim']) or '—'} |")
+    cell = lambda s: s.replace("|", "\\|")  # noqa: E731
+    if counts:
+        ranked = sorted(items, key=lambda it: -counts[it.utt].wer)[:worst]
+        lines += ["", f"## Highest WER ({len(ranked)})", "", "| utt | WER | SIM | reference | hypothesis |",
+                  "|---|---|---|---|---|"]
+        for it in ranked:
+            lines.append(f"| {it.utt} | {counts[it.utt].wer:.3f} | {_fmt(sims.get(it.utt))} | "
+                         f"{cell(it.target_text)} | {cell(hyps[it.utt])} |")
+    elif sims:  # no WER: the lowest speaker similarities are what there is to look at
+        ranked = sorted((it for it in items if it.utt in sims), key=lambda it: sims[it.utt])[:worst]
+        lines += ["", f"## Lowest SIM ({len(ranked)})", "", "| utt | SIM | reference |", "|---|---|---|"]
+        lines += [f"| {it.utt} | {_fmt(sims[it.utt])} | {cell(it.target_text)} |" for it in ranked]
     return "\n".join(lines) + "\n"

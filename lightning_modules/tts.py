@@ -55,6 +55,28 @@ class TTSModule(L.LightningModule):
         self.tokenizer_payload = ({"kind": "char", "chars": list(tok.chars)} if tok.kind == "char"
                                   else {"kind": "hf", "path": str(self.config.text.path)})
 
+    def tts_model(self):
+        """A models.tts.TTSModel sharing this module's backbone (evaluation callbacks), built once and
+        returned in eval mode; the VAE follows the module's device. The backbone is shared, so the
+        caller puts the module back in train mode afterwards."""
+        model = self.__dict__.get("_tts_model")
+        if model is None:
+            if not self.vae_payload:
+                raise RuntimeError("TTSModule.tts_model: no VAE attached yet (setup('fit') or a checkpoint attaches it)")
+            from models.audiovae import AudioVAE
+            from models.tts import TTSModel
+            from models.tts_io import _tokenizer_from_spec
+            from models.weights import load_strict
+
+            spec = self.vae_payload
+            vae = AudioVAE(**{k: v for k, v in spec["config"].items() if k != "_target_"})
+            load_strict(vae, spec["state_dict"], "TTSModule.vae_payload")
+            tokenizer = _tokenizer_from_spec(self.tokenizer_payload, "TTSModule.tokenizer_payload")
+            model = TTSModel(self.model, vae, tokenizer)
+            self.__dict__["_tts_model"] = model  # plain attribute: not a submodule, not in the state_dict
+        model.vae.to(self.device)
+        return model.eval()
+
     def _losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         raw = self.model(batch, generator=generator)
         terms = {name: raw[key] for name, key in TERMS.items()}

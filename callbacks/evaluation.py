@@ -1,0 +1,208 @@
+"""Seed-TTS-Eval during training: generate a small subset of each test set with the current model,
+score it, log `eval/<set>/wer` and `eval/<set>/sim`, and write `<run>/eval/<set>/step_<N>/`
+(metrics.json, per_utt.csv, summary.md, wavs/: the folder format of `python -m eval`).
+
+Turned on from the config (experiments/tts/base.yaml defines every key, `_target_: null` = off):
+
+    make train EXP=d256s9 SCALE=tiny ARGS="callbacks.seedtts_eval._target_=callbacks.evaluation.SeedTTSEvalCallback \\
+        callbacks.seedtts_eval.limit=8 callbacks.seedtts_eval.every_n_steps=1000"
+
+When: after each validation (`every_n_steps: null`) or every N optimizer steps.
+ASR: `auto` scores WER when the ASR weights are there and otherwise records why it is missing
+(WER null, SIM still scored); `required` fails at the start of training when they are missing;
+`none` never runs ASR. The test sets and backend weights are checked in `setup`, before training.
+
+Under DDP: generation is sharded (rank r makes utterances r, r+W, ...), the waveforms are gathered
+on rank zero, which alone scores, writes and logs, while the others wait in the broadcast of the
+result (which also carries an error, so every rank raises together instead of hanging). The cost is
+bounded by `limit` utterances per set: keep it small enough to finish well within the process
+group's timeout (30 min by default). Each rank's RNG state is restored afterwards, so an evaluation
+changes nothing in training, and every module gets back its train/eval mode.
+"""
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+ASR_MODES = ("auto", "required", "none")
+
+
+@dataclass
+class _TestSet:
+    name: str
+    meta: Path
+    items: list
+    skip_asr: str | None  # why WER is not scored on this set (None: it is)
+
+
+@contextmanager
+def _isolated_rng(device: torch.device):
+    """Generation and scoring must not move training's random streams (exact resume)."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+
+
+def _gather_to_zero(trainer, obj):
+    """A list of every rank's `obj` on rank zero (None elsewhere); [obj] on one process."""
+    import torch.distributed as dist
+
+    if trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * trainer.world_size if trainer.is_global_zero else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+class SeedTTSEvalCallback(L.Callback):
+    def __init__(self, testset, every_n_steps: int | None = None, limit: int | None = 8, sim: str = "resemblyzer",
+                 asr: str = "auto", whisper: str = "large-v3", paraformer: str | None = None,
+                 wavlm: str | None = None, ecapa: str | None = None, wespeaker: str | None = None,
+                 normalization: str = "seedtts", cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0,
+                 seed: int = 0, max_len: int = 4096, batch_size: int = 8, device: str | None = None):
+        from eval.backends import EvalConfig
+
+        if asr not in ASR_MODES:
+            raise ValueError(f"SeedTTSEvalCallback: asr must be one of {ASR_MODES}, got {asr!r}")
+        if every_n_steps is not None and int(every_n_steps) < 1:
+            raise ValueError(f"SeedTTSEvalCallback: every_n_steps must be >= 1 or null, got {every_n_steps}")
+        self.testsets = [str(testset)] if isinstance(testset, (str, Path)) else [str(t) for t in testset]
+        if not self.testsets:
+            raise ValueError("SeedTTSEvalCallback: no test set given")
+        self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
+        self.limit = None if limit is None else int(limit)
+        self.asr_mode = asr
+        self.eval_config = EvalConfig(asr="none" if asr == "none" else "auto", whisper=whisper,
+                                      paraformer=paraformer, sim=sim, wavlm=wavlm, ecapa=ecapa,
+                                      wespeaker=wespeaker, normalization=normalization)
+        self.eval_config.validate()
+        self.settings = {"cfg": float(cfg), "timesteps": int(timesteps), "temperature": float(temperature),
+                         "seed": int(seed), "max_len": int(max_len)}
+        self.batch_size, self.device = int(batch_size), device
+        self.sets: list[_TestSet] = []
+        self.backends = None        # rank zero, loaded at the first evaluation and kept
+        self.last_step: int | None = None
+
+    # ---- checks before training ------------------------------------------------------------------
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or self.sets:
+            return
+        from dataclasses import replace
+
+        from eval.backends import asr_available, check_backends
+        from eval.run import preflight
+        from eval.testset import testset_name
+
+        if not hasattr(pl_module, "tts_model"):
+            raise TypeError(f"SeedTTSEvalCallback needs a module with tts_model() (the TTS module), "
+                            f"not {type(pl_module).__name__}")
+        names = set()
+        for testset in self.testsets:
+            # the test set and the SIM weights; ASR is decided per set below
+            meta, items, langs, _, _ = preflight(testset, replace(self.eval_config, asr="none"), limit=self.limit)
+            name = testset_name(meta)
+            if name in names:
+                raise ValueError(f"SeedTTSEvalCallback: two test sets named {name!r} ({self.testsets})")
+            names.add(name)
+            if self.asr_mode == "required":  # the same message `make eval` gives, before any training
+                check_backends(self.eval_config, asr_langs=sorted(set(langs.values())), sim=False)
+            ok, reason = asr_available(self.eval_config, sorted(set(langs.values())))
+            if not ok and self.asr_mode == "auto" and trainer.is_global_zero:
+                print(f"[seedtts_eval] {name}: WER unavailable: {reason}", file=sys.stderr)
+            self.sets.append(_TestSet(name, meta, items, None if ok else reason))
+
+    # ---- when --------------------------------------------------------------------------------------
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.every_n_steps is None and not trainer.sanity_checking:
+            self.evaluate(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+            self.evaluate(trainer, pl_module)
+
+    # ---- what --------------------------------------------------------------------------------------
+    def evaluate(self, trainer, pl_module) -> dict[str, dict]:
+        """Evaluate every test set at the current step (once per step); returns the logged scalars
+        per set (on every rank)."""
+        step = int(trainer.global_step)
+        if not self.sets or step == self.last_step:  # gradient accumulation repeats a step's hooks
+            return {}
+        self.last_step = step
+        modes = {m: m.training for m in pl_module.modules()}
+        results = {}
+        try:
+            with _isolated_rng(pl_module.device):
+                for ts in self.sets:
+                    results[ts.name] = self._evaluate_set(trainer, pl_module, ts, step)
+        finally:
+            for m, training in modes.items():  # exactly as before, module by module
+                m.training = training
+        return results
+
+    def _evaluate_set(self, trainer, pl_module, ts: _TestSet, step: int) -> dict:
+        from eval.generate import generate_items
+
+        mine = ts.items[trainer.global_rank::trainer.world_size]
+        try:
+            wavs, error = generate_items(pl_module.tts_model(), mine, self.settings, self.batch_size), None
+        except Exception as err:  # noqa: BLE001 - reported on every rank below, not left to hang rank zero
+            traceback.print_exc()
+            wavs, error = {}, f"rank {trainer.global_rank}: generation failed: {type(err).__name__}: {err}"
+        gathered = _gather_to_zero(trainer, (wavs, error))
+        values = {}
+        if trainer.is_global_zero:
+            errors = [e for _, e in gathered if e]
+            if not errors:
+                try:
+                    wavs = {u: w for part, _ in gathered for u, w in part.items()}
+                    values = self._score(trainer, ts, step, wavs, pl_module.device)
+                except Exception as err:  # noqa: BLE001
+                    traceback.print_exc()
+                    errors.append(f"scoring failed: {type(err).__name__}: {err}")
+            error = "; ".join(errors) or None
+        # the other ranks wait here while rank zero scores: the result (or the error) reaches all
+        error, values = trainer.strategy.broadcast((error, values), src=0)
+        if error:
+            raise RuntimeError(f"SeedTTSEvalCallback at step {step} on {ts.meta}: {error}")
+        for key, value in values.items():  # so ModelCheckpoint(monitor="eval/en/wer") can use them
+            trainer.callback_metrics[key] = torch.tensor(value)
+        return values
+
+    def _score(self, trainer, ts: _TestSet, step: int, wavs: dict, device: torch.device) -> dict[str, float]:
+        """Rank zero: write the wavs, score them, write the step folder, log the scalars."""
+        from eval.backends import Backends
+        from eval.run import evaluate, log_metrics
+        from voxlab.audio import save_audio
+
+        if self.backends is None:  # the module's device is known now (not yet in `setup`)
+            self.eval_config.device = self.device or str(device)
+            self.backends = Backends(self.eval_config)
+        out_dir = Path(trainer.default_root_dir) / "eval" / ts.name / f"step_{step:07d}"
+        if out_dir.exists():  # a resumed run reaching this step again: its wavs are not this model's
+            shutil.rmtree(out_dir)
+
+        def write(items, wavs_dir):
+            for it in items:
+                wav, sr = wavs[it.utt]
+                save_audio(Path(wavs_dir) / f"{it.utt}.wav", wav, sr)
+
+        generation = {"source": "training", "step": step, **self.settings, "seeding": "per-utterance"}
+        metrics = evaluate(ts.meta, None, out_dir, backends=self.backends, limit=self.limit,
+                           generation=generation, generate_fn=write, skip_asr=ts.skip_asr,
+                           log=lambda msg: print(f"[seedtts_eval] {ts.name} step {step}: {msg}", file=sys.stderr))
+        values = {k: float(v) for k, v in log_metrics(metrics, ts.name).items()}
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=step)
+        return values

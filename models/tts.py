@@ -1,0 +1,238 @@
+"""Text-to-speech with a VoxCPM backbone: zero-shot and voice cloning, one utterance or a batch.
+
+`TTSModel(backbone, vae, tokenizer)`; `generate(text, prompt_wav=None, prompt_text=None, cfg=2.0,
+timesteps=10, temperature=1.0, seed=None, max_len=4096) -> (waveform [T], sample_rate)`;
+`generate_batch(texts, ...)` -> a list of those; `synthesize_batch` also returns the latents.
+
+The loop (the official VoxCPM-0.5B inference, voxcpm 2.0.3, made incremental and batched):
+- prefix `[prompt text + text, 101, prompt patches]` through TSLM and RALM once, filling their KV
+  caches (items of different lengths are left-padded, with an attention mask);
+- per step: LocDiT condition from the last TSLM/RALM states -> one patch by the Euler sampler
+  (`models.sampler`); the stop head on the same TSLM state says whether that patch is the last;
+  LocEnc encodes the new patch, and only that position goes through TSLM and RALM (caches);
+- length: at most min(int(6 * target text tokens + 10), max_len) patches; the stop head is obeyed
+  from the 4th patch on (official `i > min_len` with min_len = 2);
+- an item that stops leaves the batch (its cache rows are dropped); the others go on;
+- VAE decode. With a prompt, the last min(2, prompt patches) prompt patches are decoded in front
+  of the new ones as context and their audio is cut (the official keeps 2; it cuts 2 patches even
+  for a 1-patch prompt, we cut what was put in front).
+Text is cleaned as the official `VoxCPM.generate` does (newlines and runs of whitespace -> one
+space); the prompt text is prepended as a string, then tokenised with the target text.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.audiovae import AudioVAE
+from models.packing import to_patches
+from models.sampler import PatchSampler, draw_noise
+from models.voxcpm import VoxCPMBackbone
+
+LENGTH_RATIO, LENGTH_PAD = 6.0, 10   # official cap: int(target tokens * 6.0 + 10) patches
+MIN_LEN = 2                           # official: the stop head counts once the step index is > 2
+CONTEXT_PATCHES = 2                   # prompt patches decoded in front of a cloned voice
+
+
+@dataclass
+class Synthesis:
+    wav: torch.Tensor            # [T] float32, CPU
+    sample_rate: int
+    patches: torch.Tensor        # generated latent patches [n, P, D], CPU
+    stopped: bool                # True: the stop head ended it; False: the length cap did
+    text_ids: list[int] = field(default_factory=list)
+
+
+def clean_text(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("\n", " "))
+
+
+class TTSModel(nn.Module):
+    def __init__(self, backbone: VoxCPMBackbone, vae: AudioVAE, tokenizer):
+        super().__init__()
+        if backbone.feat_dim != vae.latent_dim:
+            raise ValueError(f"backbone feat_dim {backbone.feat_dim} != VAE latent_dim {vae.latent_dim}")
+        self.backbone, self.vae, self.tokenizer = backbone, vae, tokenizer
+        self.eval()
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.vae.sample_rate)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    def optimize(self, lms: bool = False) -> "TTSModel":
+        """CPU: pre-packed oneDNN weights for the many-row Linear calls (LocEnc, LocDiT; the LMs too
+        with `lms=True`, useful for large batches, at the cost of a second copy of their weights)."""
+        from models.cpu_linear import pack_linears
+
+        bb = self.backbone
+        for part in (bb.feat_encoder, bb.feat_decoder) + ((bb.base_lm, bb.residual_lm) if lms else ()):
+            if part is not None:
+                pack_linears(part)
+        return self
+
+    # ---- inputs -----------------------------------------------------------------------------------
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text))
+
+    def prompt_patches(self, wav) -> torch.Tensor:
+        """Prompt audio (a path, or samples at the model's rate) -> latent patches [n, P, D].
+        Left-padded to whole patches, so the real audio ends right before the target."""
+        if isinstance(wav, (str, Path)):
+            from voxlab.audio import load_audio
+            wav = load_audio(wav, self.sample_rate, mono="mix")
+        wav = torch.as_tensor(np.asarray(wav, dtype=np.float32) if not torch.is_tensor(wav) else wav).float()
+        wav = wav.reshape(-1)
+        if wav.numel() == 0:
+            raise ValueError("prompt audio is empty")
+        p = self.backbone.patch_size
+        wav = F.pad(wav, (-wav.numel() % (p * self.vae.hop_length), 0))
+        z = self.vae.encode(wav.to(self.device).view(1, 1, -1))  # [1, D, frames]
+        return to_patches(z[0].t(), p).to(self._dtype)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.backbone.parameters()).dtype
+
+    # ---- generation -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def synthesize_batch(self, texts: Sequence[str], prompt_wavs: Sequence | None = None,
+                         prompt_texts: Sequence[str | None] | None = None, cfg: float = 2.0, timesteps: int = 10,
+                         temperature: float = 1.0, seed: int | Sequence[int] | None = None, max_len: int = 4096,
+                         min_len: int = MIN_LEN, stop: bool = True) -> list[Synthesis]:
+        """Synthesise every text; item i uses seed + i (or seed[i]); `stop=False` ignores the stop
+        head (every item runs to its length cap: benchmarks)."""
+        n = len(texts)
+        if n == 0:
+            return []
+        prompt_wavs = list(prompt_wavs) if prompt_wavs is not None else [None] * n
+        prompt_texts = list(prompt_texts) if prompt_texts is not None else [None] * n
+        if not (len(prompt_wavs) == len(prompt_texts) == n):
+            raise ValueError(f"{n} texts but {len(prompt_wavs)} prompt wavs and {len(prompt_texts)} prompt texts")
+        items = [self._prepare(t, w, pt) for t, w, pt in zip(texts, prompt_wavs, prompt_texts)]
+        caps = [min(int(len(it["target_ids"]) * LENGTH_RATIO + LENGTH_PAD), max_len) for it in items]
+        if seed is None:
+            gens = None
+        else:
+            seeds = [seed + i for i in range(n)] if isinstance(seed, int) else list(seed)
+            gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        patches, stopped = self._generate_patches(items, caps, cfg, timesteps, temperature, gens, min_len, stop)
+        wavs = self._decode(items, patches)
+        return [Synthesis(w, self.sample_rate, p.cpu(), s, it["ids"])
+                for w, p, s, it in zip(wavs, patches, stopped, items)]
+
+    def generate_batch(self, texts: Sequence[str], prompt_wavs=None, prompt_texts=None, **kw) -> list:
+        """[(waveform [T], sample_rate), ...], one per text (see `synthesize_batch`)."""
+        return [(s.wav, s.sample_rate) for s in self.synthesize_batch(texts, prompt_wavs, prompt_texts, **kw)]
+
+    def generate(self, text: str, prompt_wav=None, prompt_text: str | None = None, cfg: float = 2.0,
+                 timesteps: int = 10, temperature: float = 1.0, seed: int | None = None, max_len: int = 4096,
+                 **kw) -> tuple[torch.Tensor, int]:
+        """One utterance -> (waveform as a 1-D float tensor, sample rate)."""
+        s = self.synthesize_batch([text], [prompt_wav], [prompt_text], cfg=cfg, timesteps=timesteps,
+                                  temperature=temperature, seed=seed, max_len=max_len, **kw)[0]
+        return s.wav, s.sample_rate
+
+    # ---- internals --------------------------------------------------------------------------------
+    def _prepare(self, text: str, prompt_wav, prompt_text: str | None) -> dict:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text is empty: nothing to synthesise")
+        has_wav = prompt_wav is not None and not (isinstance(prompt_wav, str) and prompt_wav == "")
+        has_text = prompt_text is not None and prompt_text.strip() != ""
+        if has_wav and not has_text:
+            raise ValueError("a prompt wav needs its prompt text (the transcript of the prompt audio)")
+        if has_text and not has_wav:
+            raise ValueError("a prompt text needs its prompt wav (the audio it transcribes)")
+        text = clean_text(text)
+        target_ids = self.encode_text(text)
+        if not target_ids:
+            raise ValueError(f"text {text!r} has no token the tokenizer knows")
+        ids = self.encode_text(prompt_text + text) if has_wav else target_ids
+        prompt = self.prompt_patches(prompt_wav) if has_wav else None
+        return {"ids": ids, "target_ids": target_ids, "prompt": prompt}
+
+    def _prefix(self, items: list[dict]) -> dict:
+        """Left-padded prefix batch `[ids, 101, prompt patches]`."""
+        bb, dev, dtype = self.backbone, self.device, self._dtype
+        p, d = bb.patch_size, bb.feat_dim
+        lens = [len(it["ids"]) + 1 + (0 if it["prompt"] is None else len(it["prompt"])) for it in items]
+        b, s = len(items), max(lens)
+        out = {"text_tokens": torch.zeros(b, s, dtype=torch.long), "text_mask": torch.zeros(b, s, dtype=torch.bool),
+               "audio_feats": torch.zeros(b, s, p, d, dtype=dtype, device=dev),
+               "audio_mask": torch.zeros(b, s, dtype=torch.bool), "attention_mask": torch.zeros(b, s, dtype=torch.bool)}
+        for i, (it, n) in enumerate(zip(items, lens)):
+            start = s - n
+            n_text = len(it["ids"]) + 1
+            out["text_tokens"][i, start:start + n_text] = torch.tensor(it["ids"] + [bb.audio_start_id])
+            out["text_mask"][i, start:start + n_text] = True
+            out["attention_mask"][i, start:] = True
+            if it["prompt"] is not None:
+                out["audio_feats"][i, start + n_text:] = it["prompt"]
+                out["audio_mask"][i, start + n_text:] = True
+        out = {k: v.to(dev) for k, v in out.items()}
+        if min(lens) == s:  # no padding: the plain causal path
+            out["attention_mask"] = None
+        return out
+
+    def _generate_patches(self, items, caps, cfg, timesteps, temperature, gens, min_len, stop):
+        bb = self.backbone
+        prefix = self._prefix(items)
+        b, s = prefix["text_tokens"].shape
+        caches = bb.new_caches(b, s + max(caps), device=self.device, dtype=self._dtype)
+        lm_h, res_h = bb.prefill(prefix["text_tokens"], prefix["text_mask"], prefix["audio_feats"],
+                                 prefix["audio_mask"], caches, attention_mask=prefix["attention_mask"])
+        prev = prefix["audio_feats"][:, -1]  # zeros after 101; the last prompt patch when cloning
+        sampler = PatchSampler(bb.feat_decoder.estimator, timesteps, cfg, dtype=self._dtype, device=self.device)
+        active = list(range(b))  # batch row -> item
+        out: list[list[torch.Tensor]] = [[] for _ in range(b)]
+        stopped = [False] * b
+        for i in range(max(caps)):
+            noise = draw_noise(len(active), bb.patch_size, bb.feat_dim, temperature,
+                               None if gens is None else [gens[j] for j in active], self._dtype, self.device)
+            patch = sampler(bb.dit_condition(lm_h, res_h), prev, noise)
+            says_stop = (bb.stop_logits(lm_h).argmax(-1) == 1).tolist() if stop else [False] * len(active)
+            keep = []
+            for row, item in enumerate(active):
+                out[item].append(patch[row])
+                if i > min_len and says_stop[row]:
+                    stopped[item] = True
+                elif i + 1 < caps[item]:
+                    keep.append(row)
+            if not keep:
+                break
+            if len(keep) < len(active):  # finished items leave the batch
+                idx = torch.tensor(keep, device=self.device)
+                for cache in caches.values():
+                    if cache is not None:
+                        cache.select(idx)
+                patch = patch[idx]
+                active = [active[r] for r in keep]
+            lm_h, res_h = bb.step(patch, caches)
+            prev = patch
+        return [torch.stack(p) for p in out], stopped
+
+    def _decode(self, items: list[dict], patches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """VAE decode of each item (context patches in front when cloning), batched with right
+        zero-padding: the decoder is causal, so the padding never reaches the kept samples."""
+        p, hop = self.backbone.patch_size, self.vae.hop_length
+        seqs, cut = [], []
+        for it, gen in zip(items, patches):
+            ctx = it["prompt"][-CONTEXT_PATCHES:] if it["prompt"] is not None else gen[:0]
+            seqs.append(torch.cat([ctx, gen]).reshape(-1, gen.shape[-1]))  # frames [T, D]
+            cut.append(len(ctx) * p * hop)
+        longest = max(x.shape[0] for x in seqs)
+        z = torch.stack([F.pad(x, (0, 0, 0, longest - x.shape[0])) for x in seqs]).transpose(1, 2)
+        vae_dtype = next(self.vae.parameters()).dtype
+        audio = self.vae.decode(z.to(vae_dtype))[:, 0].float().cpu()
+        return [audio[i, c:x.shape[0] * hop] for i, (x, c) in enumerate(zip(seqs, cut))]
+

@@ -1,0 +1,225 @@
+"""`models.load(path) -> TTSModel` for any MODEL, and `models.export(model, folder)`.
+
+Accepted MODEL kinds (DESIGN section 2):
+- a Lightning checkpoint of the TTS module (`*.ckpt`): `state_dict` with the backbone under
+  `model.*`, `voxlab_config` (resolved config; `model` = VoxCPMBackbone kwargs + `_target_`),
+  `voxlab_vae` = {"config": AudioVAE kwargs, "state_dict"} and `voxlab_tokenizer` =
+  {"kind": "char", "chars": [...]} or {"kind": "hf", "path": folder}. Without the last two, the
+  config's `vae.path` and `text` section are used when they point at existing files;
+- a run folder (its `checkpoints/last.ckpt`);
+- an exported or official VoxCPM folder: `config.json`, `model.safetensors` or `pytorch_model.bin`,
+  `audiovae.pth` or `audiovae.safetensors`, tokenizer files.
+
+Export writes the official folder format: `config.json` (models.official), `model.safetensors`,
+`audiovae.pth` (weight_g / weight_v keys) + `audiovae_config.json`, and the tokenizer. Two VoxLab
+files ride along: `voxlab_model.json` (the backbone kwargs: exact round trip, also for ablations
+the official format cannot express, exported with official=False) and, for a character tokenizer,
+`voxlab_tokenizer.json` (its characters). A character tokenizer is also written as Llama tokenizer
+files (one BPE token per character, space as "▁", no prefix space), so the official package loads
+the folder; those files map unknown characters to nothing where ours map them to <unk>.
+Everything is read weights-only (torch.load(weights_only=True) or safetensors).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from models.official import from_official_config, read_official_config, to_official_config
+from models.tts import TTSModel
+from models.voxcpm import VoxCPMBackbone
+from models.weights import WeightsError, load_audiovae, load_strict, read_state_dict
+
+BACKBONE_TARGET = "models.voxcpm.VoxCPMBackbone"
+MODEL_FILES = ("model.safetensors", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+OURS_MODEL, OURS_TOKENIZER = "voxlab_model.json", "voxlab_tokenizer.json"
+ACCEPTED = ("MODEL accepts: a Lightning checkpoint of the TTS module (*.ckpt); a run folder "
+            "(runs/<exp>/<version>/ with checkpoints/last.ckpt); an exported or official VoxCPM folder "
+            "(config.json, model.safetensors or pytorch_model.bin, audiovae.pth or audiovae.safetensors, "
+            "tokenizer files)")
+
+
+class ModelPathError(ValueError):
+    """A MODEL path that cannot be loaded; the message names the file and what is missing."""
+
+
+def load(path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+         optimize: bool = True) -> TTSModel:
+    """A TTSModel in eval mode. `dtype` applies to the backbone (the VAE stays float32, as the
+    official code keeps it); `optimize` packs CPU weights (models.cpu_linear)."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "config.json").is_file() or (path / OURS_MODEL).is_file():
+            model = _from_folder(path)
+        elif (path / "checkpoints" / "last.ckpt").is_file():
+            model = _from_checkpoint(path / "checkpoints" / "last.ckpt")
+        else:
+            raise ModelPathError(f"{path}: a folder with neither config.json nor checkpoints/last.ckpt. {ACCEPTED}")
+    elif path.is_file():
+        if path.suffix != ".ckpt":
+            raise ModelPathError(f"{path}: a file that is not a Lightning checkpoint (*.ckpt). {ACCEPTED}")
+        model = _from_checkpoint(path)
+    else:
+        raise ModelPathError(f"{path}: no such file or folder. {ACCEPTED}")
+    if device is not None:
+        model.to(device)
+    if dtype is not None:
+        model.backbone.to(dtype)
+    if optimize and model.device.type == "cpu":
+        model.optimize()
+    return model.eval()
+
+
+# ---- readers -----------------------------------------------------------------------------------
+def _backbone(kwargs: dict, source: str) -> VoxCPMBackbone:
+    kwargs = dict(kwargs)
+    target = kwargs.pop("_target_", BACKBONE_TARGET)
+    if target != BACKBONE_TARGET:
+        raise ModelPathError(f"{source}: model._target_ is {target!r}, not a TTS backbone ({BACKBONE_TARGET})")
+    try:
+        return VoxCPMBackbone(**kwargs)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ModelPathError(f"{source}: backbone config not understood: {err}") from None
+
+
+def _tokenizer_from_spec(spec: dict, source: str):
+    from voxlab.text import CharTokenizer, HFTokenizer
+
+    kind = spec.get("kind")
+    if kind == "char" and "chars" in spec:
+        return CharTokenizer(list(spec["chars"]))
+    if kind == "char" and spec.get("vocab"):
+        return CharTokenizer.from_file(spec["vocab"])
+    if kind == "hf" and spec.get("path"):
+        return HFTokenizer(spec["path"])
+    raise ModelPathError(f"{source}: tokenizer spec not understood: {dict(spec)} (expected kind 'char' with "
+                         "'chars' or 'vocab', or kind 'hf' with 'path')")
+
+
+def _from_checkpoint(path: Path) -> TTSModel:
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated files, pickles with code
+        raise ModelPathError(f"{path}: cannot be read with torch.load(weights_only=True): "
+                             f"{str(err).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict):
+        raise ModelPathError(f"{path}: not a checkpoint dict. {ACCEPTED}")
+    config = ckpt.get("voxlab_config") or (ckpt.get("hyper_parameters") or {}).get("config")
+    if not isinstance(config, dict) or "model" not in config:
+        raise ModelPathError(f"{path}: no `voxlab_config` with a `model` section (not a VoxLab TTS checkpoint)")
+    backbone = _backbone(config["model"], str(path))
+    state = {k[len("model."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
+    if not state:
+        raise ModelPathError(f"{path}: its state_dict has no `model.*` (backbone) weights")
+    load_strict(backbone, state, f"{path} (model.*)")
+
+    if isinstance(ckpt.get("voxlab_vae"), dict):
+        from models.audiovae import AudioVAE
+        spec = ckpt["voxlab_vae"]
+        vae = AudioVAE(**{k: v for k, v in spec["config"].items() if k != "_target_"})
+        load_strict(vae, spec["state_dict"], f"{path} (voxlab_vae)")
+    else:
+        vae_path = (config.get("vae") or {}).get("path")
+        if not vae_path or vae_path == "auto" or not Path(vae_path).exists():
+            raise ModelPathError(f"{path}: no `voxlab_vae` in the checkpoint and config vae.path={vae_path!r} "
+                                 "is not an existing VAE file or run folder")
+        vae = load_audiovae(vae_path)
+
+    if isinstance(ckpt.get("voxlab_tokenizer"), dict):
+        tokenizer = _tokenizer_from_spec(ckpt["voxlab_tokenizer"], str(path))
+    elif isinstance(config.get("text"), dict):
+        tokenizer = _tokenizer_from_spec(config["text"], f"{path} (config text section)")
+    else:
+        raise ModelPathError(f"{path}: no `voxlab_tokenizer` and no `text` section in its config")
+    return TTSModel(backbone, vae.eval(), tokenizer)
+
+
+def _from_folder(folder: Path) -> TTSModel:
+    if (folder / OURS_MODEL).is_file():
+        kwargs = json.loads((folder / OURS_MODEL).read_text(encoding="utf-8"))
+    else:
+        try:
+            kwargs = from_official_config(read_official_config(folder))
+        except (KeyError, ValueError) as err:
+            raise ModelPathError(f"{folder / 'config.json'}: {err}") from None
+    backbone = _backbone(kwargs, str(folder))
+    weights = next((folder / n for n in MODEL_FILES if (folder / n).is_file()), None)
+    if weights is None:
+        raise ModelPathError(f"{folder}: no backbone weights ({' or '.join(MODEL_FILES)}). {ACCEPTED}")
+    load_strict(backbone, read_state_dict(weights), str(weights))
+    try:
+        vae = load_audiovae(folder)
+    except WeightsError as err:
+        raise ModelPathError(f"{folder}: AudioVAE: {err}") from None
+    if (folder / OURS_TOKENIZER).is_file():
+        tokenizer = _tokenizer_from_spec(json.loads((folder / OURS_TOKENIZER).read_text(encoding="utf-8")),
+                                         str(folder / OURS_TOKENIZER))
+    elif any((folder / n).is_file() for n in TOKENIZER_FILES):
+        from voxlab.text import HFTokenizer
+        tokenizer = HFTokenizer(folder)
+    else:
+        raise ModelPathError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES)} or {OURS_TOKENIZER})")
+    return TTSModel(backbone, vae, tokenizer)
+
+
+# ---- export ------------------------------------------------------------------------------------
+def export(model: TTSModel, folder: str | Path, official: bool = True, overwrite: bool = False) -> Path:
+    """Write `model` as an official VoxCPM folder (see the module docstring); returns the folder.
+    official=False also exports what the official format cannot express (ablations): then there
+    is no config.json and only VoxLab loads the folder."""
+    from safetensors.torch import save_file
+
+    from models.weights import export_audiovae
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"{folder}: exists and is not empty (pass overwrite=True to write into it)")
+    bb_config = json.loads(json.dumps(model.backbone.config))  # plain, JSON-safe copy
+    config = None
+    try:
+        config = to_official_config(bb_config, audio_vae_config=model.vae.config())
+    except ValueError:
+        if official:
+            raise
+    folder.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (folder / OURS_MODEL).write_text(json.dumps({"_target_": BACKBONE_TARGET, **bb_config}, indent=2) + "\n",
+                                     encoding="utf-8")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    export_audiovae(model.vae, folder)
+    _export_tokenizer(model.tokenizer, folder)
+    return folder
+
+
+def _export_tokenizer(tokenizer, folder: Path) -> None:
+    kind = getattr(tokenizer, "kind", None)
+    if kind == "hf":
+        tokenizer.tok.save_pretrained(str(folder))
+        return
+    if kind != "char":
+        raise ValueError(f"cannot export a tokenizer of type {type(tokenizer).__name__}")
+    (folder / OURS_TOKENIZER).write_text(json.dumps({"kind": "char", "chars": tokenizer.chars}, ensure_ascii=False)
+                                         + "\n", encoding="utf-8")
+    if "\u2581" not in tokenizer.chars:  # "▁" stands for the space in Llama tokenizers
+        llama_char_tokenizer(tokenizer).save_pretrained(str(folder))
+
+
+def llama_char_tokenizer(tokenizer):
+    """A LlamaTokenizerFast with one token per character at the CharTokenizer's ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaTokenizerFast
+    from voxlab.text import FIRST_CHAR_ID
+
+    specials = {0: "<pad>", 1: "<s>", 2: "</s>", 3: "<unk>"}
+    vocab = {specials.get(i, f"<reserved_{i}>"): i for i in range(FIRST_CHAR_ID)}
+    for i, c in enumerate(tokenizer.chars):
+        vocab["\u2581" if c == " " else c] = FIRST_CHAR_ID + i
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never", split=False)
+    tok.decoder = decoders.Metaspace(prepend_scheme="never", split=False)
+    return LlamaTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                              pad_token="<pad>", add_prefix_space=False)

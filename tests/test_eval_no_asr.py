@@ -1,0 +1,91 @@
+"""Scoring without ASR: WER left missing with its reason (never zero), SIM still scored; the
+`asr_available` decision; the report showing such a WER as missing."""
+import csv
+import json
+
+import pytest
+import torch
+
+from eval.__main__ import main
+from eval.backends import ASR_DISABLED, EvalConfig, asr_available
+from eval.errors import EvalError
+from eval.fixtures import MINI_LINES, make_testset, make_tiny_whisper
+from eval.report import MISSING, main_table, results_table
+from eval.results import collect
+from eval.run import evaluate, log_metrics
+
+
+@pytest.fixture(autouse=True)
+def _no_weights(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty_cache"))  # no whisper weights anywhere
+    monkeypatch.delenv("VOXLAB_PARAFORMER", raising=False)
+
+
+@pytest.fixture
+def testset(tmp_path):
+    # named `en` so that the report puts it in the paper's EN column
+    return make_testset(tmp_path / "testset" / "en", gen_dir=tmp_path / "gen"), tmp_path / "gen"
+
+
+def test_asr_none_leaves_wer_missing_and_scores_sim(testset, tmp_path):
+    meta, gen = testset
+    out = tmp_path / "out"
+    assert main(["--testset", str(meta), "--wavs", str(gen), "--asr", "none", "--sim", "resemblyzer",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert m["wer"] is None and m["wer_corpus"] is None and m["counts"] is None
+    assert m["wer_unavailable"] == ASR_DISABLED
+    assert m["asr"] == {"source": "none", "reason": ASR_DISABLED}
+    assert all(s["wer"] is None and -1 <= s["sim"] <= 1 for s in m["by_lang"].values())
+    assert -1.0 <= m["sim"] <= 1.0 and m["sim_backend"]["name"] == "resemblyzer"
+    assert log_metrics(m, "en") == {"eval/en/sim": m["sim"]}  # no wer key rather than a zero
+
+    with (out / "per_utt.csv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["utt"] for r in rows] == [u for u, *_ in MINI_LINES]
+    for r in rows:
+        assert (r["wer"], r["S"], r["D"], r["I"], r["N"], r["hypothesis"]) == ("",) * 6
+        assert -1 <= float(r["sim"]) <= 1 and r["reference_norm"]
+
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert f"WER unavailable: {ASR_DISABLED}" in summary and "Lowest SIM" in summary
+    assert "**0.000**" not in summary and "Highest WER" not in summary
+
+
+def test_skip_asr_reason_needs_no_asr_weights_and_is_recorded(testset, tmp_path):
+    meta, gen = testset
+    config = EvalConfig(sim="none", device="cpu")  # asr auto: whisper large-v3, absent here
+    ok, reason = asr_available(config, ["en", "zh"])
+    assert not ok and "whisper 'large-v3' weights not found" in reason and "paraformer-zh" in reason
+    assert "\n" not in reason
+    with pytest.raises(EvalError, match="large-v3"):  # make eval's default still fails on missing weights
+        evaluate(meta, gen, tmp_path / "strict", config=config)
+    assert not (tmp_path / "strict" / "metrics.json").exists()
+
+    m = evaluate(meta, gen, tmp_path / "out", config=config, skip_asr=reason)
+    assert m["wer"] is None and m["wer_unavailable"] == reason and m["sim"] is None
+    with pytest.raises(EvalError, match="transcripts"):
+        evaluate(meta, gen, tmp_path / "both", config=config, skip_asr=reason, transcripts=tmp_path / "t.jsonl")
+
+
+def test_asr_available_with_weights_and_when_disabled(tmp_path):
+    ckpt = make_tiny_whisper(tmp_path / "tiny.pt")
+    assert asr_available(EvalConfig(whisper=str(ckpt)), ["en"]) == (True, None)
+    assert asr_available(EvalConfig(whisper=str(ckpt), asr="none"), ["en"]) == (False, ASR_DISABLED)
+    assert asr_available(EvalConfig(whisper=str(ckpt)), []) == (True, None)
+    with pytest.raises(ValueError, match="asr must be one of"):
+        EvalConfig(asr="whisper").validate()
+
+
+def test_report_shows_missing_wer_as_missing_not_zero(testset, tmp_path):
+    meta, gen = testset
+    out = tmp_path / "out"
+    assert main(["--testset", str(meta), "--wavs", str(gen), "--asr", "none", "--sim", "resemblyzer",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    entries = collect([out])
+    headers, [row] = main_table(entries).headers, main_table(entries).rows[-1:]
+    cells = dict(zip(headers, row))
+    assert cells["EN WER"] == MISSING and cells["EN SIM"] not in (MISSING, "0.0", "0.00")
+    res = dict(zip(results_table(entries).headers, results_table(entries).rows[0]))
+    assert res["WER"] == MISSING and res["corpus WER"] == MISSING and res["ASR"] == "none (WER unavailable)"

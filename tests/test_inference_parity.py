@@ -1,0 +1,158 @@
+"""Generation parity with the official `voxcpm` package (2.0.3): a small random official VoxCPMModel
+saved in the official folder format, loaded the way `make synth` loads it (models.load), gives the
+same latents and waveform as the official `generate_with_prompt_cache` - zero-shot and cloning,
+English and Chinese - with the initial noise at temperature 0 (the official sampler patched to 0)
+and, with the same seed, at temperature 1. Our export loads back into the official package."""
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import models
+from official_voxcpm import (SMALL_VAE, backbone_state_dict, build_official, import_official, install_stubs,
+                             small_official_config, tiny_tokenizer)
+from test_inference import tune_stop
+
+install_stubs()  # torchaudio stand-in before the package is imported
+pytest.importorskip("voxcpm")
+TOL = 1e-4
+CASES = {"en": ("hello world, this is a test", "we test"), "zh": ("你好世界我们是中文语音合成测试", "语音合成")}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def save_official_folder(off, folder) -> None:
+    """The release layout: config.json, model.safetensors, audiovae.pth, tokenizer files."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {**off.config.model_dump(), "audio_vae_config": SMALL_VAE}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.contiguous() for k, v in backbone_state_dict(off).items()}, str(folder / "model.safetensors"))
+    vae = {k[len("audio_vae."):]: v for k, v in off.state_dict().items() if k.startswith("audio_vae.")}
+    torch.save({"state_dict": vae}, folder / "audiovae.pth")
+    off.text_tokenizer.tokenizer.save_pretrained(str(folder))
+
+
+def _torchaudio_load(path):
+    """The official prompt path calls torchaudio.load (a stand-in module here): soundfile instead."""
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    return torch.from_numpy(x.T.copy()), sr
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import_official()
+    import torchaudio
+    if not hasattr(torchaudio, "load"):
+        torchaudio.load = _torchaudio_load
+    off = build_official(small_official_config(), seed=0, tokenizer=tiny_tokenizer())
+    with torch.no_grad():
+        tune_stop(off, bias=0.30, direction_seed=6)  # the cases stop by the head after 5, 25, 20, 13 patches
+    root = tmp_path_factory.mktemp("parity")
+    save_official_folder(off, root / "official")
+    prompt = root / "prompt.wav"
+    sf.write(prompt, (np.random.default_rng(0).standard_normal(173) * 0.1).astype(np.float32), 16000)
+    ours = models.load(root / "official")  # what `make synth` does
+    return off, ours, root, str(prompt)
+
+
+def official_generate(off, text, prompt_text=None, prompt_wav=None, temperature=0.0, seed=None):
+    off.feat_decoder.forward = functools.partial(type(off.feat_decoder).forward, off.feat_decoder,
+                                                 temperature=temperature)
+    try:
+        if seed is not None:
+            torch.manual_seed(seed)
+        cache = off.build_prompt_cache(prompt_text=prompt_text, prompt_wav_path=prompt_wav) if prompt_wav else None
+        wav, _, feats = off.generate_with_prompt_cache(target_text=text, prompt_cache=cache, max_len=4096)
+    finally:
+        del off.feat_decoder.forward
+    context = min(2, len(cache["audio_feat"])) if cache else 0  # the official keeps prompt context patches
+    return wav[0], feats[context:]
+
+
+def close(a, b, what):
+    assert a.shape == b.shape, (what, a.shape, b.shape)
+    err = (a - b).abs().max().item()
+    assert err <= TOL, f"{what}: max abs diff {err:.3g} > {TOL}"
+
+
+@pytest.mark.parametrize("lang", ["en", "zh"])
+@pytest.mark.parametrize("prompt", [False, True], ids=["zero_shot", "cloning"])
+def test_generation_matches_official(setup, lang, prompt):
+    off, ours, _, prompt_wav = setup
+    text, prompt_text = CASES[lang]
+    kw = dict(prompt_text=prompt_text, prompt_wav=prompt_wav) if prompt else {}
+    ref_wav, ref_feats = official_generate(off, text, **kw)
+    assert ours.encode_text(text) == off.text_tokenizer(text)  # incl. Chinese multi-character splitting
+    got = ours.synthesize_batch([text], [kw.get("prompt_wav")], [kw.get("prompt_text")], temperature=0.0)[0]
+    assert got.stopped and got.patches.shape[0] > 4  # the stop head ended it, after the minimum
+    close(got.patches, ref_feats, "latents")
+    close(got.wav, ref_wav, "waveform")
+
+
+class NeverStop(torch.nn.Module):
+    def forward(self, x):
+        return torch.stack([torch.ones_like(x[..., 0]), torch.zeros_like(x[..., 0])], -1)
+
+
+def test_length_cap_matches_official(setup):
+    """Without stopping both run to min(int(6 * target tokens + 10), max_len) patches."""
+    off, ours, _, prompt_wav = setup
+    text, prompt_text = "你好世界", "语音合成"
+    head = off.stop_head
+    off.stop_head = NeverStop()
+    try:
+        ref_wav, ref_feats = official_generate(off, text, prompt_text, prompt_wav)
+    finally:
+        off.stop_head = head
+    got = ours.synthesize_batch([text], [prompt_wav], [prompt_text], temperature=0.0, stop=False)[0]
+    assert got.patches.shape[0] == int(len(off.text_tokenizer(text)) * 6.0 + 10)
+    close(got.patches, ref_feats, "latents")
+    close(got.wav, ref_wav, "waveform")
+    capped = ours.synthesize_batch([text], [prompt_wav], [prompt_text], temperature=0.0, stop=False, max_len=7)[0]
+    assert capped.patches.shape[0] == 7
+
+
+def test_seeded_noise_matches_official(setup):
+    """Temperature 1: seed s gives the official result after torch.manual_seed(s)."""
+    off, ours, _, prompt_wav = setup
+    text, prompt_text = CASES["en"]
+    ref_wav, ref_feats = official_generate(off, text, prompt_text, prompt_wav, temperature=1.0, seed=11)
+    got = ours.synthesize_batch([text], [prompt_wav], [prompt_text], temperature=1.0, seed=11)[0]
+    close(got.patches, ref_feats, "latents")
+    close(got.wav, ref_wav, "waveform")
+
+
+def test_synth_cli_wav_matches_official(setup, tmp_path):
+    from voxlab.synth import main
+
+    off, _, root, prompt_wav = setup
+    text, prompt_text = CASES["zh"]
+    out = tmp_path / "zh.wav"
+    assert main(["--model", str(root / "official"), "--text", text, "--out", str(out), "--prompt-wav", prompt_wav,
+                 "--prompt-text", prompt_text, "--temperature", "0"]) == 0
+    ref_wav, _ = official_generate(off, text, prompt_text, prompt_wav)
+    wav, sr = sf.read(out, dtype="float32")
+    assert sr == 16000
+    close(torch.from_numpy(wav), ref_wav.clamp(-1, 1), "16-bit wav")  # PCM16 step 3e-5
+
+
+def test_export_loads_in_the_official_package(setup, tmp_path):
+    off, ours, _, prompt_wav = setup
+    folder = models.export(ours, tmp_path / "export")
+    cls = import_official().VoxCPMModel
+    again = cls.from_local(str(folder), optimize=False, device="cpu")
+    text, prompt_text = CASES["en"]
+    ref_wav, ref_feats = official_generate(off, text, prompt_text, prompt_wav)
+    wav, feats = official_generate(again, text, prompt_text, prompt_wav)
+    close(feats, ref_feats, "latents")
+    close(wav, ref_wav, "waveform")

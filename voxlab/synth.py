@@ -1,0 +1,101 @@
+"""`make synth MODEL=... TEXT=... OUT=... [PROMPT_WAV=... PROMPT_TEXT=...] [ARGS=...]`: zero-shot TTS
+or voice cloning to a 16 kHz wav; prints the duration and the real-time factor (synthesis seconds
+per audio second, model loading excluded).
+
+    python -m voxlab.synth --model MODEL --text TEXT --out OUT [--prompt-wav W --prompt-text T]
+        [--cfg 2.0] [--timesteps 10] [--temperature 1.0] [--seed S] [--max-len 4096] [--device cpu]
+
+MODEL: a TTS Lightning checkpoint, a run folder, an exported folder or an official VoxCPM folder.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+OUT_RATE = 16000
+
+
+class SynthError(ValueError):
+    pass
+
+
+def check_inputs(text: str, prompt_wav: str | None, prompt_text: str | None) -> None:
+    """Input errors found before the model is loaded."""
+    if text is None or not text.strip():
+        raise SynthError("TEXT is empty: give the text to synthesise (TEXT=\"...\")")
+    if prompt_wav and not (prompt_text and prompt_text.strip()):
+        raise SynthError(f"PROMPT_WAV={prompt_wav} needs PROMPT_TEXT (the transcript of the prompt audio)")
+    if prompt_text and prompt_text.strip() and not prompt_wav:
+        raise SynthError("PROMPT_TEXT needs PROMPT_WAV (the audio it transcribes)")
+    if prompt_wav:
+        from voxlab.audio import AudioError, load_audio
+        if not Path(prompt_wav).is_file():
+            raise SynthError(f"PROMPT_WAV={prompt_wav}: no such file")
+        try:
+            load_audio(prompt_wav, OUT_RATE, mono="mix")
+        except AudioError as err:
+            raise SynthError(f"PROMPT_WAV: {err}") from None
+
+
+def synthesize(model_path: str, text: str, out: str, prompt_wav: str | None = None, prompt_text: str | None = None,
+               cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0, seed: int | None = None,
+               max_len: int = 4096, device: str | None = None) -> dict:
+    """Load MODEL, synthesise, write `out` (16 kHz PCM wav); returns the figures it prints."""
+    if not str(model_path or "").strip():
+        raise SynthError("MODEL is empty: give a checkpoint, run folder, exported or official VoxCPM folder")
+    if not str(out or "").strip():
+        raise SynthError("OUT is empty: give the wav file to write (OUT=out.wav)")
+    check_inputs(text, prompt_wav, prompt_text)
+    import models
+    from voxlab.audio import save_audio
+
+    model = models.load(model_path, device=device)
+    t0 = time.perf_counter()
+    wav, sr = model.generate(text, prompt_wav=prompt_wav or None, prompt_text=prompt_text or None, cfg=cfg,
+                             timesteps=timesteps, temperature=temperature, seed=seed, max_len=max_len)
+    seconds = time.perf_counter() - t0
+    wav = wav.numpy()
+    if sr != OUT_RATE:
+        import soxr
+        wav, sr = soxr.resample(wav, sr, OUT_RATE), OUT_RATE
+    save_audio(out, wav, sr)
+    duration = len(wav) / sr
+    return {"out": str(out), "duration_s": duration, "synthesis_s": seconds,
+            "rtf": seconds / duration if duration else float("inf")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="checkpoint, run folder, exported or official VoxCPM folder")
+    p.add_argument("--text", required=True)
+    p.add_argument("--out", required=True, help="output wav (16 kHz)")
+    p.add_argument("--prompt-wav", default=None, help="voice cloning: prompt audio")
+    p.add_argument("--prompt-text", default=None, help="voice cloning: transcript of the prompt audio")
+    p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale")
+    p.add_argument("--timesteps", type=int, default=10, help="Euler steps of the LocDiT")
+    p.add_argument("--temperature", type=float, default=1.0, help="initial-noise scale (0: deterministic)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-len", type=int, default=4096, help="most patches (12.5 per second) to generate")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the weights load, cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = p.parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    from models.tts_io import ModelPathError
+    from models.weights import WeightsError
+    try:
+        r = synthesize(args.model, args.text, args.out, args.prompt_wav, args.prompt_text, args.cfg, args.timesteps,
+                       args.temperature, args.seed, args.max_len, args.device)
+    except (SynthError, ModelPathError, WeightsError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {r['out']}: {r['duration_s']:.2f} s of audio at {OUT_RATE} Hz, synthesised in "
+          f"{r['synthesis_s']:.2f} s (real-time factor {r['rtf']:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
