@@ -32,7 +32,7 @@ def test_runs_are_versioned_and_complete(exp, tmp_path):
     assert yaml.safe_load((run0 / "config.yaml").read_text())["trainer"]["max_steps"] == 6
     assert json.loads((run0 / "status.json").read_text())["state"] == "finished"
     ckpts = sorted(p.name for p in (run0 / "checkpoints").iterdir())
-    assert "last.ckpt" in ckpts and "step_0000004.ckpt" in ckpts
+    assert "last.ckpt" in ckpts and "step_0000004.ckpt" in ckpts and not any("-v" in c for c in ckpts)
     ckpt = load_checkpoint(run0 / "checkpoints" / "last.ckpt")  # weights-only loadable
     assert ckpt["voxlab_config"]["experiment"] == "toy" and ckpt["global_step"] == 6
     rows = list(csv.DictReader(open(run0 / "csv" / "metrics.csv")))

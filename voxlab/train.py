@@ -55,7 +55,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
 
     step_ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step_{step:07d}",
                                 auto_insert_metric_name=False, every_n_train_steps=cfg.run.checkpoint_every_steps,
-                                save_top_k=cfg.run.keep_checkpoints, monitor="step", mode="max", save_last=True)
+                                save_top_k=cfg.run.keep_checkpoints, monitor="step", mode="max", save_last=True,
+                                enable_version_counter=False)
     callbacks = [step_ckpt, LearningRateMonitor("step"), RunFolder(OmegaConf.to_container(cfg, resolve=True), run_dir),
                  GracefulStop(run_dir), RngState(), *extra_callbacks]
     for node in (cfg.get("callbacks") or {}).values():
