@@ -76,6 +76,7 @@ def test_table_rows_values_and_figures(cli_result):
     assert "| RALM last hidden |" in md and "tsne_ralm.png" in md and "—" not in md.split("## t-SNE")[0]
     assert not result["unknown_chars"] and 0 < result["probed_patches"] < result["patches"]
     assert 0 < result["chance"]["phone"] < 0.5 and result["phones"] >= 10
+    assert all(0.0 <= result["input"][k] <= 1.0 for k, _ in analysis.PROBES) and "VAE latent patches" in md
     control = result["control_rows"]
     assert [r["hidden_state"] for r in control] == ROWS and "## Random-weights control" in md
     assert all(0.0 <= r[k] <= 1.0 for r in control for k, _ in analysis.PROBES)
@@ -105,7 +106,8 @@ def test_states_cover_every_audio_patch():
     states = analysis.extract_states(model, utts, batch_size=2)
     # 2 s + 1 sample = 51 latent frames -> 26 patches; 3 frames -> 2 patches
     assert [s.shape for s in states["tslm"]] == [(26, 32), (2, 32)]
-    assert set(states) == {"locenc", "tslm", "fsq", "ralm"}
+    assert set(states) == {"input", "locenc", "tslm", "fsq", "ralm"}
+    assert states["input"][1].shape == (2, 16) and np.allclose(states["input"][1][-1, 8:], 0)  # 3 frames + 1 pad
     # the FSQ output of a random model is on the grid Linear(round(tanh(.)*9)/9): not the TSLM state
     assert not np.allclose(states["fsq"][0], states["tslm"][0])
 

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from voxlab.checkpoint import load_checkpoint
 from voxlab.runs import newest_loadable_checkpoint
+from toy_module import toy_experiment
 from voxlab.train import train
 
 KILL_AFTER_S = [0.3, 0.9, 1.7, 2.6]  # seconds after the first logged step
@@ -19,16 +19,8 @@ KILL_AFTER_S = [0.3, 0.9, 1.7, 2.6]  # seconds after the first logged step
 
 @pytest.fixture
 def exp(tmp_path):
-    (tmp_path / "exps").mkdir()
-    base = yaml.safe_load(open("experiments/base.yaml"))
-    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None, "sleep": 0.02, "nan_at": None},
-                 "datamodule": {"_target_": "toy_module.ToyData"}, "optim": {"lr": 0.1}})
-    base["run"].update({"root": str(tmp_path / "runs"), "checkpoint_every_steps": 1, "keep_checkpoints": 2})
-    base["trainer"].update({"max_steps": 300, "accelerator": "cpu", "enable_model_summary": False,
-                            "log_every_n_steps": 1})
-    (tmp_path / "exps" / "base.yaml").write_text(yaml.safe_dump(base))
-    (tmp_path / "exps" / "toy.yaml").write_text("extends: base.yaml\n")
-    return str(tmp_path / "exps" / "toy.yaml")
+    return toy_experiment(tmp_path, module={"sleep": 0.02}, run={"checkpoint_every_steps": 1, "keep_checkpoints": 2},
+                          trainer={"max_steps": 300, "log_every_n_steps": 1})
 
 
 @pytest.mark.slow

@@ -8,21 +8,14 @@ import yaml
 from voxlab.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 from voxlab.config import ConfigError
 from voxlab.runs import resolve_resume
+from toy_module import toy_experiment
 from voxlab.train import main, train
 
 
 @pytest.fixture
 def exp(tmp_path):
-    (tmp_path / "exps").mkdir()
-    base = yaml.safe_load(open("experiments/base.yaml"))
-    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None, "sleep": 0.0, "nan_at": None},
-                 "datamodule": {"_target_": "toy_module.ToyData"}, "optim": {"lr": 0.1}})
-    base["run"].update({"root": str(tmp_path / "runs"), "checkpoint_every_steps": 4})
-    base["trainer"].update({"max_steps": 6, "accelerator": "cpu", "enable_checkpointing": True,
-                            "enable_model_summary": False, "log_every_n_steps": 2})
-    (tmp_path / "exps" / "base.yaml").write_text(yaml.safe_dump(base))
-    (tmp_path / "exps" / "toy.yaml").write_text("extends: base.yaml\n")
-    return str(tmp_path / "exps" / "toy.yaml")
+    return toy_experiment(tmp_path, run={"checkpoint_every_steps": 4},
+                          trainer={"max_steps": 6, "log_every_n_steps": 2})
 
 
 def test_runs_are_versioned_and_complete(exp, tmp_path):

@@ -42,3 +42,19 @@ class ToyData(L.LightningDataModule):
         g = torch.Generator().manual_seed(0)
         x = torch.randn(64, 4, generator=g)
         return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
+
+
+def toy_experiment(folder, module=None, run=None, trainer=None) -> str:
+    """Write a toy experiment (project base + the toy module) into `folder`; returns its yaml path."""
+    import yaml
+
+    (folder / "exps").mkdir()
+    base = yaml.safe_load(open("experiments/base.yaml"))
+    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None, "sleep": 0.0, "nan_at": None,
+                            **(module or {})},
+                 "datamodule": {"_target_": "toy_module.ToyData"}, "optim": {"lr": 0.1}})
+    base["run"].update({"root": str(folder / "runs"), **(run or {})})
+    base["trainer"].update({"accelerator": "cpu", "enable_model_summary": False, **(trainer or {})})
+    (folder / "exps" / "base.yaml").write_text(yaml.safe_dump(base))
+    (folder / "exps" / "toy.yaml").write_text("extends: base.yaml\n")
+    return str(folder / "exps" / "toy.yaml")
