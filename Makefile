@@ -17,7 +17,7 @@ ARGS ?=
 RESUME ?=
 DATA ?= data/corpus
 
-.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo
+.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -61,3 +61,6 @@ bench: ## benchmarks beside the official implementation (inference RTF ratio on 
 
 demo: ## data, tiny VAE, latent cache, tiny d256s9, Seed-TTS-Eval on the mini test set, report (CPU)
 	@$(PY) -m voxlab.demo $(ARGS)
+
+analyze: ## hidden-state t-SNE and linear probes (the paper's analysis section): MODEL=... [ARGS="--sentences 12"]
+	@$(PY) -m eval.analysis --model "$(MODEL)" $(if $(OUT),--out $(OUT)) $(ARGS)
