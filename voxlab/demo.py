@@ -73,11 +73,10 @@ def _evaluate(run: Path, lang: str, limit: int | None) -> dict:
     config = EvalConfig(sim="resemblyzer", device="cpu")
     ok, reason = asr_available(config, [lang])
     if not ok:
-        config.asr = "none"
         print(f"[demo] WER unavailable: {reason}")
     settings = {"cfg": 2.0, "timesteps": 10, "temperature": 1.0, "seed": 0}
     metrics = evaluate(meta, None, out, config=config, limit=limit, generation={"model": str(ckpt), **settings},
-                       generate_fn=model_generate_fn(ckpt, settings))
+                       generate_fn=model_generate_fn(ckpt, settings), skip_asr=None if ok else reason)
     rows = _mcd_rows(meta, out / "wavs")
     if rows:
         metrics["mcd_db"] = round(sum(r["mcd_db"] for r in rows) / len(rows), 3)
@@ -86,7 +85,7 @@ def _evaluate(run: Path, lang: str, limit: int | None) -> dict:
     return metrics
 
 
-def run_demo(limit: int | None = None) -> dict:
+def run_demo(limit: int | None = 8, vae_steps: int = 150, tts_steps: int = 300) -> dict:
     from datamodules.corpus import build_corpus
 
     times: dict[str, float] = {}
@@ -100,7 +99,8 @@ def run_demo(limit: int | None = None) -> dict:
         return out
 
     stage("data", lambda: build_corpus(DATA))
-    vae = stage("tiny VAE", lambda: _train_or_reuse("audiovae", "tiny", []))
+    vae = stage("tiny VAE", lambda: _train_or_reuse(
+        "audiovae", "tiny", [f"trainer.max_steps={vae_steps}", f"module.warmup_steps={vae_steps * 2 // 3}"]))
     common = [f"vae.path={vae}"]
 
     def cache():
@@ -110,7 +110,7 @@ def run_demo(limit: int | None = None) -> dict:
         return ensure_caches(compose("d256s9", "tiny", common))
 
     stage("latent cache", cache)
-    tts = stage("tiny d256s9 backbone", lambda: _train_or_reuse("d256s9", "tiny", common))
+    tts = stage("tiny d256s9 backbone", lambda: _train_or_reuse("d256s9", "tiny", common + [f"trainer.max_steps={tts_steps}"]))
     results = {lang: stage(f"eval {lang}", lambda lang=lang: _evaluate(tts, lang, limit)) for lang in ("en", "zh")}
 
     def report():
@@ -134,9 +134,11 @@ def run_demo(limit: int | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test utterances per language")
+    parser.add_argument("--limit", type=int, default=8, help="test utterances per language (0: all 16)")
+    parser.add_argument("--vae-steps", type=int, default=150, help="tiny VAE generator steps")
+    parser.add_argument("--tts-steps", type=int, default=300, help="tiny d256s9 training steps")
     args = parser.parse_args(argv)
-    run_demo(args.limit)
+    run_demo(args.limit or None, args.vae_steps, args.tts_steps)
     return 0
 
 
