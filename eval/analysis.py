@@ -24,10 +24,11 @@ Probes (logistic regression on standardised features, scikit-learn; accuracy, hi
   the phone off (sentence, time) even in a random model. Sentence identity as the content probe
   fails the same way.
 The frame probes use speech patches only (not silence), with phones spoken by two voices or more.
-Chance levels are 1/voices and the most frequent phone's share. `--control` adds the same probes on
-a random-weights copy of the backbone: what a probe finds there comes from the inputs alone. The paper's probes (SUPERB PR PER,
-ASR WER, ASV EER, `eval/reference/seed_probing.csv`, lower is better) are shown beside ours for their
-ordering only: different probes, data and model size.
+Chance levels are 1/voices and the most frequent phone's share. The same probes on the VAE latent
+patches (the backbone's input) are reported as a reference; `--control` adds them on a random-weights
+copy of the backbone, the baseline for every number. The paper's probes (SUPERB PR PER, ASR WER,
+ASV EER, `eval/reference/seed_probing.csv`, lower is better) are shown beside ours for their ordering
+only: different probes, data and model size.
 
 Outputs in --out (default `analyses/<YYYYmmdd-HHMMSS>`): `analysis.md`, `analysis.json`,
 `probing.csv` (one row per location, shaped like the paper's CSV) and `tsne_<location>.png` (two
@@ -48,6 +49,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from eval.phones import SILENCE, patch_labels, phone_segments
 from models.packing import collate_packed, pack_utterance
@@ -122,11 +124,12 @@ def missing_locations(backbone) -> dict[str, str]:
 
 @torch.inference_mode()
 def extract_states(model, utts: list[Utterance], batch_size: int = 8) -> dict[str, list[np.ndarray]]:
-    """location -> one [patches, H] float32 array per utterance (its audio positions)."""
+    """location -> one [patches, H] float32 array per utterance (its audio positions); `input` holds
+    the VAE latent patches themselves (flattened), the reference for what enters the backbone."""
     bb, vae, tok = model.backbone, model.vae, model.tokenizer
     device, dtype = next(bb.parameters()).device, next(bb.parameters()).dtype
     skip = missing_locations(bb)
-    states: dict[str, list[np.ndarray]] = {k: [] for k, _ in LOCATIONS if k not in skip}
+    states: dict[str, list[np.ndarray]] = {k: [] for k, _ in [("input", "")] + LOCATIONS if k not in skip}
     for start in range(0, len(utts), batch_size):
         group = utts[start:start + batch_size]
         # The VAE is causal: right zero-padding leaves each utterance's own frames unchanged.
@@ -146,7 +149,8 @@ def extract_states(model, utts: list[Utterance], batch_size: int = 8) -> dict[st
         batch["audio_feats"] = batch["audio_feats"].to(dtype)
         hidden = bb.hidden_states(batch)
         mask = batch["audio_mask"]
-        found = {"locenc": bb.feat_encoder(batch["audio_feats"][mask]), "tslm": hidden["tslm"][mask],
+        patches = batch["audio_feats"][mask]
+        found = {"input": patches.flatten(1), "locenc": bb.feat_encoder(patches), "tslm": hidden["tslm"][mask],
                  "fsq": hidden["bottleneck"][mask]}
         if "ralm" in hidden:
             found["ralm"] = hidden["ralm"][mask]
@@ -157,11 +161,16 @@ def extract_states(model, utts: list[Utterance], batch_size: int = 8) -> dict[st
 
 
 # ---- probes ------------------------------------------------------------------------------------
+# C=0.1, tol 1e-3: the probes have more weights than training samples; firmer L2 and a looser
+# tolerance make newton-cg converge in seconds (C=1 at the default tol, or lbfgs: minutes per frame probe).
+C = 0.1
+
+
 def _classifier():
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, solver="newton-cg", max_iter=500))
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, solver="newton-cg", tol=1e-3, max_iter=200))
 
 
 def group_folds(groups, k: int | None = None) -> np.ndarray:
@@ -197,8 +206,9 @@ def probe_accuracy(x: np.ndarray, labels, groups, n_splits: int | None = None, g
             if len(seen) < 2:  # one class left: it is the only possible answer
                 correct += int((labels[test] == seen[0]).sum()) if len(seen) else 0
                 continue
-            with warnings.catch_warnings():  # small folds: "more classes than half the samples" is expected
-                warnings.filterwarnings("ignore", message="The number of unique classes")
+            # one BLAS thread: these small problems gain nothing from more, and lose a lot on a busy machine
+            with warnings.catch_warnings(), threadpool_limits(1):
+                warnings.filterwarnings("ignore", message="The number of unique classes")  # small folds
                 clf = _classifier().fit(x[train], labels[train])
             correct += int((clf.predict(x[test]) == labels[test]).sum())
     return correct / len(labels)
@@ -252,7 +262,8 @@ def embed_2d(x: np.ndarray, seed: int = 0) -> np.ndarray:
     if x.shape[1] > 50 and x.shape[0] > 50:  # the usual PCA step before t-SNE
         x = PCA(n_components=50, random_state=seed).fit_transform(x)
     perplexity = float(min(30.0, max(2.0, (len(x) - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    with threadpool_limits(1):
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
 def tsne_figure(xy: np.ndarray, utts: list[Utterance], title: str, path: Path) -> None:
@@ -295,16 +306,11 @@ def random_control(model, seed: int = 0):
     return TTSModel(bb, model.vae, model.tokenizer).eval()
 
 
-def probe_rows(model, utts: list[Utterance], frames: Frames | None, out: Path | None, title: str,
-               batch_size: int = 8, max_frames: int = 4000, seed: int = 0, log=print):
-    """(rows, frames): one row per location with the probes (and t-SNE figures written into `out`
-    when given); a missing location keeps its reason and no numbers."""
-    states = extract_states(model, utts, batch_size=batch_size)
-    if frames is None:
-        counts = [len(x) for x in states["tslm"]]
-        patch_seconds = model.backbone.patch_size * model.vae.hop_length / model.vae.sample_rate
-        frames = select_frames(utts, counts, patch_seconds, max_frames, seed)
-    missing, paper, rows = missing_locations(model.backbone), read_paper(), []
+def probe_rows(states: dict, backbone, utts: list[Utterance], frames: Frames, out: Path | None, title: str,
+               seed: int = 0, log=print) -> list[dict]:
+    """One row per location (the paper's order) with the probes, and t-SNE figures written into
+    `out` when given; a location the backbone lacks keeps its reason and no numbers."""
+    missing, paper, rows = missing_locations(backbone), read_paper(), []
     for key, name in LOCATIONS:
         row = {"location": key, "hidden_state": name, "missing": missing.get(key),
                **{k: None for k, _ in PROBES}, "figure": None, "dim": None, "paper": paper.get(name, {})}
@@ -315,10 +321,10 @@ def probe_rows(model, utts: list[Utterance], frames: Frames | None, out: Path | 
             if out is not None:
                 row["figure"] = f"tsne_{key}.png"
                 pooled = np.stack([x.mean(0) for x in states[key]])
-                tsne_figure(embed_2d(pooled, seed), utts, f"{title}: {name}   (speaker acc {_fmt(row['speaker_acc'])}, "
-                            f"phone acc {_fmt(row['phone_acc_frame'])})", out / row["figure"])
+                label = f"speaker acc {_fmt(row['speaker_acc'])}, phone acc {_fmt(row['phone_acc_frame'])}"
+                tsne_figure(embed_2d(pooled, seed), utts, f"{title}: {name}   ({label})", out / row["figure"])
         rows.append(row)
-    return rows, frames
+    return rows
 
 
 def analyze(model, out: str | Path, texts: list[str], voices: list[str], lang: str = "en",
@@ -338,22 +344,28 @@ def analyze(model, out: str | Path, texts: list[str], voices: list[str], lang: s
         from voxlab.text import UNK_ID
         unknown = sorted({c for t in texts for c, i in zip(t, model.tokenizer.encode(t)) if i == UNK_ID})
     log(f"analysis: {len(texts)} sentences x {len(voices)} voices = {len(utts)} utterances")
-    rows, frames = probe_rows(model, utts, None, out, Path(model_name).name or model_name, batch_size, max_frames,
-                              seed, log)
+    states = extract_states(model, utts, batch_size=batch_size)
+    patch_seconds = model.backbone.patch_size * model.vae.hop_length / model.vae.sample_rate
+    frames = select_frames(utts, [len(x) for x in states["input"]], patch_seconds, max_frames, seed)
+    title = "/".join(Path(model_name).parts[-3:]) or model_name
+    rows = probe_rows(states, model.backbone, utts, frames, out, title, seed, log)
+    input_probes = run_probes(states["input"], utts, frames)
     control_rows = None
     if control:
         log("random-weights control:")
-        control_rows, _ = probe_rows(random_control(model, seed), utts, frames, None, "control", batch_size,
-                                     max_frames, seed, log)
+        ctrl = random_control(model, seed)
+        control_rows = probe_rows(extract_states(ctrl, utts, batch_size), ctrl.backbone, utts, frames, None,
+                                  "control", seed, log)
     phone_counts = np.unique(frames.phone, return_counts=True)[1]
     result = {
         "model": model_name, "lang": lang, "seed": seed, "voices": voices, "sentences": texts,
-        "utterances": len(utts), "patches": frames.total,
-        "probed_patches": int(len(frames.index)), "phones": int(len(phone_counts)),
+        "utterances": len(utts), "patches": frames.total, "probed_patches": int(len(frames.index)),
+        "phones": int(len(phone_counts)),
         "chance": {"speaker": 1 / len(voices),  # phone: the most frequent phone's share
                    "phone": float(phone_counts.max() / len(frames.phone)) if len(frames.phone) else None},
-        "fsq": model.backbone.config.get("fsq", {}), "residual_lm_layers": model.backbone.config.get("residual_lm_layers"),
-        "unknown_chars": unknown, "rows": rows, "control_rows": control_rows, "seconds": round(time.time() - t0, 1),
+        "fsq": model.backbone.config.get("fsq", {}),
+        "residual_lm_layers": model.backbone.config.get("residual_lm_layers"), "unknown_chars": unknown,
+        "rows": rows, "input": input_probes, "control_rows": control_rows, "seconds": round(time.time() - t0, 1),
     }
     write_outputs(out, result)
     log(f"analysis written to {out / 'analysis.md'} ({result['seconds']} s)")
@@ -386,15 +398,17 @@ def write_outputs(out: Path, result: dict) -> None:
     ch = result["chance"]
     lines = [f"# Hidden-state analysis: {result['model']}", "",
              f"{result['utterances']} utterances ({len(result['sentences'])} {result['lang']} sentences x "
-             f"{len(result['voices'])} voices: {', '.join(result['voices'])}), {result['patches']} audio patches of which "
-             f"{result['probed_patches']} speech patches ({result['phones']} phones) feed the frame probes; "
+             f"{len(result['voices'])} voices: {', '.join(result['voices'])}), {result['patches']} audio patches, "
+             f"of which {result['probed_patches']} speech patches ({result['phones']} phones) feed the frame probes; "
              f"seed {result['seed']}.", "", *_table(result["rows"]),
              "", f"Chance: speaker {ch['speaker']:.3f}, phone {_fmt(ch['phone'])} (most frequent phone). Ours: "
              "linear probes (standardised logistic regression), held-out accuracy, higher is better: speaker "
              "probes are tested on sentences unseen in training, the phone probe (espeak-ng's phone at each "
              "patch's centre) on voices and sentences both unseen in training. The paper's columns are SUPERB "
              "probes (PR PER, ASR WER, ASV EER; lower is better) of VoxCPM-0.5B: other probes, data and scale, "
-             "so compare orderings, not values.", ""]
+             "so compare orderings, not values.", "",
+             "Reference, the same probes on the VAE latent patches (the backbone's input): "
+             + ", ".join(f"{h[:-2]} {_fmt(result['input'][k])}" for k, h in PROBES) + ".", ""]
     if result.get("control_rows"):
         lines += ["## Random-weights control", "", "The same architecture with untrained backbone weights (the "
                   "model's VAE and tokenizer): what the probes find here comes from the inputs alone.", "",
@@ -403,7 +417,8 @@ def write_outputs(out: Path, result: dict) -> None:
     if result["fsq"].get("enabled") and not result["fsq"].get("quantize", True):
         notes.append("- FSQ output: a projection bottleneck without rounding (fsq.quantize=false)")
     if result["unknown_chars"]:
-        notes.append(f"- characters unknown to the model's tokenizer (read as <unk>): {''.join(result['unknown_chars'])}")
+        notes.append("- characters unknown to the model's tokenizer (read as <unk>): "
+                     + "".join(result["unknown_chars"]))
     if notes:
         lines += ["Notes:", *notes, ""]
     lines += ["## t-SNE (utterance means)", ""]
@@ -426,8 +441,11 @@ def main(argv=None) -> int:
     p.add_argument("--control", action="store_true",
                    help="also probe a random-weights copy of the backbone (a baseline for every number)")
     p.add_argument("--device", default=None, help="torch device (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         import models
         model = models.load(args.model, device=args.device, optimize=False)

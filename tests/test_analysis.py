@@ -17,6 +17,7 @@ from eval import analysis, phones
 from models.audiovae import AudioVAE
 from models.tts import TTSModel
 from models.voxcpm import VoxCPMBackbone
+from voxlab.audio import MelSpectrogram
 from voxlab.text import CharTokenizer
 
 TEXTS = ["Anna found a red apple.", "Where is the old train?", "Peter walked to Boston today.",
@@ -33,13 +34,13 @@ def _threads():
     torch.set_num_threads(1)
 
 
-def tiny_model(residual_lm_layers: int = 1, seed: int = 0) -> TTSModel:
+def tiny_model(residual_lm_layers: int = 1, seed: int = 0, fsq: bool = True) -> TTSModel:
     torch.manual_seed(seed)
     lm = {"vocab_size": 192, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
           "num_key_value_heads": 2, "num_hidden_layers": 1, "max_position_embeddings": 512}
     local = {"hidden_dim": 16, "ffn_dim": 32, "num_heads": 2, "num_layers": 1}
     bb = VoxCPMBackbone(lm=lm, encoder=local, dit=local, feat_dim=8, residual_lm_layers=residual_lm_layers,
-                        fsq={"latent_dim": 8, "scale": 9})
+                        fsq={"enabled": fsq, "latent_dim": 8, "scale": 9})
     return TTSModel(bb, AudioVAE(**TINY_VAE), CharTokenizer(list(string.ascii_letters + " ,.?!"))).eval()
 
 
@@ -84,14 +85,17 @@ def test_table_rows_values_and_figures(cli_result):
     assert values != [[r[k] for k, _ in analysis.PROBES] for r in result["rows"]]  # other weights
 
 
-def test_no_ralm_model_reports_ralm_missing(tmp_path):
-    model = tiny_model(residual_lm_layers=0)
+def test_no_ralm_model_reports_ralm_and_fsq_missing(tmp_path):
+    model = tiny_model(residual_lm_layers=0, fsq=False)  # the no_ralm_* experiments: no RALM, no FSQ
     result = analysis.analyze(model, tmp_path, TEXTS[:3], VOICES[:2], log=lambda *_: None)
     rows = {r["location"]: r for r in result["rows"]}
     assert [r["hidden_state"] for r in result["rows"]] == ROWS
-    assert rows["ralm"]["missing"] and "no RALM" in rows["ralm"]["missing"]
-    assert all(rows["ralm"][k] is None for k, _ in analysis.PROBES) and rows["ralm"]["figure"] is None
-    assert not (tmp_path / "tsne_ralm.png").exists() and (tmp_path / "tsne_fsq.png").exists()
+    assert "no RALM" in rows["ralm"]["missing"] and "no FSQ" in rows["fsq"]["missing"]
+    for key in ("ralm", "fsq"):
+        assert all(rows[key][k] is None for k, _ in analysis.PROBES) and rows[key]["figure"] is None
+        assert not (tmp_path / f"tsne_{key}.png").exists()
+    assert rows["tslm"]["missing"] is None and 0 <= rows["tslm"]["speaker_acc"] <= 1
+    assert (tmp_path / "tsne_tslm.png").exists()
     line = next(ln for ln in (tmp_path / "analysis.md").read_text(encoding="utf-8").splitlines()
                 if ln.startswith("| RALM last hidden"))
     assert line.count("—") == len(analysis.PROBES) and "13.24" in line  # missing, never zero; paper beside
@@ -138,6 +142,12 @@ def test_leave_one_group_out():
     assert analysis.probe_accuracy(x, sent, spk) >= 0.95
     assert analysis.probe_accuracy(noise, sent, spk) < 0.4  # chance 1/6
     assert analysis.probe_accuracy(x, sent, np.zeros_like(spk)) is None  # one voice: nothing held out
+    # a label fixed per sentence (as a phone is by sentence and time): other voices of the same
+    # sentence give it away, unless the sentence is held out too
+    per_sentence = np.array([0, 1, 2, 0, 1, 2])[sent]
+    assert analysis.probe_accuracy(x, per_sentence, spk, 3) >= 0.95
+    assert analysis.probe_accuracy(x, per_sentence, spk, 3, sent, 3) < 0.5
+    assert set(analysis.group_folds(["b", "a", "c", "a"], 2).tolist()) == {0, 1}
 
 
 def test_bad_input_is_refused(tmp_path):
@@ -178,3 +188,19 @@ def test_frame_selection_drops_silence_and_single_voice_phones():
     fr = analysis.select_frames(utts, [5, 5], 0.08)  # patches 4 (0.32 s on) are silence
     assert fr.index.tolist() == [0, 1, 5, 6] and fr.phone.tolist() == ["a"] * 4
     assert fr.speaker.tolist() == ["v0", "v0", "v1", "v1"]
+
+
+def test_phone_probe_reads_phones_from_log_mel_patches():
+    """End to end on real audio: log-mel features of each 80 ms patch name its phone (espeak's
+    alignment) on unseen voices and sentences above chance; misaligned labels fall below it."""
+    utts = analysis.build_set(TEXTS, VOICES, "en")
+    mel = MelSpectrogram(16000, n_fft=1280, hop_length=1280, n_mels=40, power=2.0, center=False)
+    feats = [mel(torch.nn.functional.pad(torch.from_numpy(u.wav), (0, -len(u.wav) % 1280))[None])[0].T.numpy()
+             for u in utts]  # frame j = samples [j * 1280, (j + 1) * 1280) = patch j
+    fr = analysis.select_frames(utts, [len(f) for f in feats], 0.08)
+    x = np.concatenate(feats)[fr.index]
+    chance = np.unique(fr.phone, return_counts=True)[1].max() / len(fr.phone)
+    acc = analysis.probe_accuracy(x, fr.phone, fr.speaker, 3, fr.sentence, 3)
+    assert acc > 1.6 * chance, (acc, chance)  # measured 0.18 vs 0.087
+    assert analysis.probe_accuracy(x, np.roll(fr.phone, 5), fr.speaker, 3, fr.sentence, 3) < 1.2 * chance
+    assert analysis.probe_accuracy(x, fr.speaker, fr.sentence, 5) > 0.7  # and the voice, from 80 ms
