@@ -68,10 +68,21 @@ class GracefulStop(Callback):
 class RngState(Callback):
     """Saves every RNG state (python, numpy, torch CPU and CUDA) in checkpoints and restores it
     right before the first batch after a resume (not at load time: building the resumed
-    dataloader draws from torch's RNG, which the uninterrupted run did not do at that point)."""
+    dataloader draws from torch's RNG, which the uninterrupted run did not do at that point).
+    Validation is made RNG-neutral (the state of the last training batch is put back after it),
+    so a run that validates before stopping (as Lightning does on `should_stop`) saves the same
+    state the uninterrupted run trains on."""
 
     def __init__(self):
         self._pending: dict | None = None
+        self._after_batch: dict | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._after_batch = self.state_dict()
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.state.fn == "fit" and self._after_batch is not None:
+            self._restore(self._after_batch)
 
     def state_dict(self) -> dict:
         import random
@@ -93,12 +104,16 @@ class RngState(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self._pending is None:
             return
+        state, self._pending = self._pending, None
+        self._restore(state)
+
+    @staticmethod
+    def _restore(state: dict) -> None:
         import random
 
         import numpy as np
         import torch
 
-        state, self._pending = self._pending, None
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
         kind, keys, pos, has_gauss, cached = state["numpy"]

@@ -29,7 +29,7 @@ import torch
 from models.official import from_official_config, read_official_config, to_official_config
 from models.tts import TTSModel
 from models.voxcpm import VoxCPMBackbone
-from models.weights import WeightsError, load_audiovae, load_strict, read_state_dict
+from models.weights import WeightsError, load_audiovae, load_error_text, load_strict, read_state_dict
 
 BACKBONE_TARGET = "models.voxcpm.VoxCPMBackbone"
 MODEL_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -55,6 +55,9 @@ def load(path: str | Path, device: str | torch.device | None = None, dtype: torc
             model = _from_folder(path)
         elif (path / "checkpoints" / "last.ckpt").is_file():
             model = _from_checkpoint(path / "checkpoints" / "last.ckpt")
+        elif any((path / n).is_file() for n in ("audiovae.pth", "audiovae.safetensors")):
+            raise ModelPathError(f"{path}: an AudioVAE folder (audiovae weights, no TTS config.json), not a TTS "
+                                 f"model; load it with models.load_audiovae. {ACCEPTED}")
         else:
             raise ModelPathError(f"{path}: a folder with neither config.json nor checkpoints/last.ckpt. {ACCEPTED}")
     elif path.is_file():
@@ -77,7 +80,8 @@ def _backbone(kwargs: dict, source: str) -> VoxCPMBackbone:
     kwargs = dict(kwargs)
     target = kwargs.pop("_target_", BACKBONE_TARGET)
     if target != BACKBONE_TARGET:
-        raise ModelPathError(f"{source}: model._target_ is {target!r}, not a TTS backbone ({BACKBONE_TARGET})")
+        hint = "; an AudioVAE loads with models.load_audiovae" if "audiovae" in target.lower() else ""
+        raise ModelPathError(f"{source}: model._target_ is {target!r}, not a TTS backbone ({BACKBONE_TARGET}){hint}")
     try:
         return VoxCPMBackbone(**kwargs)
     except (TypeError, ValueError, KeyError) as err:
@@ -103,7 +107,7 @@ def _from_checkpoint(path: Path) -> TTSModel:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # truncated files, pickles with code
         raise ModelPathError(f"{path}: cannot be read with torch.load(weights_only=True): "
-                             f"{str(err).splitlines()[0]}") from None
+                             f"{load_error_text(err)}") from None
     if not isinstance(ckpt, dict):
         raise ModelPathError(f"{path}: not a checkpoint dict. {ACCEPTED}")
     config = ckpt.get("voxlab_config") or (ckpt.get("hyper_parameters") or {}).get("config")

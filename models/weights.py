@@ -21,11 +21,21 @@ from torch import nn
 from models.audiovae import PAPER_CONFIG, AudioVAE
 
 CONFIG_NAME = "audiovae_config.json"
+AUDIOVAE_TARGET = "models.audiovae.AudioVAE"
 WEIGHT_NAMES = ("audiovae.safetensors", "audiovae.pth")
 
 
 class WeightsError(ValueError):
     """A weight file that cannot be used, named in the message."""
+
+
+def load_error_text(err: Exception) -> str:
+    """One line on why torch.load(weights_only=True) failed; a pickle with code is named as such."""
+    text = str(err)
+    if "Weights only load failed" in text or "Unsupported global" in text:
+        return ("refused: the file holds Python objects beyond tensors and plain data (a pickle that could "
+                "run code); only weights-only files or safetensors are loaded")
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -39,7 +49,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, non-allowlisted globals, truncated files
-        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): {err}") from None
+        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): "
+                           f"{load_error_text(err)}") from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -90,12 +101,17 @@ def _from_checkpoint(path: Path) -> AudioVAE:
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): {err}") from None
+        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): "
+                           f"{load_error_text(err)}") from None
     config = None
     if isinstance(ckpt, dict):  # our module's hyper-parameters, else the run folder's copy
         config = (ckpt.get("hyper_parameters") or {}).get("config") or ckpt.get("voxlab_config")
     if not config or "model" not in config:
         raise WeightsError(f"{path}: not an AudioVAE checkpoint (no hyper_parameters.config.model)")
+    target = config["model"].get("_target_", AUDIOVAE_TARGET)
+    if target != AUDIOVAE_TARGET:  # e.g. a TTS checkpoint given where a VAE is expected
+        raise WeightsError(f"{path}: a checkpoint of {target}, not an AudioVAE ({AUDIOVAE_TARGET}); "
+                           "a TTS model loads with models.load")
     state = ckpt.get("state_dict", {})
     prefix = "vae_ema." if any(k.startswith("vae_ema.") for k in state) else "vae."
     vae_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from voxlab.config import ConfigError, compose, load_run_config, locate, parse_overrides, resolve, to_yaml, validate_layer
+from voxlab.config import (ConfigError, compose, find_experiment, load_run_config, locate, parse_overrides, resolve,
+                           to_yaml, validate_layer)
 from datamodules.manifest import ManifestError
 from voxlab.checkpoint import CheckpointError
 from voxlab.runs import RUN_DIR_ENV, is_main_process, resolve_resume, shared_run_dir, write_status
@@ -24,6 +25,30 @@ class TrainingInterrupted(KeyboardInterrupt):
     """A run stopped by SIGTERM / SIGINT after saving its checkpoint (a sweep stops too)."""
 
 
+def check_saved_config(saved: dict | None, source: Path) -> None:
+    """A saved config (a run's config.yaml or a checkpoint's `voxlab_config`) may only hold keys
+    this version's schema knows: a key from a newer or other version would be silently ignored."""
+    if not saved or not saved.get("experiment"):
+        return
+    try:
+        find_experiment(saved["experiment"])
+    except ConfigError:
+        return  # an experiment file outside experiments/ (given by path): no schema to compare with
+    current = OmegaConf.to_container(compose(saved["experiment"], saved.get("scale")))
+    validate_layer(current, {k: v for k, v in saved.items() if k not in ("experiment", "scale", "overrides")},
+                   f"{source} (saved config)")
+
+
+def _embedded_config(ckpt: Path) -> dict | None:
+    import torch
+
+    try:  # mmap: only the small config is read from a large checkpoint
+        obj = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise CheckpointError(f"{ckpt}: not a readable checkpoint: {str(err).splitlines()[0]}") from None
+    return obj.get("voxlab_config") if isinstance(obj, dict) else None
+
+
 def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: str | None = None
             ) -> tuple[DictConfig, Path, Path | None]:
     """Config, run folder and checkpoint to resume from. Nothing is built or written for a config
@@ -31,6 +56,8 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
     if resume:
         run_dir, ckpt = resolve_resume(resume)
         saved = OmegaConf.to_container(load_run_config(run_dir))
+        check_saved_config(saved, run_dir / "config.yaml")
+        check_saved_config(_embedded_config(ckpt), ckpt)
         layer = parse_overrides(overrides)
         validate_layer(saved, layer, "command-line override")
         cfg = resolve(OmegaConf.merge(OmegaConf.create(saved), OmegaConf.create(layer)))
