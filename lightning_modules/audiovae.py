@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from models.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_loss,
                            feature_matching_loss, generator_adversarial_loss, kl_loss, weighted_total)
+from lightning_modules.nonfinite import NonFiniteLoss, any_rank, check_terms, describe, grads_finite
 from voxlab.audio import MelSpectrogram
 from voxlab.config import instantiate
 
@@ -57,6 +58,10 @@ class AudioVAEModule(L.LightningModule):
         self.stft_loss = MultiResolutionSTFTLoss(m.stft_resolutions)
         self.val_mel = MelSpectrogram(sr, **OmegaConf.to_container(m.val_mel), power=1.0, log=True)
         self.lambdas = {str(k): float(v) for k, v in m.lambdas.items()}
+        cfg_nonfinite = OmegaConf.select(OmegaConf.create(config) if isinstance(config, dict) else config,
+                                         "nonfinite.policy")
+        self.nonfinite_policy = cfg_nonfinite or "skip"
+        self.nonfinite_skips = 0
         self.adversarial = any(self.lambdas.get(k, 0.0) for k in ADVERSARIAL_TERMS)
         self.automatic_optimization = False
         self.generator_step = 0  # optimizer steps of the generator; saved in checkpoints
@@ -135,21 +140,24 @@ class AudioVAEModule(L.LightningModule):
             self.toggle_optimizer(opt_d)
             d_loss = discriminator_loss(self.discriminator(audio), self.discriminator(recon.detach()),
                                         self.cfg.module.adversarial_loss)
-            self.manual_backward(d_loss / accum)
-            if boundary:
-                opt_d.step()
-                opt_d.zero_grad(set_to_none=True)
-                sched_d.step()
+            if check_terms(self, {"adv/disc_loss": d_loss}, batch, self.nonfinite_policy):
+                self.manual_backward(d_loss / accum)
+                if boundary:
+                    self._guarded_step(opt_d, self.discriminator, "discriminator gradient", batch)
+                    sched_d.step()
+                logs["adv/disc_loss"] = d_loss.detach()
             self.untoggle_optimizer(opt_d)
-            logs["adv/disc_loss"] = d_loss.detach()
 
         self.toggle_optimizer(opt_g)  # freezes the discriminator for the generator's backward
         terms = self._generator_terms(audio, out, recon, adversarial)
         total = weighted_total(terms, self.lambdas)
+        if not check_terms(self, {**terms, "loss": total}, batch, self.nonfinite_policy):
+            opt_g.zero_grad(set_to_none=True)  # nothing of this batch reaches the weights
+            self.untoggle_optimizer(opt_g)
+            return
         self.manual_backward(total / accum)
         if boundary:
-            opt_g.step()
-            opt_g.zero_grad(set_to_none=True)
+            self._guarded_step(opt_g, self.vae, "generator gradient", batch)
             sched_g.step()
             self.generator_step += 1
             self._update_ema()
@@ -162,6 +170,18 @@ class AudioVAEModule(L.LightningModule):
         logs["train/lr"] = sched_g.get_last_lr()[0]
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=audio.shape[0])
         self.log("train/mel_loss", terms["mel/loss"].detach(), prog_bar=True, batch_size=audio.shape[0])
+
+    def _guarded_step(self, optimizer, module, what: str, batch: dict) -> None:
+        """Step unless a gradient is non-finite (then skip or stop, as `nonfinite.policy` says)."""
+        if any_rank(not grads_finite(module.parameters()), self.device):
+            message = describe(self.global_step, [what], batch)
+            if self.nonfinite_policy == "stop":
+                raise NonFiniteLoss(message + " (nonfinite.policy=stop)")
+            self.nonfinite_skips += 1
+            print(f"[nonfinite] skipping optimizer step: {message}")
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def _update_ema(self) -> None:

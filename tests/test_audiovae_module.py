@@ -202,3 +202,29 @@ def test_lr_schedule():
     assert lr_lambda("constant")(100) == 1.0
     with pytest.raises(ValueError, match="constant"):
         lr_lambda("cosine")
+
+
+def test_nonfinite_generator_loss_is_skipped_or_stops(tmp_path):
+    from lightning_modules.nonfinite import NonFiniteLoss
+
+    module = AudioVAEModule(config("module.warmup_steps=100"))
+    real = module._generator_terms
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:  # the third batch only
+            terms["mel/loss"] = terms["mel/loss"] * float("nan")
+        return terms
+
+    module._generator_terms = poisoned
+    trainer(tmp_path, max_steps=4).fit(module, loader(8))
+    assert module.nonfinite_skips == 1 and module.generator_step == 4
+    assert all(bool(torch.isfinite(p).all()) for p in module.vae.parameters())
+    module = AudioVAEModule(config("module.warmup_steps=100", "nonfinite.policy=stop"))
+    real = module._generator_terms
+    calls.clear()
+    module._generator_terms = poisoned
+    with pytest.raises(NonFiniteLoss, match=r"non-finite mel/loss, loss at step 2; batch utterances: u0, u1"):
+        trainer(tmp_path, max_steps=4).fit(module, loader(8))
