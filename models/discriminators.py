@@ -35,12 +35,17 @@ class PeriodDiscriminator(nn.Module):
         if pad:
             wav = F.pad(wav, (0, pad), mode="reflect" if pad < t else "constant")
         x = wav.view(b, c, -1, self.period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), self.slope)
-            feats.append(x)
-        feats.append(self.post(x))
-        return feats
+        return conv_features(self.convs, self.post, x, self.slope)
+
+
+def conv_features(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor, slope: float) -> FeatureMaps:
+    """Every conv's leaky-ReLU output, then the logits of `post` last."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), slope)
+        feats.append(x)
+    feats.append(post(x))
+    return feats
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -74,12 +79,7 @@ class STFTDiscriminator(nn.Module):
             spec = torch.stft(wav.squeeze(1).float(), self.n_fft, self.hop_length, window=self.window,
                               normalized=True, return_complex=True)
         x = torch.view_as_real(spec).permute(0, 3, 2, 1)  # [B, 2, frames, freqs]
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), self.slope)
-            feats.append(x)
-        feats.append(self.post(x))
-        return feats
+        return conv_features(self.convs, self.post, x, self.slope)
 
 
 class MultiResolutionSTFTDiscriminator(nn.Module):
