@@ -9,16 +9,29 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from voxlab.runs import write_status
+
 
 class RunFolder(Callback):
-    """Every checkpoint carries the resolved config (a checkpoint alone rebuilds its model), and
-    `last.ckpt` is the state at the end of training, not only at the last step checkpoint."""
+    """Every checkpoint carries the resolved config (a checkpoint alone rebuilds its model),
+    `last.ckpt` is the state at the end of training, not only at the last step checkpoint, and
+    `status.json` follows the run (step at each checkpoint and validation) so a watcher sees progress."""
 
     def __init__(self, config: dict, run_dir: Path):
-        self.config, self.last = config, Path(run_dir) / "checkpoints" / "last.ckpt"
+        self.run_dir = Path(run_dir)
+        self.config, self.last = config, self.run_dir / "checkpoints" / "last.ckpt"
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         checkpoint["voxlab_config"] = self.config
+        self._progress(trainer)
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self._progress(trainer)
+
+    def _progress(self, trainer):
+        if trainer.is_global_zero:  # rank zero owns the run folder
+            write_status(self.run_dir, "running", step=trainer.global_step)
 
     def on_train_end(self, trainer, pl_module):
         trainer.save_checkpoint(self.last, weights_only=False)

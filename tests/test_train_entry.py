@@ -124,3 +124,19 @@ def test_resume_skips_a_torn_last_checkpoint(exp):
     (run / "checkpoints" / ".last.ckpt.tmp999").write_bytes(b"partial")
     run_dir, ckpt = resolve_resume(run)
     assert ckpt.name == "step_0000004.ckpt" and not (run / "checkpoints" / ".last.ckpt.tmp999").exists()
+
+
+def test_status_follows_the_run(tmp_path):
+    """status.json shows the step of the newest checkpoint while training (not `step: 0` until the end)."""
+    from types import SimpleNamespace
+
+    from callbacks.run_folder import RunFolder
+
+    callback = RunFolder({}, tmp_path)
+    checkpoint: dict = {}
+    callback.on_save_checkpoint(SimpleNamespace(is_global_zero=True, global_step=40), None, checkpoint)
+    assert json.loads((tmp_path / "status.json").read_text()) | {"time": None} == \
+        {"state": "running", "step": 40, "time": None}
+    callback.on_validation_end(SimpleNamespace(is_global_zero=False, global_step=50, sanity_checking=False), None)
+    assert json.loads((tmp_path / "status.json").read_text())["step"] == 40  # other ranks never write
+    assert checkpoint["voxlab_config"] == {}
