@@ -168,8 +168,8 @@ class AudioVAEModule(L.LightningModule):
         logs = {f"train/{k}": v for k, v in logs.items()}
         logs["train/generator_step"] = float(self.generator_step)
         logs["train/lr"] = sched_g.get_last_lr()[0]
+        self.log("train/mel/loss", logs.pop("train/mel/loss"), prog_bar=True, batch_size=audio.shape[0])
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=audio.shape[0])
-        self.log("train/mel_loss", terms["mel/loss"].detach(), prog_bar=True, batch_size=audio.shape[0])
 
     def _guarded_step(self, optimizer, module, what: str, batch: dict) -> None:
         """Step unless a gradient is non-finite (then skip or stop, as `nonfinite.policy` says)."""
