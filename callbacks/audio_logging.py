@@ -64,11 +64,15 @@ class AudioLoggingCallback(L.Callback):
         import matplotlib.pyplot as plt
         plt.close(fig)
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not self.items:
-            return
+    def _due(self, trainer, have_items: bool) -> bool:
+        """Counts this validation run and says whether it emits (rank zero, items kept, every N runs)."""
+        if trainer.sanity_checking or not trainer.is_global_zero or not have_items:
+            return False
         self._validations += 1
-        if (self._validations - 1) % self.every:
+        return (self._validations - 1) % self.every == 0
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not self._due(trainer, bool(self.items)):
             return
         step = self._step(trainer, pl_module)
         root = Path(trainer.log_dir or trainer.default_root_dir) / "audio" if self.save_files else None

@@ -41,10 +41,7 @@ class TTSSamplesCallback(AudioLoggingCallback):
         return vae.decode(z.to(device=next(vae.parameters()).device, dtype=dtype))[0].float().cpu()
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not self.texts:
-            return
-        self._validations += 1
-        if (self._validations - 1) % self.every:
+        if not self._due(trainer, bool(self.texts)):
             return
         step = int(trainer.global_step)
         root = Path(trainer.default_root_dir) / "samples" if self.save_files else None

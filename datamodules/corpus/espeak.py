@@ -30,7 +30,6 @@ _RATE, _VOLUME, _PITCH, _RANGE = 1, 2, 3, 4  # espeak_PARAMETER
 _ERRORS = {-1: "EE_INTERNAL_ERROR", 1: "EE_BUFFER_FULL", 2: "EE_NOT_FOUND"}
 
 
-
 class _Event(ctypes.Structure):  # espeak_EVENT (speak_lib.h); `id` is a union read as its char[8]
     _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
                 ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
@@ -115,7 +114,8 @@ def _speak(text: str, voice: str, rate: int, pitch: int, pitch_range: int,
             # espeak seeds its noise from the clock; the klatt voices also use libc rand().
             lib.espeak_ng_SetRandSeed(ctypes.c_long(0))
             _libc.srand(0)
-            _chunks.clear(), _phonemes.clear()
+            _chunks.clear()
+            _phonemes.clear()
             buf = text.encode("utf-8") + b"\0"
             lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint,
                                          ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
@@ -124,7 +124,8 @@ def _speak(text: str, voice: str, rate: int, pitch: int, pitch_range: int,
                    f"synthesis of {text[:50]!r} with {voice!r}")
             out = np.concatenate(_chunks) if _chunks else np.zeros(0, np.int16)
             phonemes = list(_phonemes)
-            _chunks.clear(), _phonemes.clear()
+            _chunks.clear()
+            _phonemes.clear()
             return out, phonemes
         finally:
             lib.espeak_Terminate()
