@@ -67,7 +67,7 @@ def _gather_to_zero(trainer, obj):
 
 class SeedTTSEvalCallback(L.Callback):
     def __init__(self, testset, every_n_steps: int | None = None, limit: int | None = 8, sim: str = "resemblyzer",
-                 asr: str = "auto", whisper: str = "large-v3", paraformer: str | None = None,
+                 asr: str = "auto", whisper: str = "auto", paraformer: str | None = None,
                  wavlm: str | None = None, ecapa: str | None = None, wespeaker: str | None = None,
                  normalization: str = "seedtts", cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0,
                  seed: int = 0, max_len: int = 4096, batch_size: int = 8, device: str | None = None):

@@ -27,7 +27,7 @@ def default_device() -> str:
 
 @dataclass
 class EvalConfig:
-    whisper: str = "large-v3"           # whisper model name (in whisper's cache) or checkpoint path
+    whisper: str = "auto"               # auto | bundled | whisper name | .pt checkpoint | CTranslate2 folder (eval/asr)
     paraformer: str | None = None       # paraformer-zh folder (else $VOXLAB_PARAFORMER / ModelScope cache)
     asr: str = "auto"                   # auto: whisper (en) / paraformer (zh), weights required; none: no WER
     sim: str = "resemblyzer"            # none | resemblyzer | wavlm_ecapa | wespeaker
@@ -66,8 +66,8 @@ def check_backends(config: EvalConfig, asr_langs=("en", "zh"), sim: bool = True)
             problems.append(str(err))
 
     if "en" in asr_langs:
-        from eval.asr.whisper_asr import resolve_whisper
-        attempt(resolve_whisper, config.whisper)
+        from eval.asr import resolve_english_asr
+        attempt(resolve_english_asr, config.whisper)
     if "zh" in asr_langs:
         from eval.asr.paraformer_asr import resolve_paraformer
         attempt(resolve_paraformer, config.paraformer)
@@ -107,8 +107,17 @@ class Backends:
         if lang not in self._asr:
             c = self.config
             if lang == "en":
-                from eval.asr.whisper_asr import WhisperASR
-                self._asr[lang] = WhisperASR(c.whisper, device=c.device, batch_size=c.asr_batch_size)
+                from eval.asr import resolve_english_asr
+
+                spec = resolve_english_asr(c.whisper)
+                if spec.backend == "faster-whisper":
+                    from eval.asr.faster_whisper_asr import FasterWhisperASR
+                    self._asr[lang] = FasterWhisperASR(spec.path, device=c.device, batch_size=c.asr_batch_size,
+                                                       label=spec.label)
+                else:
+                    from eval.asr.whisper_asr import DEFAULT_MODEL, WhisperASR
+                    name = DEFAULT_MODEL if c.whisper == "auto" else c.whisper
+                    self._asr[lang] = WhisperASR(name, device=c.device, batch_size=c.asr_batch_size)
             elif lang == "zh":
                 from eval.asr.paraformer_asr import ParaformerASR
                 self._asr[lang] = ParaformerASR(c.paraformer, device=c.device, batch_size=c.asr_batch_size)

