@@ -15,6 +15,7 @@ import csv
 import json
 import math
 import platform
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -33,7 +34,8 @@ from eval.wer import ErrorCounts, corpus_wer, count_errors, mean_wer, total
 
 SR = 16000
 CSV_FIELDS = ["utt", "lang", "reference", "hypothesis", "wer", "S", "D", "I", "N", "sim", "sim_model",
-              "gen_duration", "prompt_duration", "reference_norm", "hypothesis_norm"]
+              "gen_duration", "prompt_duration", "gt_duration", "duration_ratio", "reference_norm", "hypothesis_norm"]
+DURATION_TOLERANCE = 0.25  # `duration_within_25pct`: |generated / ground truth - 1| <= this
 
 
 def load_transcripts(path: str | Path) -> dict[str, str]:
@@ -165,7 +167,8 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     durations, bad = {}, []
     for it in items:
         try:
-            durations[it.utt] = (_duration(gen_paths[it.utt]), _duration(it.prompt_wav))
+            durations[it.utt] = (_duration(gen_paths[it.utt]), _duration(it.prompt_wav),
+                                 _duration(it.gt_wav) if it.gt_wav is not None else None)
         except Exception as err:  # noqa: BLE001 - soundfile raises several types
             bad.append(f"{it.utt}: {err}")
             continue
@@ -213,7 +216,9 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     t_sim = time.perf_counter() - t_sim
 
     # 6. results
-    metrics = _aggregate(items, langs, counts, sims)
+    # generated length against the ground truth's (when meta.lst gives a 5th field): does it stop?
+    ratios = {u: d[0] / d[2] for u, d in durations.items() if d[2]}
+    metrics = _aggregate(items, langs, counts, sims, ratios)
     if no_wer:
         metrics["wer_unavailable"] = no_wer
     metrics.update({
@@ -250,12 +255,18 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     return metrics
 
 
-def _scores(group: list[TestItem], counts: dict[str, ErrorCounts], sims: dict[str, float]) -> dict:
-    """Scores of a group; WER fields are null when it was not scored (no counts)."""
+def _scores(group: list[TestItem], counts: dict[str, ErrorCounts], sims: dict[str, float],
+            ratios: dict[str, float]) -> dict:
+    """Scores of a group; WER fields are null when it was not scored (no counts), duration fields
+    when no item has a ground-truth wav."""
     cs = [counts[it.utt] for it in group if it.utt in counts]
     sim_vals = [sims[it.utt] for it in group if it.utt in sims]
+    rs = sorted(ratios[it.utt] for it in group if it.utt in ratios)
     out = {"n_utts": len(group), "wer": None, "wer_corpus": None, "counts": None,
-           "sim": round(sum(sim_vals) / len(sim_vals), 5) if sim_vals else None}
+           "sim": round(sum(sim_vals) / len(sim_vals), 5) if sim_vals else None,
+           "duration_ratio": round(sum(rs) / len(rs), 4) if rs else None,
+           "duration_ratio_median": round(statistics.median(rs), 4) if rs else None,
+           "duration_within_25pct": round(sum(abs(r - 1) <= DURATION_TOLERANCE for r in rs) / len(rs), 4) if rs else None}
     if cs:
         acc = total(cs)
         out.update(wer=round(mean_wer(cs), 4), wer_corpus=round(corpus_wer(cs), 4),
@@ -263,9 +274,9 @@ def _scores(group: list[TestItem], counts: dict[str, ErrorCounts], sims: dict[st
     return out
 
 
-def _aggregate(items, langs, counts, sims) -> dict:
-    out = _scores(list(items), counts, sims)
-    out["by_lang"] = {lang: _scores([it for it in items if langs[it.utt] == lang], counts, sims)
+def _aggregate(items, langs, counts, sims, ratios) -> dict:
+    out = _scores(list(items), counts, sims, ratios)
+    out["by_lang"] = {lang: _scores([it for it in items if langs[it.utt] == lang], counts, sims, ratios)
                       for lang in sorted(set(langs.values()))}
     return out
 
@@ -286,6 +297,8 @@ def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durat
                    "hypothesis": hyps.get(it.utt, ""), "sim": _fmt(sims.get(it.utt)), "sim_model": sim_model,
                    "gen_duration": _fmt(durations[it.utt][0], 3),
                    "prompt_duration": _fmt(durations[it.utt][1], 3),
+                   "gt_duration": _fmt(durations[it.utt][2], 3),
+                   "duration_ratio": _fmt(durations[it.utt][0] / durations[it.utt][2] if durations[it.utt][2] else None, 3),
                    "reference_norm": " ".join(refs[it.utt]),
                    "hypothesis_norm": " ".join(hyp_norm.get(it.utt, []))}
             if c is not None:
@@ -321,6 +334,11 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
     lines += [
         f"- SIM: {sim_line}",
         f"- ASR: {asr_line}",
+    ]
+    if metrics.get("duration_ratio") is not None:
+        lines.append(f"- duration generated / ground truth: mean {metrics['duration_ratio']:.3f}, median "
+                     f"{metrics['duration_ratio_median']:.3f}; within 25%: {100 * metrics['duration_within_25pct']:.0f}% of utts")
+    lines += [
         f"- normalisation: `{metrics['normalization']['variant']}` ({metrics['normalization']['description']})",
     ]
     if metrics.get("generation"):

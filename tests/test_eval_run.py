@@ -162,7 +162,7 @@ def test_cli_check_and_usage(setup, tmp_path, monkeypatch, capsys):
     assert main(["--testset", str(meta), "--check", "--transcripts", str(tr), "--sim", "none"]) == 0
     assert "ok: 4 utts (en, zh)" in capsys.readouterr().out
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert main(["--testset", str(meta), "--check", "--utts", "en_001", "--sim", "none"]) == 2
+    assert main(["--testset", str(meta), "--check", "--utts", "en_001", "--sim", "none", "--whisper", "large-v3"]) == 2
     assert "large-v3.pt" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--testset", str(meta)])  # neither --wavs nor --model
