@@ -253,9 +253,10 @@ def loss_figures(entries: list[Entry]) -> dict[str, object]:
 
 
 def metric_figures(entries: list[Entry]) -> dict[str, object]:
-    """WER and SIM against step: one figure per metric, a panel per test set, a line per run."""
+    """WER, SIM and duration ratio against step: one figure per metric, a panel per test set, a line per run."""
     figs = {}
-    for metric, ylabel in (("wer", "WER / CER (%)"), ("sim", "SIM x 100")):
+    for metric, ylabel in (("wer", "WER / CER (%)"), ("sim", "SIM x 100"),
+                           ("duration_ratio", "generated / ground-truth duration")):
         data: dict[str, dict[str, list]] = {}
         for e in entries:
             for r in e.results:
@@ -268,7 +269,7 @@ def metric_figures(entries: list[Entry]) -> dict[str, object]:
         for ax, name in zip(axes, sorted(data)):
             for label, points in data[name].items():
                 ax.plot(*zip(*sorted(points)), "o-", label=label, ms=3, lw=1)
-            ax.set(title=f"{name}: {metric.upper()}", xlabel="step", ylabel=ylabel)
+            ax.set(title=f"{name}: {metric.replace('_', ' ')}", xlabel="step", ylabel=ylabel)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         figs[f"eval/{metric}"] = fig
@@ -313,9 +314,41 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
 
-def write_report(inputs, out_dir) -> Path:
+def audio_samples(entries: list[Entry], per_testset: int) -> list[dict]:
+    """The first `per_testset` utterances of each entry's newest evaluation of each test set that has
+    generated wavs, with the ground-truth wav from its meta.lst (5th field) when there is one."""
+    from eval.testset import read_testset
+
+    samples = []
+    for e in entries:
+        newest: dict[str, object] = {}
+        for r in e.results:
+            if r.wavs_dir.is_dir() and (r.testset not in newest or (r.step or 0) >= (newest[r.testset].step or 0)):
+                newest[r.testset] = r
+        for name, r in sorted(newest.items()):
+            try:
+                items = read_testset((r.metrics.get("testset") or {}).get("path", ""))
+            except Exception:  # noqa: BLE001 - a moved test set: no players, the tables still stand
+                continue
+            for it in [it for it in items if (r.wavs_dir / f"{it.utt}.wav").is_file()][:per_testset]:
+                samples.append({"run": e.label, "testset": name, "step": r.step, "utt": it.utt,
+                                "text": it.target_text, "generated": r.wavs_dir / f"{it.utt}.wav",
+                                "ground_truth": it.gt_wav, "prompt": it.prompt_wav})
+    return samples
+
+
+def _player(path) -> str:
+    if path is None or not Path(path).is_file():
+        return "—"
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<audio controls preload=none src="data:audio/wav;base64,{data}"></audio>'
+
+
+def write_report(inputs, out_dir, samples_per_testset: int = 0) -> Path:
     """Collect `inputs` (run, sweep or evaluation folders, sweep.json, checkpoints), write
-    `report.md` + PNG figures + self-contained `report.html` into `out_dir`; return report.md's path."""
+    `report.md` + PNG figures + self-contained `report.html` into `out_dir`; return report.md's path.
+    `samples_per_testset` > 0 adds that many generated test utterances per test set as audio players
+    beside their ground truth and prompt (copied into `out_dir/audio/` for the Markdown)."""
     entries = collect(inputs)
     if not entries:
         raise ReportError("nothing to report: no inputs")
@@ -335,6 +368,24 @@ def write_report(inputs, out_dir) -> Path:
     md = [f"# VoxLab report ({stamp})", "", "Inputs: " + ", ".join(f"`{s}`" for s in sources), ""]
     md += [markdown_table(t) for t in tables]
     md += ["## Figures", ""] + [f"![{n}]({files[n]})" for n in pngs] + [""]
+    samples = audio_samples(entries, samples_per_testset) if samples_per_testset > 0 else []
+    if samples:
+        import shutil
+
+        (out_dir / "audio").mkdir(exist_ok=True)
+        md += ["## Listen: generated beside the ground truth", "",
+               "| run | test set | step | utt | text | generated | ground truth | prompt |", "|---|---|---|---|---|---|---|---|"]
+        for s in samples:
+            links = []
+            for kind in ("generated", "ground_truth", "prompt"):
+                if s[kind] is None:
+                    links.append("—")
+                    continue
+                dest = out_dir / "audio" / f"{_slug(s['run'])}_{s['testset']}_{s['utt']}_{kind}.wav"
+                shutil.copyfile(s[kind], dest)
+                links.append(f"[wav](audio/{dest.name})")
+            md.append(f"| {s['run']} | {s['testset']} | {s['step']} | {s['utt']} | {s['text']} | " + " | ".join(links) + " |")
+        md.append("")
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes]
     (out_dir / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -343,6 +394,14 @@ def write_report(inputs, out_dir) -> Path:
     body += [html_table(t) for t in tables]
     body += ["<h2>Figures</h2>"] + [f'<figure><img alt="{html.escape(n)}" src="data:image/png;base64,'
                                     f'{base64.b64encode(png).decode()}"></figure>' for n, png in pngs.items()]
+    if samples:
+        esc = html.escape
+        body += ["<h2>Listen: generated beside the ground truth</h2><table><thead><tr><th>run</th><th>test set</th>"
+                 "<th>step</th><th>utt</th><th>text</th><th>generated</th><th>ground truth</th><th>prompt</th></tr></thead><tbody>"]
+        body += [f"<tr><td>{esc(s['run'])}</td><td>{esc(s['testset'])}</td><td>{s['step']}</td><td>{esc(s['utt'])}</td>"
+                 f"<td>{esc(s['text'])}</td><td>{_player(s['generated'])}</td><td>{_player(s['ground_truth'])}</td>"
+                 f"<td>{_player(s['prompt'])}</td></tr>" for s in samples]
+        body += ["</tbody></table>"]
     if notes:
         body += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
     page = (f"<!DOCTYPE html><html><head><meta charset=utf-8><title>VoxLab report</title>"
@@ -356,10 +415,12 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", required=True, help="run, sweep or evaluation folders, sweep.json, checkpoints")
     p.add_argument("--out", help="output folder (default reports/<YYYYmmdd-HHMMSS>)")
+    p.add_argument("--samples", type=int, default=3,
+                   help="generated test utterances per test set shown as audio players beside the ground truth (0: none)")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else Path("reports") / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
-        md = write_report(args.runs, out)
+        md = write_report(args.runs, out, samples_per_testset=args.samples)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -35,6 +35,10 @@ class Result:
         return None if value is None else 100.0 * value
 
     @property
+    def duration_ratio(self) -> float | None:  # generated / ground-truth length, mean over utterances
+        return num(self.metrics.get("duration_ratio"))
+
+    @property
     def sim_name(self) -> str:
         backend = self.metrics.get("sim_backend") or {}
         if not backend:

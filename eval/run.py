@@ -87,9 +87,9 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def log_metrics(metrics: dict, set_name: str) -> dict[str, float]:
-    """Slash-namespaced scalars for a logger: eval/<set>/wer, wer_corpus, sim (those scored: a
+    """Slash-namespaced scalars for a logger: eval/<set>/wer, wer_corpus, sim, duration_ratio (those scored: a
     missing value is left out, never logged as zero)."""
-    return {f"eval/{set_name}/{key}": metrics[key] for key in ("wer", "wer_corpus", "sim")
+    return {f"eval/{set_name}/{key}": metrics[key] for key in ("wer", "wer_corpus", "sim", "duration_ratio")
             if metrics.get(key) is not None}
 
 
