@@ -2,7 +2,7 @@
 
 The waveforms are encoded once by the configured VAE into the latent cache
 (`datamodules.latents`, keyed by the VAE's weights); training reads latents only. Each item is
-packed into the layout of DESIGN section 3 by `models.packing`; with probability
+packed into the layout of docs/design.md section 3 by `models.packing`; with probability
 `data.prompt_prob`, another utterance of the same speaker is its prompt (continuation training
 for voice cloning). The pairing is drawn once from the seed, so item lengths (and so the frame
 budget of every batch) are known before the epoch starts.

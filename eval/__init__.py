@@ -2,5 +2,5 @@
 
 Library entry point: `eval.run.evaluate(testset, wavs_dir, out_dir, config=EvalConfig(...) or
 backends=Backends(...), transcripts=..., limit=..., utts=..., generation=..., generate_fn=...)`.
-CLI: `python -m eval --help`. Protocol facts: DESIGN.md section 7.
+CLI: `python -m eval --help`. Protocol facts: docs/design.md section 7.
 """

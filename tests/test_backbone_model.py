@@ -20,7 +20,7 @@ LM = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_attention_he
           num_hidden_layers=2)
 LOCAL = dict(hidden_dim=32, ffn_dim=64, num_heads=4, num_layers=1)
 NO_RALM = dict(residual_lm_layers=0, fsq={"enabled": False})
-# the switch combination of every row of DESIGN section 6, at a tiny size
+# the switch combination of every row of docs/design.md section 6, at a tiny size
 ABLATIONS = {
     "d256s9": {},
     "d4s9": dict(fsq={"latent_dim": 4}),

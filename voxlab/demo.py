@@ -1,13 +1,20 @@
-"""`make demo`: the whole path on one CPU - data, tiny VAE, latent cache, tiny d256s9 backbone,
-Seed-TTS-Eval on the embedded mini test set, report.
+"""`make demo`: the whole path on one CPU - data, tiny VAE, latent cache, tiny d256s9 backbone
+(evaluated while it trains), Seed-TTS-Eval on the whole embedded mini test set, report.
 
-Each stage is skipped when its result is already there (a finished run of the same experiment
-and scale, an evaluation folder with metrics.json), so re-running continues where it stopped.
-WER needs ASR weights (whisper / paraformer), which cannot be downloaded here: without them it
-is reported as unavailable, with the reason, and SIM uses resemblyzer (weights ship in its
-wheel). For the generated held-out sentences the ground truth exists (the same sentence by the
-same voice, rendered by the deterministic corpus), so the demo also reports mel-cepstral
-distortion after DTW alignment.
+The tiny AudioVAE: by default the demo starts from the one that VoxLab trained and the repository
+ships (`assets/tiny_audiovae/`, reproduced by the command in its README.md), because the VAE
+recipe needs more than the demo's budget to keep speech intelligible; `--train-vae` trains it here
+instead. The backbone is always trained from scratch.
+
+Each stage is skipped when its result is already there (a finished run of the same experiment,
+scale and settings, an evaluation folder with metrics.json), so re-running continues where it
+stopped. English WER uses whisper-large-v3 when its checkpoint is in whisper's cache, else the
+whisper tiny.en that `make install` brings (faster-whisper; the result names the model, and its
+WER is not comparable with large-v3's). Chinese CER needs a paraformer-zh folder
+(`--paraformer` or $VOXLAB_PARAFORMER); without it the Chinese rows give SIM, MCD and duration.
+For the held-out sentences the ground truth exists (the same sentence by the same voice, rendered
+by the deterministic corpus), so the demo also reports mel-cepstral distortion after DTW alignment
+and the generated / ground-truth duration ratio (does the stop head fire at the right time).
 """
 from __future__ import annotations
 
@@ -19,14 +26,19 @@ from pathlib import Path
 
 DATA = Path("data/corpus")
 RUNS = "runs"
+SHIPPED_VAE = Path(__file__).resolve().parent.parent / "assets" / "tiny_audiovae"
+EVAL_SETTINGS = {"cfg": 2.0, "timesteps": 10, "temperature": 1.0, "seed": 0}
 
 
-def _finished_run(exp: str, scale: str) -> Path | None:
-    from voxlab.runs import list_runs, read_status
+def _finished_run(exp: str, scale: str, overrides: list[str]) -> Path | None:
+    """The newest finished run of `exp` at `scale` trained with exactly these overrides."""
     from voxlab.config import load_run_config
+    from voxlab.runs import list_runs, read_status
 
     for run in reversed(list_runs(RUNS, exp)):
-        if read_status(run).get("state") == "finished" and load_run_config(run).get("scale") == scale:
+        saved = load_run_config(run)
+        if (read_status(run).get("state") == "finished" and saved.get("scale") == scale
+                and list(saved.get("overrides") or []) == list(overrides)):
             return run
     return None
 
@@ -34,7 +46,7 @@ def _finished_run(exp: str, scale: str) -> Path | None:
 def _train_or_reuse(exp: str, scale: str, overrides: list[str]) -> Path:
     from voxlab.train import train
 
-    run = _finished_run(exp, scale)
+    run = _finished_run(exp, scale, overrides)
     if run is not None:
         print(f"[demo] reusing finished {exp} run {run}")
         return run
@@ -57,8 +69,14 @@ def _mcd_rows(meta: Path, wavs: Path) -> list[dict]:
     return rows
 
 
-def _evaluate(run: Path, lang: str, limit: int | None) -> dict:
-    from eval.backends import EvalConfig, asr_available
+def _eval_config(paraformer: str | None):
+    from eval.backends import EvalConfig
+
+    return EvalConfig(sim="resemblyzer", device="cpu", paraformer=paraformer)
+
+
+def _evaluate(run: Path, lang: str, limit: int | None, paraformer: str | None) -> dict:
+    from eval.backends import asr_available
     from eval.generate import model_generate_fn
     from eval.run import evaluate
     from voxlab.checkpoint import load_checkpoint
@@ -66,17 +84,16 @@ def _evaluate(run: Path, lang: str, limit: int | None) -> dict:
     ckpt = run / "checkpoints" / "last.ckpt"
     step = load_checkpoint(ckpt)["global_step"]
     meta = DATA / "seedtts" / lang / "meta.lst"
-    out = run / "eval" / lang / f"step_{step}"
+    out = run / "eval" / lang / f"final_step_{step}"
     if (out / "metrics.json").is_file():
         print(f"[demo] reusing {out}")
         return json.loads((out / "metrics.json").read_text())
-    config = EvalConfig(sim="resemblyzer", device="cpu")
+    config = _eval_config(paraformer)
     ok, reason = asr_available(config, [lang])
     if not ok:
-        print(f"[demo] WER unavailable: {reason}")
-    settings = {"cfg": 2.0, "timesteps": 10, "temperature": 1.0, "seed": 0}
-    metrics = evaluate(meta, None, out, config=config, limit=limit, generation={"model": str(ckpt), **settings},
-                       generate_fn=model_generate_fn(ckpt, settings), skip_asr=None if ok else reason)
+        print(f"[demo] {lang}: WER/CER unavailable: {reason}")
+    metrics = evaluate(meta, None, out, config=config, limit=limit, generation={"model": str(ckpt), **EVAL_SETTINGS},
+                       generate_fn=model_generate_fn(ckpt, EVAL_SETTINGS), skip_asr=None if ok else reason)
     rows = _mcd_rows(meta, out / "wavs")
     if rows:
         metrics["mcd_db"] = round(sum(r["mcd_db"] for r in rows) / len(rows), 3)
@@ -85,7 +102,29 @@ def _evaluate(run: Path, lang: str, limit: int | None) -> dict:
     return metrics
 
 
-def run_demo(limit: int | None = 8, vae_steps: int = 150, tts_steps: int = 300) -> dict:
+def _asr_name(metrics: dict, lang: str) -> str | None:
+    asr = (metrics.get("asr") or {}).get(lang) or {}
+    if not asr.get("name"):
+        return None
+    return f"{asr['name']} {asr.get('model', '')}".strip()
+
+
+def tts_overrides(vae: Path, steps: int | None, eval_every: int, paraformer: str | None) -> list[str]:
+    """The backbone's settings in the demo: the tiny recipe, plus Seed-TTS-Eval every `eval_every`
+    steps on the first 8 utterances of each test set (the learning curves of the report)."""
+    out = [f"vae.path={vae}"]
+    if steps:
+        out.append(f"trainer.max_steps={steps}")
+    if eval_every > 0:
+        out += ["callbacks.seedtts_eval._target_=callbacks.evaluation.SeedTTSEvalCallback",
+                f"callbacks.seedtts_eval.every_n_steps={eval_every}", "callbacks.seedtts_eval.limit=8"]
+        if paraformer:
+            out.append(f"callbacks.seedtts_eval.paraformer={paraformer}")
+    return out
+
+
+def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int | None = None,
+             tts_steps: int | None = None, eval_every: int = 500, paraformer: str | None = None) -> dict:
     from datamodules.corpus import build_corpus
 
     times: dict[str, float] = {}
@@ -99,46 +138,74 @@ def run_demo(limit: int | None = 8, vae_steps: int = 150, tts_steps: int = 300) 
         return out
 
     stage("data", lambda: build_corpus(DATA))
-    vae = stage("tiny VAE", lambda: _train_or_reuse(
-        "audiovae", "tiny", [f"trainer.max_steps={vae_steps}", f"module.warmup_steps={vae_steps * 2 // 3}"]))
-    common = [f"vae.path={vae}"]
+    if train_vae:
+        vae_args = [f"trainer.max_steps={vae_steps}"] if vae_steps else []
+        vae = stage("tiny VAE (training)", lambda: _train_or_reuse("audiovae", "tiny", vae_args))
+        vae_source = f"trained here: {vae}"
+    else:
+        if not (SHIPPED_VAE / "audiovae.pth").is_file():
+            raise SystemExit(f"[demo] the shipped tiny VAE is missing ({SHIPPED_VAE}/audiovae.pth): "
+                             "restore it from git, or train one with `make demo ARGS=--train-vae`")
+        vae = SHIPPED_VAE
+        vae_source = f"shipped with the repository: {vae} (see its README.md; --train-vae trains one)"
+        print(f"[demo] tiny VAE: {vae_source}")
+    overrides = tts_overrides(vae, tts_steps, eval_every, paraformer)
 
     def cache():
         from datamodules.tts import ensure_caches
         from voxlab.config import compose
 
-        return ensure_caches(compose("d256s9", "tiny", common))
+        return ensure_caches(compose("d256s9", "tiny", [f"vae.path={vae}"]))
 
     stage("latent cache", cache)
-    tts = stage("tiny d256s9 backbone", lambda: _train_or_reuse("d256s9", "tiny", common + [f"trainer.max_steps={tts_steps}"]))
-    results = {lang: stage(f"eval {lang}", lambda lang=lang: _evaluate(tts, lang, limit)) for lang in ("en", "zh")}
+    tts = stage("tiny d256s9 backbone (training, evaluated every "
+                f"{eval_every} steps)" if eval_every > 0 else "tiny d256s9 backbone (training)",
+                lambda: _train_or_reuse("d256s9", "tiny", overrides))
+    results = {lang: stage(f"eval {lang}", lambda lang=lang: _evaluate(tts, lang, limit, paraformer))
+               for lang in ("en", "zh")}
 
     def report():
         from eval.report import write_report
 
-        return write_report([tts], Path(RUNS) / "demo" / "report")
+        return write_report([tts], Path(RUNS) / "demo" / "report", samples_per_testset=3)
 
     report_md = stage("report", report)
-    summary = {"stage_seconds": times, "total_seconds": round(sum(times.values()), 1), "vae_run": str(vae),
+    keys = ("wer", "wer_unavailable", "sim", "sim_model", "mcd_db", "duration_ratio", "duration_ratio_median",
+            "duration_within_25pct", "n_utts")
+    summary = {"stage_seconds": times, "total_seconds": round(sum(times.values()), 1), "vae": vae_source,
                "tts_run": str(tts), "report": str(report_md),
-               "results": {lang: {k: m.get(k) for k in ("sim", "sim_model", "wer", "wer_unavailable", "mcd_db", "n_utts")}
+               "results": {lang: {**{k: m.get(k) for k in keys}, "asr": _asr_name(m, lang)}
                            for lang, m in results.items()}}
-    (Path(RUNS) / "demo" / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("\n[demo] stage times (s): " + ", ".join(f"{k} {v}" for k, v in times.items()))
+    out = Path(RUNS) / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("\n[demo] stage times (s): " + ", ".join(f"{k} {v}" for k, v in times.items())
+          + f"; total {summary['total_seconds']} s")
+    print(f"[demo] VAE: {vae_source}")
     for lang, r in summary["results"].items():
-        wer = r["wer"] if r["wer"] is not None else f"unavailable ({r['wer_unavailable']})"
-        print(f"[demo] {lang}: SIM {r['sim']} ({r['sim_model']}), MCD {r['mcd_db']} dB, WER {wer}")
+        metric = "WER" if lang == "en" else "CER"
+        wer = (f"{metric} {r['wer']:.1f}% ({r['asr']})" if r["wer"] is not None
+               else f"{metric} unavailable ({r['wer_unavailable']})")
+        dur = ("duration ratio -" if r["duration_ratio"] is None else
+               f"duration gen/gt mean {r['duration_ratio']:.2f}, within 25% for {100 * r['duration_within_25pct']:.0f}%")
+        print(f"[demo] {lang} ({r['n_utts']} utts): {wer}; SIM {r['sim']} ({r['sim_model']}); "
+              f"MCD {r['mcd_db']} dB; {dur}")
     print(f"[demo] report: {report_md} (and report.html beside it)")
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--limit", type=int, default=8, help="test utterances per language (0: all 16)")
-    parser.add_argument("--vae-steps", type=int, default=150, help="tiny VAE generator steps")
-    parser.add_argument("--tts-steps", type=int, default=300, help="tiny d256s9 training steps")
+    parser.add_argument("--limit", type=int, default=0, help="test utterances per language (0: all)")
+    parser.add_argument("--train-vae", action="store_true",
+                        help="train the tiny VAE here instead of starting from the shipped one")
+    parser.add_argument("--vae-steps", type=int, help="with --train-vae: generator steps (default: the tiny recipe's)")
+    parser.add_argument("--tts-steps", type=int, help="tiny d256s9 training steps (default: the tiny recipe's)")
+    parser.add_argument("--eval-every", type=int, default=500,
+                        help="Seed-TTS-Eval (8 utts per language) every N backbone steps during training (0: off)")
+    parser.add_argument("--paraformer", help="paraformer-zh folder for the Chinese CER (or $VOXLAB_PARAFORMER)")
     args = parser.parse_args(argv)
-    run_demo(args.limit or None, args.vae_steps, args.tts_steps)
+    run_demo(args.limit or None, args.train_vae, args.vae_steps, args.tts_steps, args.eval_every, args.paraformer)
     return 0
 
 

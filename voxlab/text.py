@@ -4,7 +4,7 @@ audio boundary ids of the sequence layout (101 = audio start, 102 = audio end, a
 - `CharTokenizer`: one id per character, for the embedded corpus. Ids below 128 are reserved
   for special tokens so that 101/102 mean the same as in the official vocabulary.
 - `HFTokenizer`: a Hugging Face tokenizer from a local folder (LlamaTokenizerFast files), with
-  multi-character Chinese tokens split into single characters (DESIGN section 3).
+  multi-character Chinese tokens split into single characters (docs/design.md section 3).
 """
 from __future__ import annotations
 

@@ -89,14 +89,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None and node.get("_target_"):
             callbacks.append(locate(node._target_)(**{k: v for k, v in node.items() if k != "_target_"}))
-    if sys.stderr.isatty() or sys.stdout.isatty():
+    on_terminal = sys.stderr.isatty() or sys.stdout.isatty()
+    if on_terminal:
         callbacks.append(RichProgressBar())
+    else:  # logs and pipes: plain progress lines instead of one ever-growing bar
+        from callbacks.line_progress import LineProgress
+        callbacks.append(LineProgress())
     loggers = [TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
                AppendingCSVLogger(run_dir, name="csv", version="")]
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks,
                      plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
-                     enable_progress_bar=True, **trainer_kwargs)
+                     enable_progress_bar=on_terminal, **trainer_kwargs)
 
 
 def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), resume: str | None = None) -> Path:

@@ -3,7 +3,7 @@
 Our own ResNet (the module and parameter names of wespeaker's `wespeaker/models/resnet.py`, so the
 checkpoint loads with strict key checks), fed with Kaldi fbank from kaldi-native-fbank on int16-scaled
 audio and mean-normalised over time, as wespeaker's `Speaker.extract_embedding` does (without its
-optional VAD). The official wespeaker package is not installable here (DESIGN section 8).
+optional VAD). The official wespeaker package is not installable here (docs/design.md section 8).
 """
 from __future__ import annotations
 
