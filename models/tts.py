@@ -15,7 +15,9 @@ The loop (the official VoxCPM-0.5B inference, voxcpm 2.0.3, made incremental and
 - an item that stops leaves the batch (its cache rows are dropped); the others go on;
 - VAE decode. With a prompt, the last min(2, prompt patches) prompt patches are decoded in front
   of the new ones as context and their audio is cut (the official keeps 2; it cuts 2 patches even
-  for a 1-patch prompt, we cut what was put in front).
+  for a 1-patch prompt, we cut what was put in front). That is the official prompt-cache path, the
+  one the public `VoxCPM.generate` runs; the official `VoxCPMModel.generate` (no cache) keeps the
+  context audio, so its cloned waveforms are 2 patches longer, the same samples after them.
 Text is cleaned as the official `VoxCPM.generate` does (newlines and runs of whitespace -> one
 space); the prompt text is prepended as a string, then tokenised with the target text.
 """

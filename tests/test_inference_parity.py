@@ -2,9 +2,11 @@
 saved in the official folder format, loaded the way `make synth` loads it (models.load), gives the
 same latents and waveform as the official `generate_with_prompt_cache` - zero-shot and cloning,
 English and Chinese - with the initial noise at temperature 0 (the official sampler patched to 0)
-and, with the same seed, at temperature 1. Our export loads back into the official package."""
+and, with the same seed, at temperature 1; cloning also against `VoxCPMModel.generate` (no prompt
+cache) over prompt lengths around whole patches. Our export loads back into the official package."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 
@@ -65,18 +67,33 @@ def setup(tmp_path_factory):
     return off, ours, root, str(prompt)
 
 
-def official_generate(off, text, prompt_text=None, prompt_wav=None, temperature=0.0, seed=None):
+@contextlib.contextmanager
+def official_temperature(off, temperature):
+    """The official sampler with its initial noise scaled by `temperature` (0: deterministic)."""
     off.feat_decoder.forward = functools.partial(type(off.feat_decoder).forward, off.feat_decoder,
                                                  temperature=temperature)
     try:
+        yield
+    finally:
+        del off.feat_decoder.forward
+
+
+def official_generate(off, text, prompt_text=None, prompt_wav=None, temperature=0.0, seed=None, max_len=4096, **kw):
+    """The prompt-cache path (what the public `VoxCPM.generate` runs): (waveform, new latents)."""
+    with official_temperature(off, temperature):
         if seed is not None:
             torch.manual_seed(seed)
         cache = off.build_prompt_cache(prompt_text=prompt_text, prompt_wav_path=prompt_wav) if prompt_wav else None
-        wav, _, feats = off.generate_with_prompt_cache(target_text=text, prompt_cache=cache, max_len=4096)
-    finally:
-        del off.feat_decoder.forward
+        wav, _, feats = off.generate_with_prompt_cache(target_text=text, prompt_cache=cache, max_len=max_len, **kw)
     context = min(2, len(cache["audio_feat"])) if cache else 0  # the official keeps prompt context patches
     return wav[0], feats[context:]
+
+
+def official_plain(off, text, prompt_text=None, prompt_wav=None, max_len=4096):
+    """`VoxCPMModel.generate`, the path without a prompt cache: its waveform at temperature 0."""
+    with official_temperature(off, 0.0):
+        kw = dict(prompt_text=prompt_text, prompt_wav_path=prompt_wav) if prompt_wav else {}
+        return off.generate(text, max_len=max_len, **kw)[0]
 
 
 def close(a, b, what):
@@ -97,6 +114,39 @@ def test_generation_matches_official(setup, lang, prompt):
     assert got.stopped and got.patches.shape[0] > 4  # the stop head ended it, after the minimum
     close(got.patches, ref_feats, "latents")
     close(got.wav, ref_wav, "waveform")
+
+
+# Prompt lengths in samples, as (whole patches, extra samples): shorter than a patch, a patch and one
+# sample either side, two and three patches exactly and +-1, and a long prompt.
+PROMPT_LENGTHS = [(0, 7), (1, -1), (1, 0), (1, 1), (2, -1), (2, 0), (2, 1), (3, 0), (60, 13)]
+
+
+@pytest.mark.parametrize("whole,extra", PROMPT_LENGTHS, ids=[f"{w}p{e:+d}" for w, e in PROMPT_LENGTHS])
+def test_cloning_prompt_lengths_match_both_official_paths(setup, tmp_path, whole, extra):
+    """Ours = the prompt-cache path (the public `VoxCPM.generate`). The official `VoxCPMModel.generate`
+    (no cache) returns the audio of its last min(2, prompt patches) prompt patches in front of the
+    new audio: 2 patches longer, the same samples after them. A 1-patch prompt: the cache path cuts 2
+    patches though only 1 was put in front, so it loses the first new patch; we keep it."""
+    off, ours, _, _ = setup
+    patch = ours.backbone.patch_size * ours.vae.hop_length
+    wav = tmp_path / "prompt.wav"
+    n = whole * patch + extra
+    sf.write(wav, (np.random.default_rng(n).standard_normal(n) * 0.1).astype(np.float32), 16000)
+    text, prompt_text = CASES["en"]
+    cap = 24  # the long prompt would run long; the short ones stop after 5-7 patches
+    got = ours.synthesize_batch([text], [str(wav)], [prompt_text], temperature=0.0, max_len=cap)[0]
+    context = min(2, -(-n // patch))
+    plain = official_plain(off, text, prompt_text, str(wav), max_len=cap)
+    close(got.wav, plain[context * patch:], "waveform vs VoxCPMModel.generate after its context")
+    cached, feats = official_generate(off, text, prompt_text, str(wav), max_len=cap)
+    close(got.patches, feats, "latents vs the prompt-cache path")
+    close(got.wav[(2 - context) * patch:], cached, "waveform vs the prompt-cache path")
+
+
+def test_zero_shot_matches_both_official_paths(setup):
+    off, ours, _, _ = setup
+    got = ours.synthesize_batch([CASES["zh"][0]], temperature=0.0)[0]
+    close(got.wav, official_plain(off, CASES["zh"][0]), "waveform vs VoxCPMModel.generate")
 
 
 class NeverStop(torch.nn.Module):
