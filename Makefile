@@ -17,7 +17,7 @@ ARGS ?=
 RESUME ?=
 DATA ?= data/corpus
 
-.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze
+.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -64,3 +64,6 @@ demo: ## data, tiny VAE, latent cache, tiny d256s9, Seed-TTS-Eval on the mini te
 
 analyze: ## hidden-state t-SNE and linear probes (the paper's analysis section): MODEL=... [ARGS="--sentences 12"]
 	@$(PY) -m eval.analysis --model "$(MODEL)" $(if $(OUT),--out $(OUT)) $(ARGS)
+
+tiny-vae: ## re-train the tiny AudioVAE that the demo ships (assets/tiny_audiovae; ~75 min on 2 cores) [ARGS=...]
+	@$(PY) -m voxlab.tiny_vae $(ARGS)

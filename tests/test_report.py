@@ -149,3 +149,28 @@ def test_bad_inputs_fail_clearly(tmp_path, capsys):
                                       ("hard", "hard"), ("mini", None), ("english", None)])
 def test_column_of(name, col):
     assert column_of(name) == col
+
+
+def test_samples_are_players_beside_ground_truth_and_prompt(tmp_path):
+    from eval.fixtures import write_tone
+
+    testset = tmp_path / "seedtts" / "en"
+    lines = []
+    for i, utt in enumerate(["en_001", "en_002"]):
+        write_tone(testset / "prompt-wavs" / f"{utt}_p.wav", 0.3, 150 + i, seed=i)
+        write_tone(testset / "wavs" / f"{utt}.wav", 0.3, 170 + i, seed=i)
+        lines.append(f"{utt}|prompt words|prompt-wavs/{utt}_p.wav|target words {i}|wavs/{utt}.wav")
+    (testset / "meta.lst").write_text("\n".join(lines) + "\n")
+    folder = write_eval(tmp_path / "evals" / "en_x", "en", 20.0, 0.6)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["testset"]["path"] = str(testset / "meta.lst")
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    md = write_report([folder], tmp_path / "report", samples_per_testset=1)
+    page = (md.parent / "report.html").read_text()
+    assert page.count("<audio controls") == 3  # generated, ground truth, prompt of one utterance
+    text = md.read_text()
+    assert "target words 0" in text and "target words 1" not in text
+    linked = re.findall(r"\(audio/([^)]+\.wav)\)", text)
+    assert len(linked) == 3 and all((md.parent / "audio" / name).is_file() for name in linked)
+    assert "<audio" not in (write_report([folder], tmp_path / "plain").parent / "report.html").read_text()
