@@ -189,8 +189,8 @@ class AudioVAE(nn.Module):
         if math.prod(encoder_rates) != math.prod(decoder_rates):
             raise ValueError(f"AudioVAE: encoder_rates {encoder_rates} and decoder_rates {decoder_rates} "
                              "must have the same product (the hop length)")
-        if decoder_dim % 2 ** len(decoder_rates):
-            raise ValueError(f"AudioVAE: decoder_dim {decoder_dim} must be divisible by 2**{len(decoder_rates)}")
+        if decoder_dim < 2 ** len(decoder_rates):  # widths halve (rounding down, as the official) per block
+            raise ValueError(f"AudioVAE: decoder_dim {decoder_dim} must be at least 2**{len(decoder_rates)}")
         if latent_dim is None:  # official fallback: the encoder's last width
             latent_dim = encoder_dim * 2 ** len(encoder_rates)
         self.encoder_dim, self.encoder_rates, self.latent_dim = encoder_dim, encoder_rates, latent_dim

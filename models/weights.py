@@ -4,7 +4,9 @@ report of missing / unexpected / mis-shaped keys, and the AudioVAE's load and ex
 `load_audiovae(path)` accepts:
   - an official `audiovae.pth` (a state dict, possibly under "state_dict") or `audiovae.safetensors`;
     the architecture comes from `audiovae_config.json` (our export) or the `audio_vae_config` of a
-    `config.json` (an official model folder) beside it, else the official 16 kHz defaults;
+    `config.json` (an official model folder) beside it, else from the weights themselves
+    (`infer_audiovae_config`; the sample rate, which no weight shows, is taken as 16 kHz). One line
+    on stderr says which;
   - a folder holding one of those files (an export or an official model folder);
   - a Lightning checkpoint of `AudioVAEModule` (its config is embedded; EMA weights when it has them),
     or a run folder (its `checkpoints/last.ckpt`).
@@ -12,13 +14,14 @@ report of missing / unexpected / mis-shaped keys, and the AudioVAE's load and ex
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Mapping
 
 import torch
 from torch import nn
 
-from models.audiovae import PAPER_CONFIG, AudioVAE
+from models.audiovae import AudioVAE
 
 CONFIG_NAME = "audiovae_config.json"
 AUDIOVAE_TARGET = "models.audiovae.AudioVAE"
@@ -79,14 +82,47 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
     module.load_state_dict(state, strict=True)
 
 
-def _config_beside(folder: Path) -> dict:
+def _config_beside(folder: Path) -> tuple[dict, str] | None:
+    """(audio_vae_config, where it was read) from the files beside the weights, or None."""
     if (folder / CONFIG_NAME).is_file():
-        return json.loads((folder / CONFIG_NAME).read_text())
+        return json.loads((folder / CONFIG_NAME).read_text()), str(folder / CONFIG_NAME)
     if (folder / "config.json").is_file():
         cfg = json.loads((folder / "config.json").read_text())
         if isinstance(cfg.get("audio_vae_config"), dict):
-            return cfg["audio_vae_config"]
-    return dict(PAPER_CONFIG)
+            return cfg["audio_vae_config"], f"{folder / 'config.json'} (audio_vae_config)"
+    return None
+
+
+def infer_audiovae_config(state: Mapping[str, torch.Tensor], sample_rate: int = 16000) -> dict:
+    """The AudioVAE config an official-layout state dict was built with, read from its shapes:
+    widths from conv outputs, each rate from its strided conv's kernel (2 * stride), depthwise from
+    the decoder's 1x1 conv after a depthwise one, the noise block from its keys. Every layer index
+    here is the layout documented in models.audiovae."""
+    def weight(name: str) -> torch.Tensor:
+        for key in (f"{name}.weight_v", f"{name}.weight"):
+            if key in state:
+                return state[key]
+        raise WeightsError(f"no {name}.weight_v: not an official AudioVAE state dict, and no config beside it "
+                           f"({CONFIG_NAME}, or config.json with audio_vae_config) says what it is")
+
+    def indices(prefix: str, suffix: str = "") -> list[int]:
+        return sorted({int(k[len(prefix):].split(".")[0]) for k in state
+                       if k.startswith(prefix) and k.endswith(suffix) and k[len(prefix):].split(".")[0].isdigit()})
+
+    enc_blocks = [i for i in indices("encoder.block.") if i > 0]  # block 0: the first conv
+    depthwise = "decoder.model.1.weight_v" in state or "decoder.model.1.weight" in state  # the 1x1 conv
+    dec_blocks = indices("decoder.model.", ".block.1.weight_v")  # the transposed conv of each block
+    encoder_dim = int(weight("encoder.block.0").shape[0])  # raises first, naming what is missing
+    if not enc_blocks or not dec_blocks:
+        weight("encoder.block.1.block.4" if not enc_blocks else "decoder.model.1.block.1")
+    return dict(
+        encoder_dim=encoder_dim,
+        encoder_rates=[int(weight(f"encoder.block.{i}.block.4").shape[-1]) // 2 for i in enc_blocks],
+        latent_dim=int(weight("encoder.fc_mu").shape[0]),
+        decoder_dim=int(weight("decoder.model.1" if depthwise else "decoder.model.0").shape[0]),
+        decoder_rates=[int(weight(f"decoder.model.{i}.block.1").shape[-1]) // 2 for i in dec_blocks],
+        depthwise=depthwise, sample_rate=int(sample_rate),
+        use_noise_block=any(f"decoder.model.{i}.block.2.linear.weight_v" in state for i in dec_blocks))
 
 
 def _build(config: Mapping, source: str) -> AudioVAE:
@@ -137,9 +173,24 @@ def load_audiovae(path: str | Path) -> AudioVAE:
     if path.suffix == ".ckpt":
         model = _from_checkpoint(path)
     else:
-        model = _build(_config_beside(path.parent), str(path))
-        load_strict(model, read_state_dict(path), str(path))
+        state = read_state_dict(path)
+        beside = _config_beside(path.parent)
+        if beside is None:
+            try:
+                config = infer_audiovae_config(state)
+            except WeightsError as err:
+                raise WeightsError(f"{path}: {err}") from None
+            source = f"inferred from the weights ({_describe(config)}; sample rate not in the weights, 16000 taken)"
+        else:
+            config, source = beside
+        print(f"[audiovae] {path}: architecture from {source}", file=sys.stderr)
+        model = _build(config, str(path))
+        load_strict(model, state, str(path))
     return model.eval()
+
+
+def _describe(config: Mapping) -> str:
+    return ", ".join(f"{k}={v}" for k, v in config.items() if k != "sample_rate")
 
 
 def export_audiovae(model: AudioVAE, folder: str | Path) -> Path:

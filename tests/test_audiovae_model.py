@@ -181,10 +181,18 @@ def test_mismatched_or_unsafe_weights_fail_clearly(tmp_path):
     msg = str(err.value)
     assert "somefile.pth" in msg and "encoder.fc_mu.weight_g" in msg and "extra.weight" in msg
     assert "decoder.model.0.bias" in msg and "shape" in msg
-    # A default-config (paper) loader refuses the small model's file instead of half-loading it.
+    # A bare file loads with the architecture its shapes show; a config beside it that disagrees is
+    # refused instead of half-loading the weights.
     torch.save(AudioVAE(**SMALL).state_dict(), tmp_path / "audiovae.pth")
+    assert load_audiovae(tmp_path / "audiovae.pth").config() == AudioVAE(**SMALL).config()
+    (tmp_path / "config.json").write_text(json.dumps({"audio_vae_config": {**SMALL, "decoder_dim": 64}}))
     with pytest.raises(WeightsError, match="do not match"):
         load_audiovae(tmp_path / "audiovae.pth")
+    state.pop("decoder.model.0.bias")
+    (tmp_path / "bare").mkdir()
+    torch.save({k: v for k, v in state.items() if not k.startswith("encoder.")}, tmp_path / "bare" / "half.pth")
+    with pytest.raises(WeightsError, match=r"half\.pth: no encoder\.block\.0\.weight_v.*config"):
+        load_audiovae(tmp_path / "bare" / "half.pth")
     # Pickles with code payloads are refused by weights_only loading.
     torch.save({"state_dict": {"a": torch.zeros(1)}, "obj": Payload()}, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="weights_only"):

@@ -12,7 +12,7 @@ import torch
 
 from models import export_audiovae, load_audiovae
 from models.audiovae import AudioVAE
-from models.weights import load_strict
+from models.weights import infer_audiovae_config, load_strict
 from voxlab.config import compose, instantiate
 
 
@@ -107,3 +107,49 @@ def test_paper_config_has_the_official_default_layout():
     official = OfficialVAE(AudioVAEConfig()).state_dict()
     ours = instantiate(compose("audiovae", "paper").model).state_dict()
     assert {k: tuple(v.shape) for k, v in official.items()} == {k: tuple(v.shape) for k, v in ours.items()}
+    assert infer_audiovae_config(official) == AudioVAEConfig().model_dump()  # a bare release file
+
+
+# Official files of other sizes, saved bare (no config beside): the architecture comes from the weights.
+OTHER_SIZES = {
+    "wide24_72": dict(encoder_dim=24, decoder_dim=72),  # 72 does not halve evenly 4 times
+    "plain_noise": dict(encoder_dim=4, encoder_rates=[2, 4, 5], latent_dim=12, decoder_dim=40, decoder_rates=[5, 4, 2],
+                        depthwise=False, use_noise_block=True),
+    "odd_rates": dict(encoder_dim=6, encoder_rates=[3, 5], latent_dim=14, decoder_dim=30, decoder_rates=[5, 3]),
+}
+
+
+@pytest.mark.parametrize("name", list(OTHER_SIZES))
+def test_bare_official_file_of_another_size_loads_by_inference(tmp_path, name, capsys):
+    official = _random_official(OTHER_SIZES[name], seed=5)
+    torch.save({"state_dict": official.state_dict()}, tmp_path / "audiovae.pth")
+    ours = load_audiovae(tmp_path / "audiovae.pth")
+    assert "inferred from the weights" in capsys.readouterr().err
+    assert ours.config() == _official()[1](**OTHER_SIZES[name]).model_dump()  # every field, 16 kHz taken
+    hop = official.hop_length
+    torch.manual_seed(1)
+    wav = torch.randn(2, 1, hop * 7 + 5) * 0.2
+    with torch.no_grad():
+        mu_off, mu_ours = official.encode(wav, 16000), ours.encode(wav, 16000)
+        assert mu_off.shape == mu_ours.shape and (mu_off - mu_ours).abs().max() <= 1e-5
+        z = mu_off + 0.1 * torch.randn_like(mu_off)
+        torch.manual_seed(2)  # the noise block draws the same noise in both
+        out_off = official.decode(z)
+        torch.manual_seed(2)
+        out_ours = ours.decode(z)
+        assert out_off.shape == out_ours.shape == (2, 1, z.shape[-1] * hop)
+        assert (out_off - out_ours).abs().max() <= 1e-5
+
+
+def test_config_beside_the_file_wins_and_is_named(tmp_path, capsys):
+    """A config.json's audio_vae_config is used (and named) where present: the sample rate is only there."""
+    config = dict(OTHER_SIZES["odd_rates"], latent_dim=10, sample_rate=24000)
+    official = _random_official(config, seed=6)
+    torch.save(official.state_dict(), tmp_path / "audiovae.pth")
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": "voxcpm", "audio_vae_config": config}))
+    ours = load_audiovae(tmp_path / "audiovae.pth")
+    assert "config.json (audio_vae_config)" in capsys.readouterr().err
+    assert ours.sample_rate == 24000 and ours.latent_dim == 10
+    with torch.no_grad():
+        x = torch.randn(1, 1, 300) * 0.2
+        assert (official.encode(x, 24000) - ours.encode(x, 24000)).abs().max() <= 1e-5
