@@ -78,3 +78,27 @@ def test_hf_tokenizer_splits_multichar_chinese(tmp_path):
     assert tok.encode("hello") == [3]
     with pytest.raises(FileNotFoundError, match="tokenizer folder not found"):
         HFTokenizer(tmp_path / "missing")
+
+
+def test_hf_tokenizer_follows_the_official_chinese_rule(tmp_path):
+    """A vocabulary that tells the rules apart: "▁你们" has no bare "你们" entry, "㐀㐁" (extension A)
+    is outside U+4E00-U+9FFF; "▁世界" has a bare "世界". The official splits the last only."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "<s>", "</s>", "\u2581你们", "你", "们", "\u2581㐀㐁", "㐀㐁", "㐀", "㐁", "\u2581世界", "世界", "世",
+             "界", "\u2581hello"]
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>").save_pretrained(
+        tmp_path / "tok")
+    text = "你们 㐀㐁 世界 hello"
+    tok = HFTokenizer(tmp_path / "tok")
+    assert tok.encode(text) == [3, 6, 12, 13, 14]
+    assert HFTokenizer(tmp_path / "tok", cjk_split="any").encode(text) == [4, 5, 8, 9, 12, 13, 14]
+    from official_voxcpm import install_stubs
+    install_stubs()
+    utils = pytest.importorskip("voxcpm.model.utils")
+    assert utils.mask_multichar_chinese_tokens(tok.tok)(text) == tok.encode(text)
+    with pytest.raises(ValueError, match="cjk_split"):
+        HFTokenizer(tmp_path / "tok", cjk_split="all")

@@ -4,7 +4,11 @@ audio boundary ids of the sequence layout (101 = audio start, 102 = audio end, a
 - `CharTokenizer`: one id per character, for the embedded corpus. Ids below 128 are reserved
   for special tokens so that 101/102 mean the same as in the official vocabulary.
 - `HFTokenizer`: a Hugging Face tokenizer from a local folder (LlamaTokenizerFast files), with
-  multi-character Chinese tokens split into single characters (docs/design.md section 3).
+  multi-character Chinese tokens split into single characters (docs/design.md section 3). The
+  official rule (default, `cjk_split="official"`): a token is split when, without its "▁" marks,
+  it is itself a vocabulary entry of 2+ characters all in U+4E00-U+9FFF; the "▁" is then dropped.
+  `cjk_split="any"` (the rule of earlier VoxLab versions) splits every token whose text after the
+  leading "▁" is 2+ CJK characters (extension A and compatibility ideographs included).
 """
 from __future__ import annotations
 
@@ -64,29 +68,44 @@ class HFTokenizer:
 
     kind = "hf"
     audio_start_id, audio_end_id = AUDIO_START_ID, AUDIO_END_ID
+    CJK_SPLITS = ("official", "any")
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, cjk_split: str = "official"):
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: tokenizer folder not found (expected tokenizer.json / "
                                     "tokenizer_config.json of a LlamaTokenizerFast)")
+        if cjk_split not in self.CJK_SPLITS:
+            raise ValueError(f"cjk_split must be one of {self.CJK_SPLITS}, got {cjk_split!r}")
         from transformers import AutoTokenizer
 
+        self.source, self.cjk_split = str(folder), cjk_split
         self.tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else PAD_ID
+        # the vocabulary's own multi-character words of the basic CJK block (the official set)
+        self.words = {t for t in self.tok.get_vocab() if len(t) > 1 and all("\u4e00" <= c <= "\u9fff" for c in t)}
 
     @property
     def vocab_size(self) -> int:
         return len(self.tok)
 
+    def vocabulary(self) -> dict[str, int]:
+        """Token text -> id (what an LM's embedding rows mean)."""
+        return dict(self.tok.get_vocab())
+
+    def _pieces(self, token: str) -> list[str] | None:
+        """The characters `token` is split into, or None to keep it."""
+        if self.cjk_split == "official":
+            bare = token.replace("\u2581", "")
+            return list(bare) if bare in self.words else None
+        bare = token.lstrip("\u2581")
+        return list(bare) if len(bare) > 1 and all(is_cjk(c) for c in bare) else None
+
     def encode(self, text: str) -> list[int]:
         ids: list[int] = []
         for tid in self.tok.encode(text, add_special_tokens=False):
-            piece = self.tok.convert_ids_to_tokens(tid).lstrip("\u2581")
-            if len(piece) > 1 and all(is_cjk(c) for c in piece):
-                ids.extend(self.tok.convert_tokens_to_ids(c) for c in piece)
-            else:
-                ids.append(tid)
+            pieces = self._pieces(self.tok.convert_ids_to_tokens(tid))
+            ids.extend([tid] if pieces is None else self.tok.convert_tokens_to_ids(pieces))
         return ids
 
     def decode(self, ids: list[int]) -> str:
