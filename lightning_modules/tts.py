@@ -39,8 +39,10 @@ class TTSModule(L.LightningModule):
         if stage == "fit" and self.trainer.ckpt_path is None:
             from voxlab.lm import ensure_lm
 
+            from voxlab.text import build_tokenizer
+
             ensure_lm(self.config)
-            report = self.model.apply_lm_init()
+            report = self.model.apply_lm_init(tokenizer=build_tokenizer(self.config.text))
             if report:
                 print(f"[lm_init] {report}")
 

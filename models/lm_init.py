@@ -8,6 +8,12 @@ full copies the token embedding, every layer and the final norm and needs equal 
 copies the embedding, layers 0..num_layers-1 and the final norm. The LM head is not used (the
 TSLM has none). Any shape mismatch fails naming the tensor; settings that shapes cannot reveal
 (RoPE theta, norm eps, muP) are compared with the folder's config.json and reported.
+
+The copied embedding rows mean the LM's tokens, so the text tokenizer must be the LM's own: given
+one (`tokenizer=`, as training does), every token of it must have the same id in the LM's
+vocabulary, read from the folder's tokenizer files or, for the tiny LM VoxLab pre-trains
+(voxlab.lm), from the character vocabulary its `voxlab_lm.json` records. Otherwise init fails
+naming both.
 """
 from __future__ import annotations
 
@@ -70,8 +76,48 @@ def _compare_settings(folder: Path, lm: MiniCPMModel) -> list[str]:
     return notes
 
 
-def init_lm(lm: MiniCPMModel, mode: str = "none", path: str | None = None, num_layers: int | None = None) -> dict | None:
-    """Copy pretrained weights into `lm` in place. Returns a summary dict (None for mode none)."""
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def lm_vocabulary(folder: Path) -> tuple[dict[str, int], str]:
+    """(token text -> id, where it was read) of the tokenizer the LM in `folder` was trained with."""
+    from voxlab.text import CharTokenizer, HFTokenizer
+
+    record = folder / "voxlab_lm.json"
+    if record.is_file():
+        info = json.loads(record.read_text(encoding="utf-8"))
+        if isinstance(info.get("vocabulary"), dict) and "chars" in info["vocabulary"]:
+            chars = info["vocabulary"]["chars"]
+            return CharTokenizer(chars).vocabulary(), f"the {len(chars)} characters recorded in {record}"
+        vocab = Path(info.get("vocab_file") or "")
+        if info.get("tokenizer") == "char" and vocab.is_file():  # an LM recorded before the characters were
+            return CharTokenizer.from_file(vocab).vocabulary(), f"the character vocabulary {vocab} named in {record}"
+    if any((folder / n).is_file() for n in TOKENIZER_FILES):
+        return HFTokenizer(folder).vocabulary(), f"the tokenizer files of {folder}"
+    raise LMInitError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES)}) and no voxlab_lm.json "
+                      "vocabulary: cannot check that the text tokenizer is the LM's own")
+
+
+def check_tokenizer(folder: Path, tokenizer) -> str:
+    """Fails unless every token of `tokenizer` has the same id in the LM's vocabulary; returns the
+    LM vocabulary's source."""
+    theirs, where = lm_vocabulary(folder)
+    ours = tokenizer.vocabulary()
+    wrong = sorted((t for t, i in ours.items() if theirs.get(t) != i), key=ours.get)
+    if wrong:
+        shown = ", ".join(f"{t!r} is {ours[t]} here, {theirs.get(t, 'absent')} in the LM" for t in wrong[:3])
+        raise LMInitError(
+            f"the text tokenizer ({type(tokenizer).__name__} from {getattr(tokenizer, 'source', '?')}, "
+            f"{len(ours)} tokens) is not the LM's own ({where}, {len(theirs)} tokens): {len(wrong)} of its tokens "
+            f"differ ({shown}). The copied embeddings mean the LM's tokens: use the LM's tokenizer "
+            f"(text.kind=hf text.path={folder}) or model.lm_init.mode=none")
+    return where
+
+
+def init_lm(lm: MiniCPMModel, mode: str = "none", path: str | None = None, num_layers: int | None = None,
+            tokenizer=None) -> dict | None:
+    """Copy pretrained weights into `lm` in place. Returns a summary dict (None for mode none).
+    `tokenizer`: the text frontend the model will be trained with, checked against the LM's own."""
     if mode not in MODES:
         raise LMInitError(f"model.lm_init.mode must be one of {MODES}, got {mode!r}")
     if mode == "none":
@@ -92,6 +138,11 @@ def init_lm(lm: MiniCPMModel, mode: str = "none", path: str | None = None, num_l
             raise LMInitError(f"model.lm_init.num_layers={num_layers} exceeds the TSLM's {ours} layers")
         copy_layers = num_layers
 
+    if tokenizer is None:
+        vocabulary = "not checked (no tokenizer given)"
+        log.warning("LM init from %s: the text tokenizer is not checked against the LM's", folder)
+    else:
+        vocabulary = check_tokenizer(folder, tokenizer)
     src = _strip_prefix(_read_state_dict(folder))
     src_layers = {int(k.split(".")[1]) for k in src if k.startswith("layers.")}
     n_src = max(src_layers) + 1 if src_layers else 0
@@ -117,6 +168,7 @@ def init_lm(lm: MiniCPMModel, mode: str = "none", path: str | None = None, num_l
     notes = _compare_settings(folder, lm)
     for note in notes:
         log.warning("LM init setting differs: %s", note)
-    summary = {"path": str(folder), "mode": mode, "layers_copied": copy_layers, "tensors": len(wanted), "notes": notes}
+    summary = {"path": str(folder), "mode": mode, "layers_copied": copy_layers, "tensors": len(wanted), "notes": notes,
+               "vocabulary": vocabulary}
     log.info("TSLM initialised from %s (%s, %d of %d layers)", folder, mode, copy_layers, ours)
     return summary

@@ -249,10 +249,11 @@ class VoxCPMBackbone(nn.Module):
         return h, self.residual_lm.forward_step(self.residual_inputs(h, e), caches["residual"])
 
     # ---- LM initialisation ------------------------------------------------------------------------
-    def apply_lm_init(self) -> dict | None:
-        """Initialise the TSLM as `model.lm_init` says (call once before training from scratch)."""
+    def apply_lm_init(self, tokenizer=None) -> dict | None:
+        """Initialise the TSLM as `model.lm_init` says (call once before training from scratch);
+        `tokenizer` (the text frontend) must be the LM's own (models.lm_init)."""
         from models.lm_init import init_lm
-        return init_lm(self.base_lm, **self.lm_init)
+        return init_lm(self.base_lm, **self.lm_init, tokenizer=tokenizer)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -137,3 +137,64 @@ def test_settings_shapes_cannot_show_are_reported(lm_folder):
     assert any("rope_theta" in note for note in report["notes"])
     report = init_lm(ours(use_mup=True), mode="full", path=str(folder))
     assert any("muP" in note for note in report["notes"])
+
+
+# ---- the text tokenizer must be the LM's own ------------------------------------------------------
+def _save_tokenizer(folder, words):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace()
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>").save_pretrained(folder)
+
+
+def test_lm_tokenizer_files_are_compared_with_the_text_tokenizer(lm_folder, tmp_path):
+    from voxlab.text import CharTokenizer, HFTokenizer
+
+    model, _ = lm_folder
+    folder = tmp_path / "lm"
+    model.save_pretrained(folder)
+    words = ["<unk>", "<s>", "</s>"] + [f"\u2581w{i}" for i in range(150)]
+    _save_tokenizer(folder, words)
+    report = init_lm(ours(), mode="full", path=str(folder), tokenizer=HFTokenizer(folder))  # its own
+    assert "tokenizer files" in report["vocabulary"]
+    _save_tokenizer(tmp_path / "other", words[:50] + words[51:] + ["\u2581x"])  # one token moved
+    with pytest.raises(LMInitError, match=rf"HFTokenizer from {tmp_path / 'other'}.*not the LM's own.*"
+                                          rf"tokenizer files of {folder}.*\b103 of its tokens differ \('\u2581w48' is 50 here, 51 in the LM"):
+        init_lm(ours(), mode="partial", num_layers=1, path=str(folder), tokenizer=HFTokenizer(tmp_path / "other"))
+    chars = CharTokenizer(list("abc "))  # the paper scale's default frontend beside a real LM
+    with pytest.raises(LMInitError, match=rf"CharTokenizer from a character list.*tokenizer files of {folder}"):
+        init_lm(ours(), mode="full", path=str(folder), tokenizer=chars)
+    bare = tmp_path / "bare"
+    model.save_pretrained(bare)  # weights only: nothing says which tokenizer
+    with pytest.raises(LMInitError, match=rf"{bare}: no tokenizer files .*cannot check"):
+        init_lm(ours(), mode="full", path=str(bare), tokenizer=chars)
+
+
+def test_tiny_scale_lm_pretrained_here_accepts_its_corpus_vocabulary(tmp_path):
+    """What training does at tiny scale (lightning_modules.tts): build the missing tiny LM on the corpus's
+    characters, then init with the corpus tokenizer. A vocabulary with one character more is refused."""
+    import json
+
+    from voxlab.config import compose, instantiate
+    from voxlab.lm import ensure_lm
+    from voxlab.text import CharTokenizer, build_tokenizer
+
+    texts = ["the cat sat on the mat.", "小猫在家里。"] * 30
+    (tmp_path / "lm_text.txt").write_text("\n".join(texts) + "\n")
+    CharTokenizer.build(texts, tmp_path / "vocab.txt")
+    cfg = compose("d256s9", "tiny", [f"data.root={tmp_path}", f"model.lm_init.path={tmp_path / 'lm'}",
+                                     "lm_pretrain.steps=2", "lm_pretrain.batch_size=2", "lm_pretrain.seq_len=16"])
+    ensure_lm(cfg, progress=False)
+    tok = build_tokenizer(cfg.text)
+    report = instantiate(cfg.model).apply_lm_init(tokenizer=tok)
+    assert "characters recorded in" in report["vocabulary"] and report["layers_copied"] == 4
+    record = tmp_path / "lm" / "voxlab_lm.json"
+    old = json.loads(record.read_text(encoding="utf-8"))
+    del old["vocabulary"]  # an LM recorded before the characters were: its vocab_file is read
+    record.write_text(json.dumps(old))
+    assert "named in" in instantiate(cfg.model).apply_lm_init(tokenizer=tok)["vocabulary"]
+    more = CharTokenizer(sorted(set(tok.chars) | {"b"}))  # "b" sorts in early: later ids shift
+    with pytest.raises(LMInitError, match=r"CharTokenizer.*not the LM's own.*vocab\.txt"):
+        instantiate(cfg.model).apply_lm_init(tokenizer=more)

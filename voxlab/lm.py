@@ -6,7 +6,9 @@ the no_ralm rows) would be meaningless at tiny scale without one. This trains a
 `model.lm` section) on the embedded corpus's text-only corpus (`lm_text.txt`, larger than the
 speech corpus's sentences), with the character tokenizer of the corpus, and saves it in the
 Hugging Face folder format (`config.json` + `model.safetensors`) that `model.lm_init.path`
-takes, exactly as a real MiniCPM/Llama folder would be.
+takes, exactly as a real MiniCPM/Llama folder would be. `voxlab_lm.json` beside them records the
+training summary and the characters (the LM's vocabulary, which LM init checks the TTS tokenizer
+against).
 """
 from __future__ import annotations
 
@@ -90,7 +92,9 @@ def pretrain_text_lm(out_dir: str | Path, lm: dict, vocab_size: int, text_file: 
     summary = {"steps": steps, "first_loss": losses[0], "final_loss": sum(losses[-20:]) / len(losses[-20:]),
                "val_loss": val_loss, "val_perplexity": math.exp(val_loss), "seconds": round(time.time() - start, 1),
                "vocab_file": str(vocab_file), "text_file": str(text_file), "tokenizer": "char"}
-    (out_dir / "voxlab_lm.json").write_text(json.dumps(summary, indent=2))
+    # the characters themselves: LM init checks the TTS tokenizer against them (models.lm_init)
+    record = {**summary, "vocabulary": {"kind": "char", "chars": tok.chars}}
+    (out_dir / "voxlab_lm.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
     return summary
 
 

@@ -35,6 +35,7 @@ class CharTokenizer:
             raise ValueError("character vocabulary has duplicates")
         self.chars = list(chars)
         self.ids = {c: i + FIRST_CHAR_ID for i, c in enumerate(self.chars)}
+        self.source = "a character list"
 
     @classmethod
     def from_file(cls, path: str | Path) -> "CharTokenizer":
@@ -42,7 +43,9 @@ class CharTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: character vocabulary not found (`make data` writes it)")
         lines = path.read_text(encoding="utf-8").split("\n")
-        return cls([line for line in lines if line != ""])
+        tok = cls([line for line in lines if line != ""])
+        tok.source = str(path)
+        return tok
 
     @classmethod
     def build(cls, texts, path: str | Path | None = None) -> "CharTokenizer":
@@ -55,6 +58,11 @@ class CharTokenizer:
     @property
     def vocab_size(self) -> int:
         return FIRST_CHAR_ID + len(self.chars)
+
+    def vocabulary(self) -> dict[str, int]:
+        """Token text -> id, the space written "▁" as in Llama vocabularies (comparable with them)."""
+        space = " " if "\u2581" in self.ids else "\u2581"
+        return {(space if c == " " else c): i for c, i in self.ids.items()}
 
     def encode(self, text: str) -> list[int]:
         return [self.ids.get(c, UNK_ID) for c in unicodedata.normalize("NFC", text)]
