@@ -38,7 +38,6 @@ class TTSModule(L.LightningModule):
             self._attach_vae_and_tokenizer()
         if stage == "fit" and self.trainer.ckpt_path is None:
             from voxlab.lm import ensure_lm
-
             from voxlab.text import build_tokenizer
 
             ensure_lm(self.config)
