@@ -1,7 +1,8 @@
 """Text-to-speech with a VoxCPM backbone: zero-shot and voice cloning, one utterance or a batch.
 
 `TTSModel(backbone, vae, tokenizer)`; `generate(text, prompt_wav=None, prompt_text=None, cfg=2.0,
-timesteps=10, temperature=1.0, seed=None, max_len=4096) -> (waveform [T], sample_rate)`;
+timesteps=10, temperature=1.0, seed=None, max_len=4096, retry_badcase=False, ...) -> (waveform [T],
+sample_rate)`;
 `generate_batch(texts, ...)` -> a list of those; `synthesize_batch` also returns the latents.
 
 The loop (the official VoxCPM-0.5B inference, voxcpm 2.0.3, made incremental and batched):
@@ -20,9 +21,17 @@ The loop (the official VoxCPM-0.5B inference, voxcpm 2.0.3, made incremental and
   context audio, so its cloned waveforms are 2 patches longer, the same samples after them.
 Text is cleaned as the official `VoxCPM.generate` does (newlines and runs of whitespace -> one
 space); the prompt text is prepended as a string, then tokenised with the target text.
+
+Bad-case retry (`retry_badcase`, off by default; the official `VoxCPM.generate` has it on): an item
+whose patches, counting the prompt context patches as the official does, reach
+`retry_badcase_ratio_threshold` x its target tokens is generated again, with its noise generator
+going on, up to `retry_badcase_max_times` runs in all; the last run is kept. The ratio also sets
+the length cap above (int(ratio x tokens + 10)), retry or not. At temperature 0 a run would repeat
+itself, so nothing is retried. `Synthesis.attempts` says how many runs an item took.
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +48,10 @@ from models.sampler import PatchSampler, draw_noise
 from models.voxcpm import VoxCPMBackbone
 
 LENGTH_RATIO, LENGTH_PAD = 6.0, 10   # official cap: int(target tokens * 6.0 + 10) patches
+RETRY_MAX_TIMES = 3                   # official retry_badcase_max_times (runs in all)
 MIN_LEN = 2                           # official: the stop head counts once the step index is > 2
 CONTEXT_PATCHES = 2                   # prompt patches decoded in front of a cloned voice
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +61,7 @@ class Synthesis:
     patches: torch.Tensor        # generated latent patches [n, P, D], CPU
     stopped: bool                # True: the stop head ended it; False: the length cap did
     text_ids: list[int] = field(default_factory=list)
+    attempts: int = 1            # runs made (more than 1: bad-case retries)
 
 
 def clean_text(text: str) -> str:
@@ -111,9 +123,11 @@ class TTSModel(nn.Module):
     def synthesize_batch(self, texts: Sequence[str], prompt_wavs: Sequence | None = None,
                          prompt_texts: Sequence[str | None] | None = None, cfg: float = 2.0, timesteps: int = 10,
                          temperature: float = 1.0, seed: int | Sequence[int] | None = None, max_len: int = 4096,
-                         min_len: int = MIN_LEN, stop: bool = True) -> list[Synthesis]:
+                         min_len: int = MIN_LEN, stop: bool = True, retry_badcase: bool = False,
+                         retry_badcase_max_times: int = RETRY_MAX_TIMES,
+                         retry_badcase_ratio_threshold: float = LENGTH_RATIO) -> list[Synthesis]:
         """Synthesise every text; item i uses seed + i (or seed[i]); `stop=False` ignores the stop
-        head (every item runs to its length cap: benchmarks)."""
+        head (every item runs to its length cap: benchmarks); retry_badcase: see the module doc."""
         n = len(texts)
         if n == 0:
             return []
@@ -121,17 +135,31 @@ class TTSModel(nn.Module):
         prompt_texts = list(prompt_texts) if prompt_texts is not None else [None] * n
         if not (len(prompt_wavs) == len(prompt_texts) == n):
             raise ValueError(f"{n} texts but {len(prompt_wavs)} prompt wavs and {len(prompt_texts)} prompt texts")
+        if retry_badcase and retry_badcase_max_times < 1:
+            raise ValueError(f"retry_badcase_max_times must be at least 1, got {retry_badcase_max_times}")
         items = [self._prepare(t, w, pt) for t, w, pt in zip(texts, prompt_wavs, prompt_texts)]
-        caps = [min(int(len(it["target_ids"]) * LENGTH_RATIO + LENGTH_PAD), max_len) for it in items]
+        ratio = float(retry_badcase_ratio_threshold)
+        caps = [min(int(len(it["target_ids"]) * ratio + LENGTH_PAD), max_len) for it in items]
         if seed is None:
             gens = None
         else:
             seeds = [seed + i for i in range(n)] if isinstance(seed, int) else list(seed)
             gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        patches, stopped = self._generate_patches(items, caps, cfg, timesteps, temperature, gens, min_len, stop)
+        runs = retry_badcase_max_times if retry_badcase and temperature != 0 else 1
+        patches, stopped, attempts = [None] * n, [False] * n, [0] * n
+        todo = list(range(n))
+        while todo:  # the first run, then the bad cases again
+            got, halted = self._generate_patches([items[i] for i in todo], [caps[i] for i in todo], cfg, timesteps,
+                                                 temperature, None if gens is None else [gens[i] for i in todo],
+                                                 min_len, stop)
+            for i, p, h in zip(todo, got, halted):
+                patches[i], stopped[i], attempts[i] = p, h, attempts[i] + 1
+            todo = [i for i in todo if attempts[i] < runs and self._bad_case(items[i], patches[i], ratio)]
+            if todo:
+                log.info("bad case (patches >= %.1f x text tokens): generating %d item(s) again", ratio, len(todo))
         wavs = self._decode(items, patches)
-        return [Synthesis(w, self.sample_rate, p.cpu(), s, it["ids"])
-                for w, p, s, it in zip(wavs, patches, stopped, items)]
+        return [Synthesis(w, self.sample_rate, p.cpu(), s, it["ids"], a)
+                for w, p, s, it, a in zip(wavs, patches, stopped, items, attempts)]
 
     def generate_batch(self, texts: Sequence[str], prompt_wavs=None, prompt_texts=None, **kw) -> list:
         """[(waveform [T], sample_rate), ...], one per text (see `synthesize_batch`)."""
@@ -162,6 +190,12 @@ class TTSModel(nn.Module):
         ids = self.encode_text(prompt_text + text) if has_wav else target_ids
         prompt = self.prompt_patches(prompt_wav) if has_wav else None
         return {"ids": ids, "target_ids": target_ids, "prompt": prompt}
+
+    @staticmethod
+    def _bad_case(item: dict, patches: torch.Tensor, ratio: float) -> bool:
+        """The official test: its patch count includes the prompt context patches in front."""
+        context = 0 if item["prompt"] is None else min(CONTEXT_PATCHES, len(item["prompt"]))
+        return len(patches) + context >= len(item["target_ids"]) * ratio
 
     def _prefix(self, items: list[dict]) -> dict:
         """Left-padded prefix batch `[ids, 101, prompt patches]`."""

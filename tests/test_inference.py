@@ -320,3 +320,15 @@ def test_synth_cli(model, tmp_path, prompt_wav, capsys):
         argv = ["--model", str(folder), "--out", str(tmp_path / "e.wav")] + args
         assert main(argv) == 2, args
         assert message in capsys.readouterr().err, args
+
+
+def test_retry_badcase_batched_equals_one_by_one(model, prompt_wav):
+    """Only the bad cases of a batch run again, each with its own noise going on: as if one by one."""
+    wavs, ptexts = [None, prompt_wav, None, None], [None, "we test", None, None]
+    kw = dict(temperature=1.0, retry_badcase=True, retry_badcase_ratio_threshold=1.0)
+    batched = model.synthesize_batch(TEXTS, wavs, ptexts, seed=0, **kw)
+    assert {b.attempts for b in batched} == {1, 3}  # some good at once, some bad every time
+    for i, b in enumerate(batched):
+        one = model.synthesize_batch([TEXTS[i]], [wavs[i]], [ptexts[i]], seed=i, **kw)[0]
+        assert (one.attempts, one.patches.shape[0]) == (b.attempts, b.patches.shape[0])
+        close(b.patches, one.patches)

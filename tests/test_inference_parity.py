@@ -189,7 +189,7 @@ def test_synth_cli_wav_matches_official(setup, tmp_path):
     text, prompt_text = CASES["zh"]
     out = tmp_path / "zh.wav"
     assert main(["--model", str(root / "official"), "--text", text, "--out", str(out), "--prompt-wav", prompt_wav,
-                 "--prompt-text", prompt_text, "--temperature", "0"]) == 0
+                 "--prompt-text", prompt_text, "--temperature", "0", "--retry-badcase"]) == 0
     ref_wav, _ = official_generate(off, text, prompt_text, prompt_wav)
     wav, sr = sf.read(out, dtype="float32")
     assert sr == 16000
@@ -206,3 +206,46 @@ def test_export_loads_in_the_official_package(setup, tmp_path):
     wav, feats = official_generate(again, text, prompt_text, prompt_wav)
     close(feats, ref_feats, "latents")
     close(wav, ref_wav, "waveform")
+
+
+class StopAfter(torch.nn.Module):
+    """A stop head that says 'go on' for its first `calls` calls and 'stop' from then on."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.calls, self.seen = calls, 0
+
+    def forward(self, x):
+        self.seen += 1
+        go = self.seen <= self.calls
+        return torch.stack([torch.full_like(x[..., 0], float(go)), torch.full_like(x[..., 0], float(not go))], -1)
+
+
+@pytest.mark.parametrize("calls", [10**9, None], ids=["always_bad", "bad_then_good"])
+def test_retry_badcase_matches_official(setup, calls):
+    """Seeded noise at temperature 1: a run that reaches the cap (ratio 2: int(2 x 4 tokens + 10) = 18
+    patches) is a bad case. Always bad: 3 runs, the last kept; bad then good: the second run stops."""
+    off, ours, _, prompt_wav = setup
+    text, prompt_text, ratio = "你好世界", "语音合成", 2.0
+    cap = int(len(off.text_tokenizer(text)) * ratio + 10)
+    heads = off.stop_head, ours.backbone.stop_head
+    try:
+        off.stop_head = StopAfter(calls or cap)
+        ref_wav, ref_feats = official_generate(off, text, prompt_text, prompt_wav, temperature=1.0, seed=5,
+                                               retry_badcase=True, retry_badcase_ratio_threshold=ratio)
+        ours.backbone.stop_head = StopAfter(calls or cap)
+        got = ours.synthesize_batch([text], [prompt_wav], [prompt_text], temperature=1.0, seed=5,
+                                    retry_badcase=True, retry_badcase_ratio_threshold=ratio)[0]
+        assert got.attempts == (3 if calls else 2) and ours.backbone.stop_head.seen == off.stop_head.seen
+        assert got.patches.shape[0] == (cap if calls else 4)
+        close(got.patches, ref_feats, "latents of the kept run")
+        close(got.wav, ref_wav, "waveform of the kept run")
+        ours.backbone.stop_head = StopAfter(calls or cap)
+        once = ours.synthesize_batch([text], [prompt_wav], [prompt_text], temperature=1.0, seed=5,
+                                     retry_badcase_ratio_threshold=ratio)[0]  # retry off (our default)
+        assert once.attempts == 1 and once.patches.shape[0] == cap
+        ours.backbone.stop_head = StopAfter(calls or cap)
+        flat = ours.synthesize_batch([text], [prompt_wav], [prompt_text], temperature=0.0, retry_badcase=True)[0]
+        assert flat.attempts == 1  # deterministic: a second run would repeat the first
+    finally:
+        off.stop_head, ours.backbone.stop_head = heads

@@ -4,6 +4,7 @@ per audio second, model loading excluded).
 
     python -m voxlab.synth --model MODEL --text TEXT --out OUT [--prompt-wav W --prompt-text T]
         [--cfg 2.0] [--timesteps 10] [--temperature 1.0] [--seed S] [--max-len 4096] [--device cpu]
+        [--retry-badcase]
 
 MODEL: a TTS Lightning checkpoint, a run folder, an exported folder or an official VoxCPM folder.
 """
@@ -41,7 +42,7 @@ def check_inputs(text: str, prompt_wav: str | None, prompt_text: str | None) -> 
 
 def synthesize(model_path: str, text: str, out: str, prompt_wav: str | None = None, prompt_text: str | None = None,
                cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0, seed: int | None = None,
-               max_len: int = 4096, device: str | None = None) -> dict:
+               max_len: int = 4096, device: str | None = None, retry_badcase: bool = False) -> dict:
     """Load MODEL, synthesise, write `out` (16 kHz PCM wav); returns the figures it prints."""
     if not str(model_path or "").strip():
         raise SynthError("MODEL is empty: give a checkpoint, run folder, exported or official VoxCPM folder")
@@ -54,7 +55,8 @@ def synthesize(model_path: str, text: str, out: str, prompt_wav: str | None = No
     model = models.load(model_path, device=device)
     t0 = time.perf_counter()
     wav, sr = model.generate(text, prompt_wav=prompt_wav or None, prompt_text=prompt_text or None, cfg=cfg,
-                             timesteps=timesteps, temperature=temperature, seed=seed, max_len=max_len)
+                             timesteps=timesteps, temperature=temperature, seed=seed, max_len=max_len,
+                             retry_badcase=retry_badcase)
     seconds = time.perf_counter() - t0
     wav = wav.numpy()
     if sr != OUT_RATE:
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-len", type=int, default=4096, help="most patches (12.5 per second) to generate")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the weights load, cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--retry-badcase", action="store_true",
+                   help="generate again (3 runs at most) when the output reaches 6 patches per text token, "
+                        "as the official VoxCPM.generate does by default")
     args = p.parse_args(argv)
     if args.threads:
         import torch
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.weights import WeightsError
     try:
         r = synthesize(args.model, args.text, args.out, args.prompt_wav, args.prompt_text, args.cfg, args.timesteps,
-                       args.temperature, args.seed, args.max_len, args.device)
+                       args.temperature, args.seed, args.max_len, args.device, retry_badcase=args.retry_badcase)
     except (SynthError, ModelPathError, WeightsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
