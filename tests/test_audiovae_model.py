@@ -62,7 +62,7 @@ def test_configured_sizes():
     paper = compose("audiovae", "paper").model
     assert compose("audiovae").model == paper  # the experiment's defaults are the paper sizes
     n_tiny = sum(p.numel() for p in tiny.parameters())
-    assert 100_000 < n_tiny < 1_000_000, n_tiny
+    assert 100_000 < n_tiny < 3_000_000, n_tiny  # the shipped tiny recipe: 1.7 M (dense convs)
     assert tiny.hop_length == 640 and tiny.latent_dim == 64
     assert (paper.encoder_dim, list(paper.encoder_rates), paper.latent_dim, paper.decoder_dim,
             list(paper.decoder_rates), paper.depthwise) == (128, [2, 5, 8, 8], 64, 1536, [8, 8, 5, 2], True)

@@ -30,6 +30,15 @@ SHIPPED_VAE = Path(__file__).resolve().parent.parent / "assets" / "tiny_audiovae
 EVAL_SETTINGS = {"cfg": 2.0, "timesteps": 10, "temperature": 1.0, "seed": 0}
 
 
+NUM_UTTS = 720
+
+
+def configure(data: str, runs: str, num_utts: int = 720) -> None:
+    """Where the demo's corpus and runs live (module-level, as every stage reads them)."""
+    global DATA, RUNS, NUM_UTTS
+    DATA, RUNS, NUM_UTTS = Path(data), str(runs), int(num_utts)
+
+
 def _finished_run(exp: str, scale: str, overrides: list[str]) -> Path | None:
     """The newest finished run of `exp` at `scale` trained with exactly these overrides."""
     from voxlab.config import load_run_config
@@ -109,7 +118,8 @@ def _asr_name(metrics: dict, lang: str) -> str | None:
     return f"{asr['name']} {asr.get('model', '')}".strip()
 
 
-def tts_overrides(vae: Path, steps: int | None, eval_every: int, paraformer: str | None) -> list[str]:
+def tts_overrides(vae: Path, steps: int | None, eval_every: int, paraformer: str | None,
+                  data: Path | None = None) -> list[str]:
     """The backbone's settings in the demo: the tiny recipe, plus Seed-TTS-Eval every `eval_every`
     steps on the first 8 utterances of each test set (the learning curves of the report)."""
     out = [f"vae.path={vae}"]
@@ -120,6 +130,10 @@ def tts_overrides(vae: Path, steps: int | None, eval_every: int, paraformer: str
                 f"callbacks.seedtts_eval.every_n_steps={eval_every}", "callbacks.seedtts_eval.limit=8"]
         if paraformer:
             out.append(f"callbacks.seedtts_eval.paraformer={paraformer}")
+    if data is not None:  # the test sets and the tiny text LM beside this corpus
+        out.append(f"model.lm_init.path={data.parent}/lm/tiny")
+        if eval_every > 0:
+            out.append(f"callbacks.seedtts_eval.testset=[{data}/seedtts/en/meta.lst,{data}/seedtts/zh/meta.lst]")
     return out
 
 
@@ -137,9 +151,10 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
         print(f"[demo] {name}: {times[name]} s", flush=True)
         return out
 
-    stage("data", lambda: build_corpus(DATA))
+    stage("data", lambda: build_corpus(DATA, num_utts=NUM_UTTS))
+    common = [f"data.root={DATA}", f"run.root={RUNS}"]
     if train_vae:
-        vae_args = [f"trainer.max_steps={vae_steps}"] if vae_steps else []
+        vae_args = common + ([f"trainer.max_steps={vae_steps}"] if vae_steps else [])
         vae = stage("tiny VAE (training)", lambda: _train_or_reuse("audiovae", "tiny", vae_args))
         vae_source = f"trained here: {vae}"
     else:
@@ -149,13 +164,13 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
         vae = SHIPPED_VAE
         vae_source = f"shipped with the repository: {vae} (see its README.md; --train-vae trains one)"
         print(f"[demo] tiny VAE: {vae_source}")
-    overrides = tts_overrides(vae, tts_steps, eval_every, paraformer)
+    overrides = common + tts_overrides(vae, tts_steps, eval_every, paraformer, DATA)
 
     def cache():
         from datamodules.tts import ensure_caches
         from voxlab.config import compose
 
-        return ensure_caches(compose("d256s9", "tiny", [f"vae.path={vae}"]))
+        return ensure_caches(compose("d256s9", "tiny", common + [f"vae.path={vae}"]))
 
     stage("latent cache", cache)
     tts = stage("tiny d256s9 backbone (training, evaluated every "
@@ -204,7 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=500,
                         help="Seed-TTS-Eval (8 utts per language) every N backbone steps during training (0: off)")
     parser.add_argument("--paraformer", help="paraformer-zh folder for the Chinese CER (or $VOXLAB_PARAFORMER)")
+    parser.add_argument("--data", default=str(DATA), help="corpus folder (built there when missing)")
+    parser.add_argument("--runs", default=RUNS, help="run root")
+    parser.add_argument("--num-utts", type=int, default=720, help="corpus size when it is built (a smaller one: a quick dry run)")
     args = parser.parse_args(argv)
+    configure(args.data, args.runs, args.num_utts)
     run_demo(args.limit or None, args.train_vae, args.vae_steps, args.tts_steps, args.eval_every, args.paraformer)
     return 0
 
