@@ -1,7 +1,12 @@
 """Config composition, overrides and every validation error; every real experiment resolves."""
+import re
+import sys
+from pathlib import Path
+
 import pytest
 
-from voxlab.config import ConfigError, available_experiments, compose, instantiate, parse_overrides
+from voxlab.config import (EXPERIMENTS_DIR, ConfigError, available_experiments, compose, instantiate, locate,
+                           parse_overrides)
 
 
 @pytest.fixture
@@ -72,11 +77,47 @@ def test_bad_override_syntax():
         parse_overrides(["optim.lr"])
 
 
-def test_instantiate_builds_target():
+def test_instantiate_builds_target(monkeypatch):
+    monkeypatch.setenv("VOXLAB_ALLOW_TARGETS", "datetime.timedelta,nowhere")
     obj = instantiate({"_target_": "datetime.timedelta", "seconds": 3})
     assert obj.total_seconds() == 3
     with pytest.raises(ConfigError, match="cannot be imported"):
         instantiate({"_target_": "nowhere.Thing"})
+
+
+def test_target_outside_the_project_is_refused_before_import(tmp_path, monkeypatch):
+    (tmp_path / "sideeffect_mod.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\nX = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("VOXLAB_ALLOW_TARGETS", raising=False)
+    for target in ("subprocess.run", "sideeffect_mod.X", "voxlabx.Thing"):
+        with pytest.raises(ConfigError, match="outside the project.*VOXLAB_ALLOW_TARGETS"):
+            instantiate({"_target_": target, "args": ["true"]})
+    assert not (tmp_path / "ran").exists() and "sideeffect_mod" not in sys.modules
+    monkeypatch.setenv("VOXLAB_ALLOW_TARGETS", "sideeffect_mod")
+    assert locate("sideeffect_mod.X") == 1
+    assert locate("models.voxcpm.VoxCPMBackbone").__name__ == "VoxCPMBackbone"
+
+
+def test_every_target_in_experiments_is_allowed(monkeypatch):
+    monkeypatch.delenv("VOXLAB_ALLOW_TARGETS", raising=False)
+    found = []
+    for path in Path(EXPERIMENTS_DIR).rglob("*.yaml"):
+        found += re.findall(r"_target_:\s*([A-Za-z_][\w.]*)", path.read_text())
+    assert found
+    for target in set(found) - {"null"}:
+        assert callable(locate(target)), target
+
+
+def test_enumerated_option_typo_is_refused():
+    with pytest.raises(ConfigError, match=r"nonfinite.policy='skp'.*skip, stop.*did you mean 'skip'"):
+        compose("d256s9", "tiny", ["nonfinite.policy=skp"])
+    assert compose("d256s9", "tiny", ["nonfinite.policy=stop"]).nonfinite.policy == "stop"
+
+
+@pytest.mark.parametrize("value", ["0", "-4"])
+def test_non_positive_batch_size_is_refused(value):
+    with pytest.raises(ConfigError, match=f"data.max_batch_size={value}: must be a positive"):
+        compose("d256s9", "tiny", [f"data.max_batch_size={value}"])
 
 
 @pytest.mark.parametrize("scale", ["tiny", "paper"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,6 +23,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 RESERVED_DIRS = {"scale", "sweeps"}
+# `_target_` may only name these packages (and what VOXLAB_ALLOW_TARGETS adds): a config is data,
+# so naming `subprocess.run` or any importable module must not run it
+OWN_PACKAGES = ("voxlab", "models", "lightning_modules", "datamodules", "callbacks", "eval")
+ALLOW_ENV = "VOXLAB_ALLOW_TARGETS"
+# values read outside this module (lightning_modules/, samplers) that must be checked at compose time
+CHOICES = {"nonfinite.policy": ("skip", "stop")}
+POSITIVE = ("data.max_batch_size", "data.frame_budget")
 
 OmegaConf.register_new_resolver("add", lambda *xs: sum(xs), replace=True)
 OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
@@ -195,7 +203,23 @@ def compose(exp: str, scale: str | None = None, overrides: Iterable[str] = (),
     cfg.experiment = path.stem
     cfg.scale = scale
     cfg.overrides = list(overrides)
-    return resolve(cfg, schema)
+    cfg = resolve(cfg, schema)
+    check_values(cfg)
+    return cfg
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Enumerated options and positive sizes: a typo or a 0 must not pass as a default."""
+    for key, options in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value not in options:
+            close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.4)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(options)}{hint}")
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ConfigError(f"{key}={value!r}: must be a positive number")
 
 
 def resolve(cfg: DictConfig, schema: dict | None = None) -> DictConfig:
@@ -232,8 +256,26 @@ def instantiate(node: DictConfig | dict, *args: Any, **kwargs: Any) -> Any:
     return locate(target)(*args, **params)
 
 
+def allowed_targets() -> list[str]:
+    extra = [t.strip() for t in os.environ.get(ALLOW_ENV, "").split(",") if t.strip()]
+    return [*OWN_PACKAGES, *extra]
+
+
+def check_target(target: str) -> None:
+    """`target` must lie inside an allowed package or module (a dotted prefix), checked before
+    anything is imported."""
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"_target_ must be a dotted name, got {target!r}")
+    if any(target == a or target.startswith(a + ".") for a in allowed_targets()):
+        return
+    raise ConfigError(f"_target_ {target!r} is outside the project's packages ({', '.join(OWN_PACKAGES)}); "
+                      f"nothing was imported. To allow it, set {ALLOW_ENV}=\"{target}\" (comma-separated "
+                      "dotted names: a package allows everything in it)")
+
+
 def locate(target: str) -> Any:
-    """The object at dotted path `target` (`package.module.Name`)."""
+    """The object at dotted path `target` (`package.module.Name`), in an allowed package."""
+    check_target(target)
     module_name, _, attr = target.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), attr)
