@@ -18,6 +18,9 @@ import soundfile as sf
 log = logging.getLogger(__name__)
 
 
+FIELDS = ("audio", "text", "duration", "speaker", "lang", "utt")
+
+
 class ManifestError(ValueError):
     pass
 
@@ -64,7 +67,8 @@ def read_manifest(path: str | Path, min_duration: float = 0.0, max_duration: flo
     report = ManifestReport(path)
     entries: list[Entry] = []
     seen: set[str] = set()
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # utf-8-sig: a byte-order mark must not become part of the first line's JSON
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not raw.strip():
             continue
         report.total += 1
@@ -94,7 +98,15 @@ def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_aud
     if not isinstance(item, dict) or "audio" not in item:
         report.add(lineno, "missing field", "`audio` is required")
         return None
-    text = str(item.get("text", "")).strip()
+    nulls = [k for k in FIELDS if k in item and item[k] is None]
+    if nulls:  # str(None) would train on the word "None"
+        report.add(lineno, "null field", ", ".join(f"`{k}`" for k in nulls) + " is null")
+        return None
+    wrong = [k for k in ("audio", "text") if k in item and not isinstance(item[k], str)]
+    if wrong:
+        report.add(lineno, "not a string", ", ".join(f"`{k}`: {item[k]!r}" for k in wrong))
+        return None
+    text = item.get("text", "").strip()
     if not text:
         report.add(lineno, "empty text", str(item.get("audio")))
         return None

@@ -95,7 +95,7 @@ def read_testset(path: str | Path, limit: int | None = None,
     meta = resolve_meta(path)
     root = meta.parent
     try:
-        text = meta.read_text(encoding="utf-8")
+        text = meta.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the first utt id
     except UnicodeDecodeError as err:
         raise TestSetError(f"{meta}: not UTF-8 text ({err})") from None
     problems: list[str] = []

@@ -135,3 +135,24 @@ def test_datamodule_batches(manifest):
     for b in batches:
         assert b["audio"].shape[0] * b["audio"].shape[-1] <= 24000
         assert b["audio"].abs().max() <= 0.95 + 1e-6
+
+
+def test_null_fields_are_bad_entries_naming_the_line(tmp_path):
+    _wav(tmp_path / "a.wav", 0.5)
+    lines = [{"audio": "a.wav", "text": "ok", "utt": "good"}, {"audio": "a.wav", "text": None, "utt": "t"},
+             {"audio": "a.wav", "text": "x", "speaker": None, "utt": "s"}, {"audio": None, "text": "x"},
+             {"audio": "a.wav", "text": 5, "utt": "n"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    entries, report = read_manifest(tmp_path / "m.jsonl")
+    assert [e.utt for e in entries] == ["good"] and all(e.text != "None" for e in entries)
+    assert report.bad == {"null field": 3, "not a string": 1}
+    assert "m.jsonl:2: null field: `text` is null" in report.summary()
+    assert "m.jsonl:4: null field: `audio` is null" in report.summary()
+
+
+def test_manifest_with_a_byte_order_mark(tmp_path):
+    _wav(tmp_path / "a.wav", 0.5)
+    (tmp_path / "m.jsonl").write_text("\ufeff" + json.dumps({"audio": "a.wav", "text": "hi", "utt": "u1"}) + "\n",
+                                      encoding="utf-8")
+    entries, report = read_manifest(tmp_path / "m.jsonl")
+    assert [e.utt for e in entries] == ["u1"] and not report.bad

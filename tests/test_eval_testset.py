@@ -73,3 +73,9 @@ def test_missing_test_set_and_folder_without_meta(tmp_path):
         resolve_meta(tmp_path)
     with pytest.raises(TestSetError, match="no utterances"):
         read_testset(tmp_path / "hardcase.lst")
+
+
+def test_byte_order_mark_is_not_part_of_the_first_utt(tmp_path):
+    meta = make_testset(tmp_path)
+    meta.write_text("\ufeff" + meta.read_text(encoding="utf-8"), encoding="utf-8")
+    assert read_testset(meta)[0].utt == MINI_LINES[0][0]
