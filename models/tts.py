@@ -21,6 +21,9 @@ The loop (the official VoxCPM-0.5B inference, voxcpm 2.0.3, made incremental and
   context audio, so its cloned waveforms are 2 patches longer, the same samples after them.
 Text is cleaned as the official `VoxCPM.generate` does (newlines and runs of whitespace -> one
 space); the prompt text is prepended as a string, then tokenised with the target text.
+`generate` (one utterance) warns (`TextWarning`) about characters the vocabulary lacks (they
+become <unk>) and when the length cap, not the stop head, ended the audio; it refuses a text with
+no known character.
 
 Bad-case retry (`retry_badcase`, off by default; the official `VoxCPM.generate` has it on): an item
 whose patches, counting the prompt context patches as the official does, reach
@@ -33,6 +36,8 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -62,6 +67,10 @@ class Synthesis:
     stopped: bool                # True: the stop head ended it; False: the length cap did
     text_ids: list[int] = field(default_factory=list)
     attempts: int = 1            # runs made (more than 1: bad-case retries)
+
+
+class TextWarning(UserWarning):
+    """The audio may not say the text: unknown characters, or a cut by the length cap."""
 
 
 def clean_text(text: str) -> str:
@@ -169,9 +178,36 @@ class TTSModel(nn.Module):
                  timesteps: int = 10, temperature: float = 1.0, seed: int | None = None, max_len: int = 4096,
                  **kw) -> tuple[torch.Tensor, int]:
         """One utterance -> (waveform as a 1-D float tensor, sample rate)."""
+        self.check_text(text)
         s = self.synthesize_batch([text], [prompt_wav], [prompt_text], cfg=cfg, timesteps=timesteps,
                                   temperature=temperature, seed=seed, max_len=max_len, **kw)[0]
+        if not s.stopped and kw.get("stop", True):
+            ratio = float(kw.get("retry_badcase_ratio_threshold", LENGTH_RATIO))
+            own = int(len(self.encode_text(clean_text(text))) * ratio + LENGTH_PAD)
+            why = f"max_len={max_len}" if max_len < own else f"the text-length rule ({ratio:g} x tokens + {LENGTH_PAD})"
+            warnings.warn(TextWarning(f"the length cap of {len(s.patches)} patches, set by {why}, ended the audio "
+                                      "before the model's stop head did: the speech may be cut off"), stacklevel=2)
         return s.wav, s.sample_rate
+
+    def check_text(self, text: str) -> list[str]:
+        """Warn about characters the tokenizer writes as <unk>; refuse a text with no known one.
+        Returns the unknown characters (each occurrence)."""
+        if not isinstance(text, str) or not text.strip():
+            return []  # _prepare says it is empty
+        finder = getattr(self.tokenizer, "unknown", None)
+        unknown = finder(clean_text(text)) if finder else []
+        if not unknown:
+            return []
+        first = list(dict.fromkeys(unknown))[:8]
+        shown = " ".join(repr(c) for c in first)
+        bad = set(unknown)
+        if all(c.isspace() or c in bad for c in unicodedata.normalize("NFC", clean_text(text))):
+            raise ValueError(f"text {text!r} has no character the model's vocabulary knows (unknown: {shown}): "
+                             "nothing but <unk> would be synthesised")
+        warnings.warn(TextWarning(f"{len(unknown)} character(s) of the text are not in the model's vocabulary and "
+                                  f"become <unk>: {shown}{' ...' if len(set(unknown)) > len(first) else ''}"),
+                      stacklevel=3)
+        return unknown
 
     # ---- internals --------------------------------------------------------------------------------
     def _prepare(self, text: str, prompt_wav, prompt_text: str | None) -> dict:

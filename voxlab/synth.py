@@ -7,12 +7,20 @@ per audio second, model loading excluded).
         [--retry-badcase]
 
 MODEL: a TTS Lightning checkpoint, a run folder, an exported folder or an official VoxCPM folder.
+OUT: a new wav file; an existing one only with --overwrite, and only if it is a readable wav (no
+other file is ever written over); a folder: `<folder>/<text slug>.wav` under the same rule.
+Characters outside the model's vocabulary are reported (they become <unk>), as is a cut by the
+length cap.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 OUT_RATE = 16000
@@ -40,39 +48,98 @@ def check_inputs(text: str, prompt_wav: str | None, prompt_text: str | None) -> 
             raise SynthError(f"PROMPT_WAV: {err}") from None
 
 
+def slug(text: str) -> str:
+    """A file name from the text: word characters joined by "_", at most 40 of them."""
+    return re.sub(r"\W+", "_", text.strip().lower()).strip("_")[:40].strip("_") or "synth"
+
+
+def out_path(out: str, text: str, overwrite: bool = False) -> Path:
+    """The wav to write, checked before the model loads: a folder gets `<slug of text>.wav`; an
+    existing file is replaced only with `overwrite` and only when it is a readable wav."""
+    path = Path(out).expanduser()
+    if path.is_dir():
+        path = path / f"{slug(text)}.wav"
+    if path.exists() or path.is_symlink():
+        if path.is_dir() or not path.is_file():
+            raise SynthError(f"OUT={path} exists and is not a regular file: choose another OUT")
+        if not overwrite:
+            raise SynthError(f"OUT={path} exists: choose another OUT or pass --overwrite (ARGS=--overwrite) "
+                             "to replace that wav")
+        import soundfile as sf
+        try:
+            is_wav = sf.info(str(path)).format == "WAV"
+        except Exception:  # noqa: BLE001 - soundfile raises several types for what it cannot read
+            is_wav = False
+        if not is_wav:
+            raise SynthError(f"OUT={path} exists and is not a readable wav file: it is never written over, "
+                             "even with --overwrite; choose another OUT")
+    elif not path.parent.is_dir():
+        raise SynthError(f"OUT={path}: folder {path.parent} does not exist")
+    return path
+
+
+def write_wav(path: Path, wav, sr: int, overwrite: bool) -> None:
+    """16-bit PCM wav via a unique temporary file beside `path`, renamed into place (removed on error)."""
+    import numpy as np
+    import soundfile as sf
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        sf.write(tmp, np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0), sr, subtype="PCM_16",
+                 format="WAV")
+        if path.exists() and not overwrite:  # appeared while synthesising
+            raise SynthError(f"OUT={path} appeared while synthesising: not replaced (pass --overwrite)")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def synthesize(model_path: str, text: str, out: str, prompt_wav: str | None = None, prompt_text: str | None = None,
                cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0, seed: int | None = None,
-               max_len: int = 4096, device: str | None = None, retry_badcase: bool = False) -> dict:
-    """Load MODEL, synthesise, write `out` (16 kHz PCM wav); returns the figures it prints."""
+               max_len: int = 4096, device: str | None = None, retry_badcase: bool = False,
+               overwrite: bool = False) -> dict:
+    """Load MODEL, synthesise, write `out` (16 kHz PCM wav); returns the figures it prints and the
+    warnings (unknown characters, length cap) under "warnings"."""
     if not str(model_path or "").strip():
         raise SynthError("MODEL is empty: give a checkpoint, run folder, exported or official VoxCPM folder")
     if not str(out or "").strip():
         raise SynthError("OUT is empty: give the wav file to write (OUT=out.wav)")
     check_inputs(text, prompt_wav, prompt_text)
+    path = out_path(out, text, overwrite)
     import models
-    from voxlab.audio import save_audio
+    from models.tts import TextWarning
 
     model = models.load(model_path, device=device)
     t0 = time.perf_counter()
-    wav, sr = model.generate(text, prompt_wav=prompt_wav or None, prompt_text=prompt_text or None, cfg=cfg,
-                             timesteps=timesteps, temperature=temperature, seed=seed, max_len=max_len,
-                             retry_badcase=retry_badcase)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TextWarning)
+        wav, sr = model.generate(text, prompt_wav=prompt_wav or None, prompt_text=prompt_text or None, cfg=cfg,
+                                 timesteps=timesteps, temperature=temperature, seed=seed, max_len=max_len,
+                                 retry_badcase=retry_badcase)
     seconds = time.perf_counter() - t0
+    notes = [str(w.message) for w in caught if issubclass(w.category, TextWarning)]
+    for w in caught:  # others go on as they would have
+        if not issubclass(w.category, TextWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     wav = wav.numpy()
     if sr != OUT_RATE:
         import soxr
         wav, sr = soxr.resample(wav, sr, OUT_RATE), OUT_RATE
-    save_audio(out, wav, sr)
+    write_wav(path, wav, sr, overwrite)
     duration = len(wav) / sr
-    return {"out": str(out), "duration_s": duration, "synthesis_s": seconds,
-            "rtf": seconds / duration if duration else float("inf")}
+    return {"out": str(path), "duration_s": duration, "synthesis_s": seconds,
+            "rtf": seconds / duration if duration else float("inf"), "warnings": notes,
+            "into_folder": Path(out).expanduser().is_dir()}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="checkpoint, run folder, exported or official VoxCPM folder")
     p.add_argument("--text", required=True)
-    p.add_argument("--out", required=True, help="output wav (16 kHz)")
+    p.add_argument("--out", required=True, help="output wav (16 kHz), or a folder for <text slug>.wav")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT (only ever a wav file)")
     p.add_argument("--prompt-wav", default=None, help="voice cloning: prompt audio")
     p.add_argument("--prompt-text", default=None, help="voice cloning: transcript of the prompt audio")
     p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale")
@@ -93,10 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     from models.weights import WeightsError
     try:
         r = synthesize(args.model, args.text, args.out, args.prompt_wav, args.prompt_text, args.cfg, args.timesteps,
-                       args.temperature, args.seed, args.max_len, args.device, retry_badcase=args.retry_badcase)
+                       args.temperature, args.seed, args.max_len, args.device, retry_badcase=args.retry_badcase,
+                       overwrite=args.overwrite)
     except (SynthError, ModelPathError, WeightsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for note in r["warnings"]:
+        print(f"warning: {note}", file=sys.stderr)
+    if r["into_folder"]:
+        print(f"OUT is a folder: writing {r['out']}")
     print(f"wrote {r['out']}: {r['duration_s']:.2f} s of audio at {OUT_RATE} Hz, synthesised in "
           f"{r['synthesis_s']:.2f} s (real-time factor {r['rtf']:.3f})")
     return 0

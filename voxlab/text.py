@@ -67,6 +67,10 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         return [self.ids.get(c, UNK_ID) for c in unicodedata.normalize("NFC", text)]
 
+    def unknown(self, text: str) -> list[str]:
+        """Each character of `text` (NFC) that `encode` turns into <unk>, in order."""
+        return [c for c in unicodedata.normalize("NFC", text) if c not in self.ids]
+
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i - FIRST_CHAR_ID] for i in ids if i >= FIRST_CHAR_ID)
 
@@ -118,6 +122,14 @@ class HFTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids)
+
+    def unknown(self, text: str) -> list[str]:
+        """Each character of `text` the tokenizer can only write as <unk> (none with byte fallback)."""
+        unk = self.tok.unk_token_id
+        if unk is None:
+            return []
+        bad = {c for c in set(text) if not c.isspace() and unk in self.tok.encode(c, add_special_tokens=False)}
+        return [c for c in text if c in bad]
 
 
 def build_tokenizer(cfg) -> CharTokenizer | HFTokenizer:
