@@ -200,7 +200,7 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
     for lang, r in summary["results"].items():
         metric = "WER" if lang == "en" else "CER"
         wer = (f"{metric} {r['wer']:.1f}% ({r['asr']})" if r["wer"] is not None
-               else f"{metric} unavailable ({r['wer_unavailable']})")
+               else f"{metric} unavailable ({r['wer_unavailable'].split(':')[0]}; see metrics.json)")
         dur = ("duration ratio -" if r["duration_ratio"] is None else
                f"duration gen/gt mean {r['duration_ratio']:.2f}, within 25% for {100 * r['duration_within_25pct']:.0f}%")
         print(f"[demo] {lang} ({r['n_utts']} utts): {wer}; SIM {r['sim']} ({r['sim_model']}); "
