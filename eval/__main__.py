@@ -63,6 +63,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+# what `evaluate` writes into --out; a folder holding anything else is not ours to write into
+RESULT_NAMES = {"metrics.json", "per_utt.csv", "summary.md", "wavs", "metrics.json.tmp", "summary.md.tmp"}
+
+
+def check_out_dir(out_dir: Path, wavs: str | None) -> None:
+    """--out must be new, empty or a previous result folder: even --overwrite only replaces results."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EvalError(f"--out {out_dir} is a file, not a folder: choose a new folder")
+    if not out_dir.is_dir():
+        return
+    ours = set(RESULT_NAMES)
+    if wavs and Path(wavs).resolve().parent == out_dir.resolve():
+        ours.add(Path(wavs).name)  # --wavs may live inside --out
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise EvalError(f"--out {out_dir} is not an evaluation result folder (it holds {shown}): choose a new or "
+                        "empty folder; such a folder is never written into, even with --overwrite")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     config = EvalConfig(asr=args.asr, whisper=args.whisper, paraformer=args.paraformer, sim=args.sim, wavlm=args.wavlm,
@@ -84,6 +104,7 @@ def main(argv=None) -> int:
                 return 0
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = Path(args.out) if args.out else Path("evals") / f"{testset_name(args.testset)}_{stamp}"
+        check_out_dir(out_dir, args.wavs)  # before a model loads or a wav is generated
         generation = generate_fn = None
         if args.model:
             from eval.generate import model_fingerprint, model_generate_fn

@@ -417,9 +417,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="output folder (default reports/<YYYYmmdd-HHMMSS>)")
     p.add_argument("--samples", type=int, default=3,
                    help="generated test utterances per test set shown as audio players beside the ground truth (0: none)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous report in --out")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else Path("reports") / datetime.now().strftime("%Y%m%d-%H%M%S")
     try:
+        # --out: new, empty or a previous report (only with --overwrite); nothing else is written into
+        if out.exists() and not out.is_dir():
+            raise ReportError(f"--out {out} is a file, not a folder: choose a new folder")
+        names = [x.name for x in out.iterdir()] if out.is_dir() else []
+        if names and not ("report.md" in names and all(n in ("report.md", "report.html", "audio") or
+                                                        n.endswith(".png") for n in names)):
+            raise ReportError(f"--out {out} is not a previous report (it holds {', '.join(sorted(names)[:5])}): "
+                              "choose a new or empty folder; it is never written into, even with --overwrite")
+        if names and not args.overwrite:
+            raise ReportError(f"--out {out} holds a previous report: pass --overwrite to replace it")
         md = write_report(args.runs, out, samples_per_testset=args.samples)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)

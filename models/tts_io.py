@@ -171,6 +171,8 @@ def _from_folder(folder: Path) -> TTSModel:
 # ---- export ------------------------------------------------------------------------------------
 def export(model: TTSModel, folder: str | Path, official: bool = True, overwrite: bool = False) -> Path:
     """Write `model` as an official VoxCPM folder (see the module docstring); returns the folder.
+    A non-empty folder must be a previous export (replaced with overwrite=True, its files first
+    removed); any other is refused.
     official=False also exports what the official format cannot express (ablations): then there
     is no config.json and only VoxLab loads the folder."""
     from safetensors.torch import save_file
@@ -178,8 +180,7 @@ def export(model: TTSModel, folder: str | Path, official: bool = True, overwrite
     from models.weights import export_audiovae
 
     folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise FileExistsError(f"{folder}: exists and is not empty (pass overwrite=True to write into it)")
+    _check_export_folder(folder, overwrite)
     bb_config = json.loads(json.dumps(model.backbone.config))  # plain, JSON-safe copy
     config = None
     try:
@@ -187,6 +188,8 @@ def export(model: TTSModel, folder: str | Path, official: bool = True, overwrite
     except ValueError:
         if official:
             raise
+    if folder.is_dir() and any(folder.iterdir()):
+        _clear_previous_export(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if config is not None:
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -197,6 +200,32 @@ def export(model: TTSModel, folder: str | Path, official: bool = True, overwrite
     export_audiovae(model.vae, folder)
     _export_tokenizer(model.tokenizer, folder)
     return folder
+
+
+# what an export writes or the loader reads: a stale one (config.json, voxlab_tokenizer.json)
+# left by an earlier export would be loaded in place of the new model's
+EXPORT_FILES = ("config.json", OURS_MODEL, OURS_TOKENIZER, *MODEL_FILES, *TOKENIZER_FILES, "special_tokens_map.json",
+                "audiovae.pth", "audiovae.safetensors", "audiovae_config.json")
+
+
+def _check_export_folder(folder: Path, overwrite: bool) -> None:
+    """New or empty: fine; a previous export of ours (voxlab_model.json): only with overwrite;
+    anything else (an official folder, a user's files): never, even with overwrite."""
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder}: is a file, not a folder: choose a new export folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    if not (folder / OURS_MODEL).is_file():
+        raise FileExistsError(f"{folder}: exists, is not empty and is not a VoxLab export (no {OURS_MODEL}): "
+                              "it is never written into, even with overwrite=True; choose a new or empty folder")
+    if not overwrite:
+        raise FileExistsError(f"{folder}: exists and is not empty: a previous export (pass overwrite=True to "
+                              "replace it)")
+
+
+def _clear_previous_export(folder: Path) -> None:
+    for name in EXPORT_FILES:
+        (folder / name).unlink(missing_ok=True)
 
 
 def _export_tokenizer(tokenizer, folder: Path) -> None:
