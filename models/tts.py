@@ -21,9 +21,9 @@ The loop (the official VoxCPM-0.5B inference, voxcpm 2.0.3, made incremental and
   context audio, so its cloned waveforms are 2 patches longer, the same samples after them.
 Text is cleaned as the official `VoxCPM.generate` does (newlines and runs of whitespace -> one
 space); the prompt text is prepended as a string, then tokenised with the target text.
-`generate` (one utterance) warns (`TextWarning`) about characters the vocabulary lacks (they
-become <unk>) and when the length cap, not the stop head, ended the audio; it refuses a text with
-no known character.
+`generate` (one utterance) warns (`TextWarning`) about characters the vocabulary lacks (read
+as <unk> or dropped) and when the length cap, not the stop head, ended the audio; it refuses a
+text with no known character.
 
 Bad-case retry (`retry_badcase`, off by default; the official `VoxCPM.generate` has it on): an item
 whose patches, counting the prompt context patches as the official does, reach
@@ -190,7 +190,7 @@ class TTSModel(nn.Module):
         return s.wav, s.sample_rate
 
     def check_text(self, text: str) -> list[str]:
-        """Warn about characters the tokenizer writes as <unk>; refuse a text with no known one.
+        """Warn about characters the tokenizer cannot write; refuse a text with no known one.
         Returns the unknown characters (each occurrence)."""
         if not isinstance(text, str) or not text.strip():
             return []  # _prepare says it is empty
@@ -203,10 +203,10 @@ class TTSModel(nn.Module):
         bad = set(unknown)
         if all(c.isspace() or c in bad for c in unicodedata.normalize("NFC", clean_text(text))):
             raise ValueError(f"text {text!r} has no character the model's vocabulary knows (unknown: {shown}): "
-                             "nothing but <unk> would be synthesised")
-        warnings.warn(TextWarning(f"{len(unknown)} character(s) of the text are not in the model's vocabulary and "
-                                  f"become <unk>: {shown}{' ...' if len(set(unknown)) > len(first) else ''}"),
-                      stacklevel=3)
+                             "nothing the model knows would be synthesised")
+        more = " ..." if len(bad) > len(first) else ""
+        warnings.warn(TextWarning(f"{len(unknown)} character(s) of the text are not in the model's vocabulary "
+                                  f"(read as <unk> or dropped): {shown}{more}"), stacklevel=3)
         return unknown
 
     # ---- internals --------------------------------------------------------------------------------

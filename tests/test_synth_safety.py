@@ -30,7 +30,7 @@ def run(folder, out, *extra, text="hello world"):
 
 
 def test_generate_reports_unknown_characters_and_refuses_none_known(model):
-    with pytest.warns(TextWarning, match=r"3 character\(s\).*<unk>: '1' '\$'"):
+    with pytest.warns(TextWarning, match=r"3 character\(s\).*vocabulary.*: '1' '\$'"):
         model.generate("hello 1$1", seed=0, max_len=6)
     with pytest.raises(ValueError, match="no character the model's vocabulary knows.*'1' '2' '\\$'"):
         model.generate("12 $", seed=0)
@@ -81,3 +81,10 @@ def test_failed_write_leaves_no_temporary_file(folder, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         synth.synthesize(str(folder), "hello", str(tmp_path / "x.wav"), seed=0, max_len=4)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hf_tokenizer_reports_its_unknown_characters(folder):
+    from voxlab.text import HFTokenizer
+
+    tok = HFTokenizer(folder)  # the Llama tokenizer an export writes beside voxlab_tokenizer.json
+    assert tok.unknown("hello 1 w$rld 1") == ["1", "$", "1"]

@@ -124,11 +124,14 @@ class HFTokenizer:
         return self.tok.decode(ids)
 
     def unknown(self, text: str) -> list[str]:
-        """Each character of `text` the tokenizer can only write as <unk> (none with byte fallback)."""
+        """Each character of `text` the tokenizer writes as <unk> or drops (none with byte fallback)."""
         unk = self.tok.unk_token_id
-        if unk is None:
-            return []
-        bad = {c for c in set(text) if not c.isspace() and unk in self.tok.encode(c, add_special_tokens=False)}
+
+        def lost(c: str) -> bool:
+            ids = self.tok.encode(c, add_special_tokens=False)
+            return not ids or (unk is not None and unk in ids)
+
+        bad = {c for c in set(text) if not c.isspace() and lost(c)}
         return [c for c in text if c in bad]
 
 
