@@ -39,7 +39,8 @@ def test_asr_none_leaves_wer_missing_and_scores_sim(testset, tmp_path):
     assert m["asr"] == {"source": "none", "reason": ASR_DISABLED}
     assert all(s["wer"] is None and -1 <= s["sim"] <= 1 for s in m["by_lang"].values())
     assert -1.0 <= m["sim"] <= 1.0 and m["sim_backend"]["name"] == "resemblyzer"
-    assert log_metrics(m, "en") == {"eval/en/sim": m["sim"]}  # no wer key rather than a zero
+    # no wer key rather than a zero
+    assert log_metrics(m, "en") == {"eval/en/sim": m["sim"], "eval/en/duration_ratio": m["duration_ratio"]}
 
     with (out / "per_utt.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -55,11 +56,11 @@ def test_asr_none_leaves_wer_missing_and_scores_sim(testset, tmp_path):
 
 def test_skip_asr_reason_needs_no_asr_weights_and_is_recorded(testset, tmp_path):
     meta, gen = testset
-    config = EvalConfig(sim="none", device="cpu")  # asr auto: whisper large-v3, absent here
+    config = EvalConfig(sim="none", device="cpu", whisper="large-v3")  # absent here
     ok, reason = asr_available(config, ["en", "zh"])
     assert not ok and "whisper 'large-v3' weights not found" in reason and "paraformer-zh" in reason
     assert "\n" not in reason
-    with pytest.raises(EvalError, match="large-v3"):  # make eval's default still fails on missing weights
+    with pytest.raises(EvalError, match="large-v3"):  # make eval still fails on missing weights
         evaluate(meta, gen, tmp_path / "strict", config=config)
     assert not (tmp_path / "strict" / "metrics.json").exists()
 

@@ -51,7 +51,7 @@ def test_cli_with_transcripts_and_resemblyzer_writes_all_outputs(setup):
     assert m["asr"] == {"source": "transcripts", "path": str(tr)}
     assert m["testset"]["name"] == "mini" and m["versions"]["jiwer"]
     assert log_metrics(m, "mini") == {"eval/mini/wer": m["wer"], "eval/mini/wer_corpus": m["wer_corpus"],
-                                      "eval/mini/sim": m["sim"]}
+                                      "eval/mini/sim": m["sim"], "eval/mini/duration_ratio": m["duration_ratio"]}
 
     with (out / "per_utt.csv").open(encoding="utf-8") as f:
         rows = {r["utt"]: r for r in csv.DictReader(f)}
