@@ -86,9 +86,11 @@ def test_callback_restores_modes_and_rng_and_decides_asr(trained, tmp_path, monk
 
     testset = [str(corpus / "seedtts/en/meta.lst")]
     with pytest.raises(MissingWeightsError, match="large-v3"):  # required: fails before any training
-        SeedTTSEvalCallback(testset, asr="required", sim="none").setup(_trainer(tmp_path, 0), module, "fit")
+        SeedTTSEvalCallback(testset, asr="required", sim="none", whisper="large-v3").setup(
+            _trainer(tmp_path, 0), module, "fit")
 
-    cb = SeedTTSEvalCallback(testset, every_n_steps=5, asr="auto", sim="none", limit=1, max_len=4, timesteps=2)
+    cb = SeedTTSEvalCallback(testset, every_n_steps=5, asr="auto", sim="none", limit=1, max_len=4, timesteps=2,
+                             whisper="large-v3")  # the protocol model, absent here
     trainer = _trainer(tmp_path, 5)
     cb.setup(trainer, module, "fit")
     assert "whisper 'large-v3' weights not found" in cb.sets[0].skip_asr

@@ -76,7 +76,8 @@ def test_preflight_lists_every_missing_backend_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("VOXLAB_PARAFORMER", raising=False)
     monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms"))
-    config = EvalConfig(paraformer=str(tmp_path / "no_para"), sim="wespeaker", wespeaker=None, device="cpu")
+    config = EvalConfig(whisper="large-v3", paraformer=str(tmp_path / "no_para"), sim="wespeaker", wespeaker=None,
+                        device="cpu")
     with pytest.raises(MissingWeightsError) as err:
         check_backends(config, asr_langs=("en", "zh"))
     msg = str(err.value)
