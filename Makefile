@@ -59,11 +59,11 @@ synth: ## zero-shot TTS / voice cloning: MODEL=... TEXT=... OUT=x.wav [PROMPT_WA
 bench: ## benchmarks beside the official implementation (inference RTF ratio on the 0.5B config) [ARGS="--repeats 5"]
 	@$(PY) benchmarks/bench_inference.py $(ARGS)
 
-demo: ## data, tiny VAE, latent cache, tiny d256s9, Seed-TTS-Eval on the mini test set, report (CPU)
+demo: ## data, shipped tiny VAE (ARGS=--train-vae trains it), latent cache, tiny d256s9, Seed-TTS-Eval on the mini test set, report (CPU, ~20 min)
 	@$(PY) -m voxlab.demo $(ARGS)
 
 analyze: ## hidden-state t-SNE and linear probes (the paper's analysis section): MODEL=... [ARGS="--sentences 12"]
 	@$(PY) -m eval.analysis --model "$(MODEL)" $(if $(OUT),--out $(OUT)) $(ARGS)
 
-tiny-vae: ## re-train the tiny AudioVAE that the demo ships (assets/tiny_audiovae; ~75 min on 2 cores) [ARGS=...]
+tiny-vae: ## re-train the tiny AudioVAE that the demo ships (assets/tiny_audiovae; ~65 min on 2 cores) [ARGS=...]
 	@$(PY) -m voxlab.tiny_vae $(ARGS)
