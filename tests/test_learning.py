@@ -116,10 +116,15 @@ def test_audiovae_overfits_a_few_utterances(tmp_path):
 
 # ---- slow: the tiny recipe on the embedded corpus -------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_tiny_audiovae_recipe_reconstructs_held_out_voices(tts_assets):
     """A short run of the tiny AudioVAE recipe (mel-only phase, 400 steps, a few minutes) on a small
     embedded corpus: the log-mel distance of held-out test voices' reconstructions falls well
-    below the untrained model's and under a fixed bound."""
+    below the untrained model's and under a fixed bound.
+
+    Known to fail as of 2026-12-01: on this 24-utterance corpus the recipe's losses turned
+    non-finite near step 119 and every later batch was skipped, so the run never reached 400
+    generator steps (skipped batches do not count); the timeout turns that hang into a failure."""
     import torch.nn.functional as F
 
     from eval.testset import read_testset
