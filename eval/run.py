@@ -245,7 +245,7 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     })
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_per_utt(out_dir / "per_utt.csv", items, langs, hyps, refs, hyp_norm, counts, sims, durations,
-                   metrics["sim_model"] or "")
+                   ratios, metrics["sim_model"] or "")
     _write_atomic(out_dir / "summary.md", render_summary(metrics, items, counts, hyps, sims))
     _write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     sim_text = "-" if metrics["sim"] is None else f"{metrics['sim']:.4f}"
@@ -285,7 +285,7 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durations, sim_model) -> None:
+def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durations, ratios, sim_model) -> None:
     """One row per utterance; `wer` is the fraction (the protocol's per-utterance value)."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="") as f:
@@ -298,7 +298,7 @@ def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durat
                    "gen_duration": _fmt(durations[it.utt][0], 3),
                    "prompt_duration": _fmt(durations[it.utt][1], 3),
                    "gt_duration": _fmt(durations[it.utt][2], 3),
-                   "duration_ratio": _fmt(durations[it.utt][0] / durations[it.utt][2] if durations[it.utt][2] else None, 3),
+                   "duration_ratio": _fmt(ratios.get(it.utt), 3),
                    "reference_norm": " ".join(refs[it.utt]),
                    "hypothesis_norm": " ".join(hyp_norm.get(it.utt, []))}
             if c is not None:

@@ -33,7 +33,7 @@ EVAL_SETTINGS = {"cfg": 2.0, "timesteps": 10, "temperature": 1.0, "seed": 0}
 NUM_UTTS = 720
 
 
-def configure(data: str, runs: str, num_utts: int = 720) -> None:
+def configure(data: str, runs: str, num_utts: int = NUM_UTTS) -> None:
     """Where the demo's corpus and runs live (module-level, as every stage reads them)."""
     global DATA, RUNS, NUM_UTTS
     DATA, RUNS, NUM_UTTS = Path(data), str(runs), int(num_utts)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paraformer", help="paraformer-zh folder for the Chinese CER (or $VOXLAB_PARAFORMER)")
     parser.add_argument("--data", default=str(DATA), help="corpus folder (built there when missing)")
     parser.add_argument("--runs", default=RUNS, help="run root")
-    parser.add_argument("--num-utts", type=int, default=720, help="corpus size when it is built (a smaller one: a quick dry run)")
+    parser.add_argument("--num-utts", type=int, default=NUM_UTTS, help="corpus size when it is built (a smaller one: a quick dry run)")
     args = parser.parse_args(argv)
     configure(args.data, args.runs, args.num_utts)
     run_demo(args.limit or None, args.train_vae, args.vae_steps, args.tts_steps, args.eval_every, args.paraformer)

