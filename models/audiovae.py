@@ -228,9 +228,61 @@ class AudioVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
+    def stream_decoder(self) -> "StreamingDecoder":
+        """A decoder fed latent chunks one after another (see StreamingDecoder)."""
+        return StreamingDecoder(self.decoder)
+
     def forward(self, wav: torch.Tensor, sample: bool | None = None) -> dict[str, torch.Tensor]:
         """Reconstruction for training: z ~ N(mu, exp(logvar)) when `sample` (default: in training)."""
         mu, logvar = self.encode_posterior(wav)
         sample = self.training if sample is None else sample
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
         return {"audio": self.decode(z), "mu": mu, "logvar": logvar, "z": z}
+
+
+class StreamingDecoder:
+    """Decodes latents chunk by chunk, carrying each causal layer's left context between calls.
+
+    `push(z [B, D, frames]) -> wav [B, 1, frames * hop]`: every layer keeps the tail of its input
+    that its next output needs (a conv: kernel-1 dilated samples; a transposed conv: the last
+    frame, whose upsampled tail overlaps the next chunk), so nothing already decoded is decoded
+    again and the chunks, joined, are the one-shot `decode` of the joined latents (up to float
+    rounding). The noise block, when the model has one, draws fresh noise as `decode` would.
+    """
+
+    def __init__(self, decoder: Decoder):
+        self.decoder = decoder
+        self.state: dict[int, torch.Tensor] = {}
+
+    def push(self, z: torch.Tensor) -> torch.Tensor:
+        return self._run(self.decoder.model, z)
+
+    def _run(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(m, (nn.Sequential, DecoderBlock)):
+            for child in (m if isinstance(m, nn.Sequential) else m.block):
+                x = self._run(child, x)
+            return x
+        if isinstance(m, ResidualUnit):
+            return x + self._run(m.block, x)
+        if isinstance(m, CausalConv1d):
+            if m.stride != 1:
+                raise ValueError("streaming decode supports stride-1 causal convs only")
+            x = self._with_context(m, x, m.left_pad)
+            return F.conv1d(x, m.weight, m.bias, 1, 0, m.dilation, m.groups)
+        if isinstance(m, CausalConvTranspose1d):
+            frames = x.shape[-1]
+            x = self._with_context(m, x, 1)  # the previous frame's upsampled tail lands in this chunk
+            y = F.conv_transpose1d(x, m.weight, m.bias, m.stride)
+            return y[..., m.stride:m.stride * (frames + 1)]
+        return m(x)  # pointwise: Snake, Tanh, NoiseBlock
+
+    def _with_context(self, m: nn.Module, x: torch.Tensor, n: int) -> torch.Tensor:
+        """x with the last `n` input samples of m's previous call (zeros at the start) in front."""
+        if n == 0:
+            return x
+        prev = self.state.get(id(m))
+        if prev is None:
+            prev = x.new_zeros(*x.shape[:-1], n)
+        x = torch.cat([prev, x], dim=-1)
+        self.state[id(m)] = x[..., -n:]
+        return x

@@ -3,7 +3,8 @@
 `TTSModel(backbone, vae, tokenizer)`; `generate(text, prompt_wav=None, prompt_text=None, cfg=2.0,
 timesteps=10, temperature=1.0, seed=None, max_len=4096, retry_badcase=False, ...) -> (waveform [T],
 sample_rate)`;
-`generate_batch(texts, ...)` -> a list of those; `synthesize_batch` also returns the latents.
+`generate_batch(texts, ...)` -> a list of those; `synthesize_batch` also returns the latents;
+`generate_streaming(text, ..., chunk_patches=1)` yields waveform chunks as the patches are made.
 
 The loop (the official VoxCPM-0.5B inference, voxcpm 2.0.3, made incremental and batched):
 - prefix `[prompt text + text, 101, prompt patches]` through TSLM and RALM once, filling their KV
@@ -40,7 +41,7 @@ import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -182,12 +183,51 @@ class TTSModel(nn.Module):
         s = self.synthesize_batch([text], [prompt_wav], [prompt_text], cfg=cfg, timesteps=timesteps,
                                   temperature=temperature, seed=seed, max_len=max_len, **kw)[0]
         if not s.stopped and kw.get("stop", True):
-            ratio = float(kw.get("retry_badcase_ratio_threshold", LENGTH_RATIO))
-            own = int(len(self.encode_text(clean_text(text))) * ratio + LENGTH_PAD)
-            why = f"max_len={max_len}" if max_len < own else f"the text-length rule ({ratio:g} x tokens + {LENGTH_PAD})"
-            warnings.warn(TextWarning(f"the length cap of {len(s.patches)} patches, set by {why}, ended the audio "
-                                      "before the model's stop head did: the speech may be cut off"), stacklevel=2)
+            self._warn_cut(text, len(s.patches), max_len, float(kw.get("retry_badcase_ratio_threshold", LENGTH_RATIO)))
         return s.wav, s.sample_rate
+
+    @torch.inference_mode()
+    def generate_streaming(self, text: str, prompt_wav=None, prompt_text: str | None = None, cfg: float = 2.0,
+                           timesteps: int = 10, temperature: float = 1.0, seed: int | None = None,
+                           max_len: int = 4096, chunk_patches: int = 1, min_len: int = MIN_LEN,
+                           stop: bool = True) -> Iterator[torch.Tensor]:
+        """One utterance as waveform chunks [chunk_patches x P x hop samples, the last maybe shorter],
+        each yielded as soon as its patches are made. The causal VAE decodes each chunk once, carrying
+        its layers' left context (AudioVAE.stream_decoder), so the joined chunks are `generate`'s
+        waveform with the same settings (no bad-case retry: a chunk once yielded is final)."""
+        if chunk_patches < 1:
+            raise ValueError(f"chunk_patches must be at least 1, got {chunk_patches}")
+        self.check_text(text)
+        item = self._prepare(text, prompt_wav, prompt_text)
+        cap = min(int(len(item["target_ids"]) * LENGTH_RATIO + LENGTH_PAD), max_len)
+        gens = None if seed is None else [torch.Generator().manual_seed(int(seed))]
+        decoder = self.vae.stream_decoder()
+        vae_dtype = next(self.vae.parameters()).dtype
+
+        def decode(patches: list[torch.Tensor]) -> torch.Tensor:
+            z = torch.cat(patches).reshape(-1, self.backbone.feat_dim).t()[None]  # [1, D, frames]
+            return decoder.push(z.to(vae_dtype))[0, 0].float().cpu()
+
+        if item["prompt"] is not None:  # context in front, its audio dropped (as `generate` cuts it)
+            decode(list(item["prompt"][-CONTEXT_PATCHES:]))
+        pending, made, stopped = [], 0, False
+        for step in self._patch_steps([item], [cap], cfg, timesteps, temperature, gens, min_len, stop):
+            _, patch, stopped = step[0]
+            pending.append(patch[None])
+            made += 1
+            if len(pending) == chunk_patches:
+                yield decode(pending)
+                pending = []
+        if pending:
+            yield decode(pending)
+        if not stopped and stop:
+            self._warn_cut(text, made, max_len, LENGTH_RATIO)
+
+    def _warn_cut(self, text: str, patches: int, max_len: int, ratio: float) -> None:
+        own = int(len(self.encode_text(clean_text(text))) * ratio + LENGTH_PAD)
+        why = f"max_len={max_len}" if max_len < own else f"the text-length rule ({ratio:g} x tokens + {LENGTH_PAD})"
+        warnings.warn(TextWarning(f"the length cap of {patches} patches, set by {why}, ended the audio "
+                                  "before the model's stop head did: the speech may be cut off"), stacklevel=3)
 
     def check_text(self, text: str) -> list[str]:
         """Warn about characters the tokenizer cannot write; refuse a text with no known one.
@@ -257,6 +297,17 @@ class TTSModel(nn.Module):
         return out
 
     def _generate_patches(self, items, caps, cfg, timesteps, temperature, gens, min_len, stop):
+        out: list[list[torch.Tensor]] = [[] for _ in items]
+        stopped = [False] * len(items)
+        for step in self._patch_steps(items, caps, cfg, timesteps, temperature, gens, min_len, stop):
+            for item, patch, halted in step:
+                out[item].append(patch)
+                stopped[item] = stopped[item] or halted
+        return [torch.stack(p) for p in out], stopped
+
+    def _patch_steps(self, items, caps, cfg, timesteps, temperature, gens, min_len, stop):
+        """The generation loop: yields, at each step, [(item, patch [P, D], stopped by the head)]
+        for every item still running (an item's last patch comes with its stop flag)."""
         bb = self.backbone
         prefix = self._prefix(items)
         b, s = prefix["text_tokens"].shape
@@ -266,22 +317,20 @@ class TTSModel(nn.Module):
         prev = prefix["audio_feats"][:, -1]  # zeros after 101; the last prompt patch when cloning
         sampler = PatchSampler(bb.feat_decoder.estimator, timesteps, cfg, dtype=self._dtype, device=self.device)
         active = list(range(b))  # batch row -> item
-        out: list[list[torch.Tensor]] = [[] for _ in range(b)]
-        stopped = [False] * b
         for i in range(max(caps)):
             noise = draw_noise(len(active), bb.patch_size, bb.feat_dim, temperature,
                                None if gens is None else [gens[j] for j in active], self._dtype, self.device)
             patch = sampler(bb.dit_condition(lm_h, res_h), prev, noise)
             says_stop = (bb.stop_logits(lm_h).argmax(-1) == 1).tolist() if stop else [False] * len(active)
-            keep = []
+            keep, made = [], []
             for row, item in enumerate(active):
-                out[item].append(patch[row])
-                if i > min_len and says_stop[row]:
-                    stopped[item] = True
-                elif i + 1 < caps[item]:
+                halted = i > min_len and says_stop[row]
+                made.append((item, patch[row], halted))
+                if not halted and i + 1 < caps[item]:
                     keep.append(row)
+            yield made
             if not keep:
-                break
+                return
             if len(keep) < len(active):  # finished items leave the batch
                 idx = torch.tensor(keep, device=self.device)
                 for cache in caches.values():
@@ -291,7 +340,6 @@ class TTSModel(nn.Module):
                 active = [active[r] for r in keep]
             lm_h, res_h = bb.step(patch, caches)
             prev = patch
-        return [torch.stack(p) for p in out], stopped
 
     def _decode(self, items: list[dict], patches: list[torch.Tensor]) -> list[torch.Tensor]:
         """VAE decode of each item (context patches in front when cloning), batched with right
