@@ -1,4 +1,4 @@
-"""Faster small-batch Linear layers for CPU inference (oneDNN pre-packed weights).
+"""Faster Linear layers for CPU inference: oneDNN pre-packed weights, and int8 weights.
 
 Why: the LocDiT runs 9-10 times per patch on 2 x 5 tokens and the LocEnc on 3 tokens. For such
 row counts (2..~64) MKL's sgemm is several times slower per weight byte than its matrix-vector
@@ -9,13 +9,22 @@ stay on F.linear, which is the fastest there.
 `pack_linears(module)` patches every nn.Linear below `module` of at least MIN_PACKED_WEIGHT
 weights in place: parameters, names and
 state_dict are unchanged (the packed copy is a plain attribute, not saved), and the packed path is
-taken only for float32 CPU inputs with more than one row and no autograd; anything else (GPU,
-bf16, training) uses F.linear. A weight changed in place after packing (load_state_dict, an
+taken only for CPU inputs without autograd: float32 with more than one row, or bfloat16 (any rows:
+oneDNN's packed bf16 kernel beats F.linear's bf16 path even for one row, measured here); anything
+else (GPU, training) uses F.linear. A weight changed in place after packing (load_state_dict, an
 optimizer step) is re-packed on its next call. `unpack_linears(module)` undoes it.
+
+`quantize_linears(module)` replaces every large nn.Linear with `Int8Linear`: int8 weights
+(symmetric, one scale per output row) run by fbgemm's dynamic-quantisation kernel, which also
+rounds each call's input to int8 (one scale per call) and accumulates in int32 (AVX512-VNNI). That
+reads a quarter of the fp32 bytes. Measured here, a weight-only int8 kernel
+(torch._weight_int8pack_mm) was slower than fp32 with fp32 inputs and than bf16 with bf16 ones, so
+it is not used. Inference only: the float weights are dropped.
 """
 from __future__ import annotations
 
 import types
+import warnings
 
 import torch
 import torch.nn as nn
@@ -29,10 +38,15 @@ def available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def _packed_path(x: torch.Tensor, w: torch.Tensor) -> bool:
+    if x.device.type != "cpu" or x.dtype != w.dtype or x.requires_grad or torch.is_grad_enabled():
+        return False
+    return x.dtype == torch.bfloat16 or (x.dtype == torch.float32 and x.numel() > x.shape[-1])
+
+
 def _forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     w = self.weight
-    if (x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32 or x.requires_grad
-            or torch.is_grad_enabled() or x.numel() <= x.shape[-1]):
+    if not _packed_path(x, w):
         return F.linear(x, w, self.bias)
     key = (w.data_ptr(), w._version)
     if getattr(self, "_packed_key", None) != key:
@@ -59,3 +73,43 @@ def unpack_linears(module: nn.Module) -> None:
             del m.forward
             for attr in ("_packed_weight", "_packed_key"):
                 m.__dict__.pop(attr, None)
+
+
+class Int8Linear(nn.Module):
+    """y = x W^T + b with W stored as int8 [out, in] plus a float scale per output row (CPU)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        w = linear.weight.detach().float()
+        scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
+        zero = torch.zeros_like(scale, dtype=torch.long)
+        with warnings.catch_warnings():  # torch flags quantized tensor creation as deprecated; the kernel is current
+            warnings.simplefilter("ignore")
+            q = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
+            bias = None if linear.bias is None else linear.bias.detach().float()
+            self._packed = torch.ops.quantized.linear_prepack(q, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float().contiguous(), self._packed, False)
+        return y.view(*shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+def int8_available() -> bool:
+    return "fbgemm" in torch.backends.quantized.supported_engines or "x86" in torch.backends.quantized.supported_engines
+
+
+def quantize_linears(module: nn.Module, min_weight: int = MIN_PACKED_WEIGHT) -> int:
+    """Replace every nn.Linear below `module` of at least `min_weight` weights by an Int8Linear
+    (in place; CPU inference only); returns how many were replaced."""
+    if not int8_available():
+        raise RuntimeError("int8 weights need torch's fbgemm/x86 quantized engine, which this torch build lacks")
+    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
+               if type(child) is nn.Linear and child.weight.numel() >= min_weight]
+    for parent, name, child in targets:
+        setattr(parent, name, Int8Linear(child))
+    return len(targets)

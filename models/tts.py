@@ -57,6 +57,7 @@ LENGTH_RATIO, LENGTH_PAD = 6.0, 10   # official cap: int(target tokens * 6.0 + 1
 RETRY_MAX_TIMES = 3                   # official retry_badcase_max_times (runs in all)
 MIN_LEN = 2                           # official: the stop head counts once the step index is > 2
 CONTEXT_PATCHES = 2                   # prompt patches decoded in front of a cloned voice
+PRECISIONS = ("float32", "bfloat16", "float16", "int8")  # TTSModel.set_precision
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +69,23 @@ class Synthesis:
     stopped: bool                # True: the stop head ended it; False: the length cap did
     text_ids: list[int] = field(default_factory=list)
     attempts: int = 1            # runs made (more than 1: bad-case retries)
+
+
+MAX_CFG, MAX_TEMPERATURE = 10.0, 5.0  # beyond these the output is noise at full scale, not speech
+
+
+def check_settings(cfg: float, timesteps: int, temperature: float, max_len: int) -> None:
+    """Generation settings a run can use, else ValueError naming the setting."""
+    import math
+    from numbers import Integral, Real
+
+    if not (isinstance(cfg, Real) and math.isfinite(cfg) and 0 <= cfg <= MAX_CFG):
+        raise ValueError(f"cfg={cfg!r}: guidance must be a number from 0 to {MAX_CFG:g} (the official default is 2)")
+    if not (isinstance(temperature, Real) and math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):
+        raise ValueError(f"temperature={temperature!r}: must be a number from 0 (deterministic) to {MAX_TEMPERATURE:g}")
+    for name, value in (("timesteps", timesteps), ("max_len", max_len)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name}={value!r}: must be a whole number of at least 1")
 
 
 class TextWarning(UserWarning):
@@ -105,6 +123,29 @@ class TTSModel(nn.Module):
                 pack_linears(part)
         return self
 
+    def set_precision(self, precision: str | torch.dtype) -> "TTSModel":
+        """Backbone weights for inference: "float32"; "bfloat16" (the whole backbone; on CPU with
+        pre-packed oneDNN weights for every large Linear); "int8" (CPU: the Linear layers of the four
+        transformer stacks as int8 weights with dynamic int8 inputs, models.cpu_linear; the
+        projections, norms and embeddings stay float32). The VAE stays float32. Irreversible for int8."""
+        name = str(precision).replace("torch.", "")
+        if name not in PRECISIONS:
+            raise ValueError(f"dtype {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        bb, cpu = self.backbone, self.device.type == "cpu"
+        if name == "int8":
+            if not cpu:
+                raise ValueError("dtype int8 runs on CPU only (its kernel is fbgemm's); use bfloat16 on a GPU")
+            from models.cpu_linear import quantize_linears
+            stacks = [bb.base_lm, bb.residual_lm, bb.feat_encoder, bb.feat_decoder.estimator.decoder]
+            for stack in stacks:
+                if stack is not None:
+                    quantize_linears(stack, min_weight=0)
+            return self
+        bb.to(getattr(torch, name))
+        if cpu and name == "bfloat16":
+            self.optimize(lms=True)
+        return self
+
     # ---- inputs -----------------------------------------------------------------------------------
     def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text))
@@ -119,6 +160,10 @@ class TTSModel(nn.Module):
         wav = wav.reshape(-1)
         if wav.numel() == 0:
             raise ValueError("prompt audio is empty")
+        from voxlab.audio import sample_problem
+        problem = sample_problem(wav)
+        if problem:
+            raise ValueError(f"prompt audio: {problem}")
         p = self.backbone.patch_size
         wav = F.pad(wav, (-wav.numel() % (p * self.vae.hop_length), 0))
         z = self.vae.encode(wav.to(self.device).view(1, 1, -1))  # [1, D, frames]
@@ -138,6 +183,7 @@ class TTSModel(nn.Module):
                          retry_badcase_ratio_threshold: float = LENGTH_RATIO) -> list[Synthesis]:
         """Synthesise every text; item i uses seed + i (or seed[i]); `stop=False` ignores the stop
         head (every item runs to its length cap: benchmarks); retry_badcase: see the module doc."""
+        check_settings(cfg, timesteps, temperature, max_len)
         n = len(texts)
         if n == 0:
             return []
@@ -197,6 +243,7 @@ class TTSModel(nn.Module):
         waveform with the same settings (no bad-case retry: a chunk once yielded is final)."""
         if chunk_patches < 1:
             raise ValueError(f"chunk_patches must be at least 1, got {chunk_patches}")
+        check_settings(cfg, timesteps, temperature, max_len)
         self.check_text(text)
         item = self._prepare(text, prompt_wav, prompt_text)
         cap = min(int(len(item["target_ids"]) * LENGTH_RATIO + LENGTH_PAD), max_len)

@@ -45,10 +45,11 @@ class ModelPathError(ValueError):
     """A MODEL path that cannot be loaded; the message names the file and what is missing."""
 
 
-def load(path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+def load(path: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
          optimize: bool = True) -> TTSModel:
-    """A TTSModel in eval mode. `dtype` applies to the backbone (the VAE stays float32, as the
-    official code keeps it); `optimize` packs CPU weights (models.cpu_linear)."""
+    """A TTSModel in eval mode. `dtype` ("float32", "bfloat16", "int8", or a torch dtype) sets the
+    backbone's weights (TTSModel.set_precision; the VAE stays float32, as the official code keeps
+    it); `optimize` packs CPU weights (models.cpu_linear)."""
     path = Path(path)
     if path.is_dir():
         if (path / "config.json").is_file() or (path / OURS_MODEL).is_file():
@@ -69,7 +70,7 @@ def load(path: str | Path, device: str | torch.device | None = None, dtype: torc
     if device is not None:
         model.to(device)
     if dtype is not None:
-        model.backbone.to(dtype)
+        model.set_precision(dtype)
     if optimize and model.device.type == "cpu":
         model.optimize()
     return model.eval()
