@@ -36,34 +36,34 @@ data: ## build the embedded offline corpus + Seed-TTS-Eval mini test set in $(DA
 	@$(PY) -m datamodules.corpus --out $(DATA)
 
 train: ## train one experiment: EXP=name [SCALE=tiny|paper] [ARGS="k=v ..."] [RESUME=run folder or ckpt]
-	@$(PY) -m voxlab.train $(if $(EXP),--exp $(EXP)) --scale $(SCALE) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
+	@$(PY) -m voxlab.cli.train $(if $(EXP),--exp $(EXP)) --scale $(SCALE) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
 
 sweep: ## train every experiment of a sweep: SWEEP=fsq|ralm|conditioning|lm_init|all [SCALE=...]
-	@$(PY) -m voxlab.sweep --sweep $(SWEEP) --scale $(SCALE) $(ARGS)
+	@$(PY) -m voxlab.cli.sweep --sweep $(SWEEP) --scale $(SCALE) $(ARGS)
 
 cache: ## encode the corpus into the latent cache with the experiment's VAE: [EXP=d256s9] [SCALE=...]
 	@$(PY) -m datamodules.tts --exp $(or $(EXP),d256s9) --scale $(SCALE) $(ARGS)
 
 lm: ## pre-train the tiny text LM used for LM init at tiny scale (saved as a Hugging Face folder)
-	@$(PY) -m voxlab.lm --exp $(or $(EXP),d256s9) --scale $(SCALE) $(ARGS)
+	@$(PY) -m voxlab.cli.lm --exp $(or $(EXP),d256s9) --scale $(SCALE) $(ARGS)
 
 eval: ## Seed-TTS-Eval: [MODEL=...] TESTSET=<meta.lst or folder> [ARGS="--wavs DIR --sim resemblyzer ..."]
 	@$(PY) -m eval --testset $(TESTSET) $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 report: ## Markdown + self-contained HTML report over RUNS="run folders, sweep folders or eval folders" [OUT=dir]
-	@$(PY) -m eval.report --runs $(RUNS) $(if $(OUT),--out $(OUT))
+	@$(PY) -m eval.reporting.report --runs $(RUNS) $(if $(OUT),--out $(OUT))
 
 synth: ## zero-shot TTS / voice cloning: MODEL=... TEXT=... OUT=x.wav [PROMPT_WAV=... PROMPT_TEXT=...] [ARGS="--cfg 2 --timesteps 10 --temperature 1 --seed 0 --max-len 600"]
-	@$(PY) -m voxlab.synth --model "$(MODEL)" --text "$(TEXT)" --out "$(or $(OUT),synth.wav)" $(if $(PROMPT_WAV),--prompt-wav "$(PROMPT_WAV)") $(if $(PROMPT_TEXT),--prompt-text "$(PROMPT_TEXT)") $(ARGS)
+	@$(PY) -m voxlab.cli.synth --model "$(MODEL)" --text "$(TEXT)" --out "$(or $(OUT),synth.wav)" $(if $(PROMPT_WAV),--prompt-wav "$(PROMPT_WAV)") $(if $(PROMPT_TEXT),--prompt-text "$(PROMPT_TEXT)") $(ARGS)
 
 bench: ## benchmarks beside the official implementation (inference RTF ratio on the 0.5B config) [ARGS="--repeats 5"]
 	@$(PY) benchmarks/bench_inference.py $(ARGS)
 
 demo: ## data, shipped tiny VAE (ARGS=--train-vae trains it), latent cache, tiny d256s9, Seed-TTS-Eval on the mini test set, report (CPU, ~20 min)
-	@$(PY) -m voxlab.demo $(ARGS)
+	@$(PY) -m voxlab.cli.demo $(ARGS)
 
 analyze: ## hidden-state t-SNE and linear probes (the paper's analysis section): MODEL=... [ARGS="--sentences 12"]
-	@$(PY) -m eval.analysis --model "$(MODEL)" $(if $(OUT),--out $(OUT)) $(ARGS)
+	@$(PY) -m eval.analysis.probes --model "$(MODEL)" $(if $(OUT),--out $(OUT)) $(ARGS)
 
 tiny-vae: ## re-train the tiny AudioVAE that the demo ships (assets/tiny_audiovae; ~65 min on 2 cores) [ARGS=...]
-	@$(PY) -m voxlab.tiny_vae $(ARGS)
+	@$(PY) -m voxlab.cli.tiny_vae $(ARGS)

@@ -3,7 +3,7 @@
 For each utterance of a manifest, or of Seed-TTS-Eval test sets (their ground-truth wavs: voices
 the VAE never trained on; the default is the mini test set's en + zh): reconstruct it through
 the posterior mean, then report the mean resemblyzer cosine (reconstruction vs original), the
-log-mel L1 (the module's `val/mel_l1` definition), the pitch error (eval/pitch.py: an undertrained
+log-mel L1 (the module's `val/mel_l1` definition), the pitch error (eval/metrics/pitch.py: an undertrained
 decoder buzzes at one pitch for every voice, which resemblyzer punishes hard) and, to calibrate
 the scale, the cosine of the original with another utterance of the same speaker and with one of
 a different speaker. With `--wer` (default on), the English utterances are transcribed by the
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datamodules.manifest import read_manifest  # noqa: E402
 from eval.normalize import detect_lang, normalize  # noqa: E402
 from eval.testset import read_testset  # noqa: E402
-from eval.pitch import f0_error  # noqa: E402
+from eval.metrics.pitch import f0_error  # noqa: E402
 from eval.sim import cosine  # noqa: E402
 from eval.sim.resemblyzer_sim import ResemblyzerSim  # noqa: E402
 from models import load_audiovae  # noqa: E402

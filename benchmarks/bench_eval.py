@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eval import fixtures  # noqa: E402
+from eval import tiny_backends as fixtures  # noqa: E402
 
 
 def utterances(n: int, seconds: float) -> list[np.ndarray]:

@@ -36,14 +36,14 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # the official loop's progress bar
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
 from models.audiovae import PAPER_CONFIG, AudioVAE  # noqa: E402
 from models.official import from_official_config  # noqa: E402
 from models.tts import TTSModel  # noqa: E402
-from official_voxcpm import (SMALL_VAE, backbone_state_dict, build_official, official_0_5b_config,  # noqa: E402
+from models.official_reference import (SMALL_VAE, backbone_state_dict, build_official, official_0_5b_config,  # noqa: E402
                              small_official_config, tiny_tokenizer)
 from voxlab.config import instantiate  # noqa: E402
 from voxlab.text import HFTokenizer  # noqa: E402

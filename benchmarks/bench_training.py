@@ -32,7 +32,7 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
@@ -40,7 +40,7 @@ from models.audiovae import PAPER_CONFIG, AudioVAE  # noqa: E402
 from models.official import to_official_config  # noqa: E402
 from models.packing import collate_packed, pack_utterance  # noqa: E402
 from models.voxcpm import count_parameters  # noqa: E402
-from official_voxcpm import build_official  # noqa: E402
+from models.official_reference import build_official  # noqa: E402
 from voxlab.config import compose, instantiate  # noqa: E402
 
 TINY_VAE = {**PAPER_CONFIG, "encoder_dim": 8, "decoder_dim": 128}  # experiments/audiovae/scale/tiny.yaml

@@ -1,4 +1,4 @@
-"""Callbacks every training run gets from `voxlab.train`: the run folder's contract and a
+"""Callbacks every training run gets from `voxlab.cli.train`: the run folder's contract and a
 graceful stop on SIGTERM / SIGINT."""
 from __future__ import annotations
 

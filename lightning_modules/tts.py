@@ -37,7 +37,7 @@ class TTSModule(L.LightningModule):
         if stage == "fit" and not self.vae_payload:
             self._attach_vae_and_tokenizer()
         if stage == "fit" and self.trainer.ckpt_path is None:
-            from voxlab.lm import ensure_lm
+            from voxlab.cli.lm import ensure_lm
             from voxlab.text import build_tokenizer
 
             ensure_lm(self.config)
@@ -103,6 +103,7 @@ class TTSModule(L.LightningModule):
             message = describe(self.global_step, ["gradient"], {})
             if self.nonfinite_policy == "stop":
                 raise NonFiniteLoss(message + " (nonfinite.policy=stop)")
+            self.nonfinite_skips += 1
             print(f"[nonfinite] skipping optimizer step: {message}")
             optimizer.zero_grad(set_to_none=True)
 

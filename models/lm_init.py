@@ -12,7 +12,7 @@ TSLM has none). Any shape mismatch fails naming the tensor; settings that shapes
 The copied embedding rows mean the LM's tokens, so the text tokenizer must be the LM's own: given
 one (`tokenizer=`, as training does), every token of it must have the same id in the LM's
 vocabulary, read from the folder's tokenizer files or, for the tiny LM VoxLab pre-trains
-(voxlab.lm), from the character vocabulary its `voxlab_lm.json` records. Otherwise init fails
+(voxlab.cli.lm), from the character vocabulary its `voxlab_lm.json` records. Otherwise init fails
 naming both.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # the test fixtures' own `_target_`s, allowed as a user would allow theirs (voxlab/config.py)
-os.environ.setdefault("VOXLAB_ALLOW_TARGETS", "toy_module,torch.nn.Linear")
+os.environ.setdefault("VOXLAB_ALLOW_TARGETS", "tests.helpers.toy_module,torch.nn.Linear")
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import torch
 from models.official import from_official_config, to_official_config
 from models.packing import collate_packed, pack_utterance
 from models.voxcpm import VoxCPMBackbone, count_parameters, shift_right
-from official_voxcpm import backbone_state_dict, build_official, import_official, official_0_5b_config, small_official_config
+from models.official_reference import backbone_state_dict, build_official, import_official, official_0_5b_config, small_official_config
 from voxlab.config import instantiate
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from voxlab.checkpoint import load_checkpoint
 from voxlab.runs import newest_loadable_checkpoint
-from toy_module import toy_experiment
-from voxlab.train import train
+from tests.helpers.toy_module import toy_experiment
+from voxlab.cli.train import train
 
 KILL_AFTER_S = [0.3, 0.9, 1.7, 2.6]  # seconds after the first logged step
 
@@ -25,11 +25,11 @@ def exp(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_at_several_moments_always_resumes(exp):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     run = Path(exp).parent.parent / "runs" / "toy" / "version_0"
     steps_at_kill = []
     for i, delay in enumerate(KILL_AFTER_S):
-        cmd = [sys.executable, "-m", "voxlab.train"] + (["--exp", exp] if i == 0 else ["--resume", str(run)])
+        cmd = [sys.executable, "-m", "voxlab.cli.train"] + (["--exp", exp] if i == 0 else ["--resume", str(run)])
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         start_step = _newest_step(run)
         deadline = time.time() + 120

@@ -18,7 +18,7 @@ def test_tts_trains_with_ddp_on_two_processes(tts_assets):
     args = tts_overrides(root, corpus, vae_dir, steps=3) + [
         "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "run.root=" + str(root / "ddp_runs")]
     start = time.time()
-    out = subprocess.run([sys.executable, "-m", "voxlab.train", "--exp", "d256s9", "--scale", "tiny", *args],
+    out = subprocess.run([sys.executable, "-m", "voxlab.cli.train", "--exp", "d256s9", "--scale", "tiny", *args],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.time() - start
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -43,7 +43,7 @@ def test_audiovae_trains_with_ddp_on_two_processes(tts_assets):
     args = vae_overrides(root, corpus, steps=3, runs="ddp_vae_runs") + [
         "trainer.strategy=ddp_find_unused_parameters_true", "trainer.devices=2", "trainer.accelerator=cpu"]
     start = time.time()
-    out = subprocess.run([sys.executable, "-m", "voxlab.train", "--exp", "audiovae", "--scale", "tiny", *args],
+    out = subprocess.run([sys.executable, "-m", "voxlab.cli.train", "--exp", "audiovae", "--scale", "tiny", *args],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.time() - start
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -3,7 +3,7 @@ valid config with the evaluation callback on, a finished run is reused only when
 with the same settings, and the shipped tiny VAE is in the repository and loads."""
 from pathlib import Path
 
-from voxlab import demo
+from voxlab.cli import demo
 from voxlab.config import compose
 
 

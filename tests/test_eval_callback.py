@@ -15,7 +15,7 @@ import torch
 from conftest import tts_overrides
 from eval.backends import ASR_DISABLED
 from eval.errors import MissingWeightsError
-from voxlab.train import train
+from voxlab.cli.train import train
 
 CB = "callbacks.seedtts_eval."
 
@@ -115,7 +115,7 @@ def test_callback_under_ddp_shards_generation_and_rank_zero_scores(tts_assets):
     args = tts_overrides(root, corpus, vae_dir, steps=2) + callback_overrides(corpus) + [
         "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", f"run.root={root / 'ddp_eval'}"]
     start = time.time()
-    out = subprocess.run([sys.executable, "-m", "voxlab.train", "--exp", "d256s9", "--scale", "tiny", *args],
+    out = subprocess.run([sys.executable, "-m", "voxlab.cli.train", "--exp", "d256s9", "--scale", "tiny", *args],
                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     print(f"DDP (2 processes) 2 steps + evaluation: {time.time() - start:.1f} s")

@@ -9,9 +9,10 @@ import torch
 from eval.__main__ import main
 from eval.backends import ASR_DISABLED, EvalConfig, asr_available
 from eval.errors import EvalError
-from eval.fixtures import MINI_LINES, make_testset, make_tiny_whisper
-from eval.report import MISSING, main_table, results_table
-from eval.results import collect
+from eval.tiny_backends import make_tiny_whisper
+from tests.helpers.testset import MINI_LINES, make_testset
+from eval.reporting.report import MISSING, main_table, results_table
+from eval.reporting.results import collect
 from eval.run import evaluate, log_metrics
 
 

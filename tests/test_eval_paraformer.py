@@ -12,7 +12,7 @@ pytest.importorskip("funasr")
 
 from eval.asr.paraformer_asr import ParaformerASR, resolve_paraformer  # noqa: E402
 from eval.errors import MissingWeightsError  # noqa: E402
-from eval.fixtures import PARAFORMER_TOKENS, make_tiny_paraformer  # noqa: E402
+from eval.tiny_backends import PARAFORMER_TOKENS, make_tiny_paraformer  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,8 @@ import torch
 from eval.__main__ import main
 from eval.backends import Backends, EvalConfig
 from eval.errors import EvalError, MissingWeightsError
-from eval.fixtures import MINI_LINES, make_testset, make_tiny_whisper, write_tone
+from eval.tiny_backends import make_tiny_whisper, write_tone
+from tests.helpers.testset import MINI_LINES, make_testset
 from eval.normalize import normalize
 from eval.run import evaluate, log_metrics
 from eval.wer import count_errors

@@ -5,7 +5,7 @@ import torch
 import yaml
 
 from eval.errors import MissingWeightsError
-from eval.fixtures import SR, make_tiny_wavlm_ecapa, make_tiny_wespeaker, write_tone
+from eval.tiny_backends import SR, make_tiny_wavlm_ecapa, make_tiny_wespeaker, write_tone
 from eval.sim import cosine
 from eval.sim.wavlm_ecapa import EcapaHead, WavLMEcapaSim, map_wavlm_key
 from eval.sim.wespeaker_sim import ResNetSpeaker, WespeakerSim, kaldi_fbank

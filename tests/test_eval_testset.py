@@ -1,7 +1,7 @@
 """Seed-TTS-Eval meta.lst reader: validation of every line, subsets."""
 import pytest
 
-from eval.fixtures import MINI_LINES, make_testset
+from tests.helpers.testset import MINI_LINES, make_testset
 from eval import testset as ts
 from eval.testset import TestSetError, read_testset, resolve_meta
 

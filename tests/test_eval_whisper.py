@@ -6,7 +6,7 @@ import torch
 from eval.asr.whisper_asr import WhisperASR, resolve_whisper
 from eval.backends import EvalConfig, check_backends
 from eval.errors import MissingWeightsError
-from eval.fixtures import TINY_WHISPER_DIMS, make_tiny_whisper
+from eval.tiny_backends import TINY_WHISPER_DIMS, make_tiny_whisper
 
 
 @pytest.fixture(autouse=True)

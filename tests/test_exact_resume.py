@@ -6,7 +6,7 @@ import torch
 
 from conftest import tts_overrides
 from voxlab.checkpoint import load_checkpoint
-from voxlab.train import train
+from voxlab.cli.train import train
 
 STEPS = 6
 

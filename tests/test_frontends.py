@@ -96,7 +96,7 @@ def test_hf_tokenizer_follows_the_official_chinese_rule(tmp_path):
     tok = HFTokenizer(tmp_path / "tok")
     assert tok.encode(text) == [3, 6, 12, 13, 14]
     assert HFTokenizer(tmp_path / "tok", cjk_split="any").encode(text) == [4, 5, 8, 9, 12, 13, 14]
-    from official_voxcpm import install_stubs
+    from models.official_reference import install_stubs
     install_stubs()
     utils = pytest.importorskip("voxcpm.model.utils")
     assert utils.mask_multichar_chinese_tokens(tok.tok)(text) == tok.encode(text)

@@ -13,11 +13,11 @@ import models
 from models.audiovae import AudioVAE
 from models.tts_io import ModelPathError
 from models.weights import WeightsError, export_audiovae
-from official_voxcpm import SMALL_VAE
+from models.official_reference import SMALL_VAE
 from test_inference import lightning_checkpoint, make_model
 from voxlab.checkpoint import CheckpointError
 from voxlab.config import ConfigError, compose
-from voxlab.train import train
+from voxlab.cli.train import train
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from models.tts import TTSModel
 from models.tts_io import ModelPathError
 from models.voxcpm import VoxCPMBackbone
 from models.weights import WeightsError
-from official_voxcpm import SMALL_VAE, small_official_config
+from models.official_reference import SMALL_VAE, small_official_config
 from voxlab.text import CharTokenizer
 
 CHARS = list(" abcdefghijklmnopqrstuvwxyz,.'你好世界中文")
@@ -297,7 +297,7 @@ def test_generation_input_errors(model, tmp_path, prompt_wav):
 
 
 def test_synth_cli(model, tmp_path, prompt_wav, capsys):
-    from voxlab.synth import main
+    from voxlab.cli.synth import main
 
     folder = models.export(model, tmp_path / "m")
     out = tmp_path / "out.wav"

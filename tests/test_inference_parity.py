@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 import models
-from official_voxcpm import (SMALL_VAE, backbone_state_dict, build_official, import_official, install_stubs,
+from models.official_reference import (SMALL_VAE, backbone_state_dict, build_official, import_official, install_stubs,
                              small_official_config, tiny_tokenizer)
 from test_inference import tune_stop
 
@@ -183,7 +183,7 @@ def test_seeded_noise_matches_official(setup):
 
 
 def test_synth_cli_wav_matches_official(setup, tmp_path):
-    from voxlab.synth import main
+    from voxlab.cli.synth import main
 
     off, _, root, prompt_wav = setup
     text, prompt_text = CASES["zh"]

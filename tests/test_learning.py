@@ -130,7 +130,7 @@ def test_tiny_audiovae_recipe_reconstructs_held_out_voices(tts_assets):
     from eval.testset import read_testset
     from models import load_audiovae
     from voxlab.audio import MelSpectrogram, load_audio
-    from voxlab.train import train
+    from voxlab.cli.train import train
 
     root, corpus, _ = tts_assets
     torch.set_num_threads(2)

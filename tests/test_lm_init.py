@@ -178,7 +178,7 @@ def test_tiny_scale_lm_pretrained_here_accepts_its_corpus_vocabulary(tmp_path):
     import json
 
     from voxlab.config import compose, instantiate
-    from voxlab.lm import ensure_lm
+    from voxlab.cli.lm import ensure_lm
     from voxlab.text import CharTokenizer, build_tokenizer
 
     texts = ["the cat sat on the mat.", "小猫在家里。"] * 30

@@ -3,7 +3,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from voxlab.config import ConfigError, compose
-from voxlab.lm import ensure_lm, pretrain_text_lm
+from voxlab.cli.lm import ensure_lm, pretrain_text_lm
 from voxlab.text import CharTokenizer
 
 LM = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,

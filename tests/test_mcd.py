@@ -2,7 +2,7 @@
 import numpy as np
 
 from datamodules.corpus import render
-from eval.mcd import mcd
+from eval.metrics.mcd import mcd
 
 
 def test_mcd_orders_same_and_different_voices():

@@ -1,4 +1,4 @@
-"""eval/notebooks/compare_checkpoints.ipynb executes headless (nbclient) on two tiny fake runs and
+"""eval/reporting/notebooks/compare_checkpoints.ipynb executes headless (nbclient) on two tiny fake runs and
 shows their metrics, plots and the same utterances side by side as audio players with mel figures."""
 import json
 import re
@@ -7,9 +7,9 @@ import sys
 import nbformat
 import pytest
 
-from eval.compare import NOTEBOOK, common_utts, execute_notebook, pick
-from eval.report import ReportError, collect
-from report_fixtures import make_run
+from eval.reporting.compare import NOTEBOOK, common_utts, execute_notebook, pick
+from eval.reporting.report import ReportError, collect
+from tests.helpers.report_fixtures import make_run
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Output folders of `python -m eval`, `python -m eval.report` and `models.export`: a folder that
+"""Output folders of `python -m eval`, `python -m eval.reporting.report` and `models.export`: a folder that
 is not a previous result of the same kind is never written into (even with --overwrite); a previous
 one only with --overwrite."""
 from __future__ import annotations
@@ -10,11 +10,11 @@ import torch
 
 import models
 from eval.__main__ import main as eval_main
-from eval.fixtures import make_testset
-from eval.report import main as report_main
+from tests.helpers.testset import make_testset
+from eval.reporting.report import main as report_main
 from models.tts import TTSModel
 from models.voxcpm import VoxCPMBackbone
-from report_fixtures import make_run
+from tests.helpers.report_fixtures import make_run
 from test_inference import make_model
 
 

@@ -1,7 +1,7 @@
 """F0 error: zero for the same audio, the octave for a voice rendered an octave apart, None for silence."""
 import numpy as np
 
-from eval.pitch import f0_error
+from eval.metrics.pitch import f0_error
 
 
 def _tone(f0: float, seconds: float = 1.0, sr: int = 16000) -> np.ndarray:

@@ -1,13 +1,13 @@
-"""`python -m eval.report` on fixture run folders: tables match the inputs, the paper's numbers sit in
+"""`python -m eval.reporting.report` on fixture run folders: tables match the inputs, the paper's numbers sit in
 the right rows, missing results are shown as missing, the HTML is self-contained."""
 import json
 import re
 
 import pytest
 
-from eval.report import (MISSING, ReportError, ablation_tables, collect, column_of, main, main_table,
+from eval.reporting.report import (MISSING, ReportError, ablation_tables, collect, column_of, main, main_table,
                          results_table, write_report)
-from report_fixtures import make_run, write_eval
+from tests.helpers.report_fixtures import make_run, write_eval
 
 HEAD = ["EN WER", "EN SIM", "ZH CER", "ZH SIM", "hard CER", "hard SIM"]
 
@@ -152,7 +152,7 @@ def test_column_of(name, col):
 
 
 def test_samples_are_players_beside_ground_truth_and_prompt(tmp_path):
-    from eval.fixtures import write_tone
+    from eval.tiny_backends import write_tone
 
     testset = tmp_path / "seedtts" / "en"
     lines = []

@@ -6,7 +6,7 @@ import yaml
 
 import voxlab.config as config
 from voxlab.config import ConfigError
-from voxlab.sweep import run_sweep
+from voxlab.cli.sweep import run_sweep
 
 
 @pytest.fixture
@@ -15,8 +15,8 @@ def exps(tmp_path, monkeypatch):
     (root / "toy").mkdir(parents=True)
     (root / "sweeps").mkdir()
     base = yaml.safe_load(open("experiments/base.yaml"))
-    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None},
-                 "datamodule": {"_target_": "toy_module.ToyData"}, "optim": {"lr": 0.1}})
+    base.update({"module": {"_target_": "tests.helpers.toy_module.ToyModule", "fail_at": None},
+                 "datamodule": {"_target_": "tests.helpers.toy_module.ToyData"}, "optim": {"lr": 0.1}})
     base["run"].update({"root": str(tmp_path / "runs"), "checkpoint_every_steps": 2})
     base["trainer"].update({"max_steps": 4, "accelerator": "cpu", "enable_model_summary": False,
                             "log_every_n_steps": 2})
@@ -39,7 +39,7 @@ def test_sweep_runs_all_lists_failures_and_resumes(exps):
     calls = []
 
     def counting_train(*args, **kwargs):
-        from voxlab.train import train
+        from voxlab.cli.train import train
         calls.append((args, kwargs))
         return train(*args, **kwargs)
 

@@ -10,7 +10,7 @@ import torch
 import models
 from models.tts import TextWarning
 from test_inference import make_model
-from voxlab import synth
+from voxlab.cli import synth
 
 
 @pytest.fixture(scope="module")

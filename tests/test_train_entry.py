@@ -8,8 +8,8 @@ import yaml
 from voxlab.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint
 from voxlab.config import ConfigError
 from voxlab.runs import resolve_resume
-from toy_module import toy_experiment
-from voxlab.train import main, train
+from tests.helpers.toy_module import toy_experiment
+from voxlab.cli.train import main, train
 
 
 @pytest.fixture
@@ -89,8 +89,8 @@ def test_signal_saves_checkpoint_and_resumes(exp, sig):
     import time
     from pathlib import Path
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "voxlab.train", "--exp", exp, "trainer.max_steps=400",
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "voxlab.cli.train", "--exp", exp, "trainer.max_steps=400",
                              "module.sleep=0.05"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = Path(exp).parent.parent / "runs" / "toy" / "version_0"
     deadline = time.time() + 120

@@ -4,7 +4,7 @@ import soundfile as sf
 
 from conftest import tts_overrides
 from voxlab.config import compose
-from voxlab.train import train
+from voxlab.cli.train import train
 
 
 def _event_bytes(run):

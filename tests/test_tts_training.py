@@ -6,7 +6,7 @@ import torch
 from conftest import tts_overrides
 from voxlab.checkpoint import load_checkpoint
 from voxlab.config import available_experiments
-from voxlab.train import train
+from voxlab.cli.train import train
 
 ABLATIONS = sorted(e for e, p in available_experiments().items() if p.parent.name == "tts")
 

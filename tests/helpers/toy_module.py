@@ -50,9 +50,9 @@ def toy_experiment(folder, module=None, run=None, trainer=None) -> str:
 
     (folder / "exps").mkdir()
     base = yaml.safe_load(open("experiments/base.yaml"))
-    base.update({"module": {"_target_": "toy_module.ToyModule", "fail_at": None, "sleep": 0.0, "nan_at": None,
+    base.update({"module": {"_target_": "tests.helpers.toy_module.ToyModule", "fail_at": None, "sleep": 0.0, "nan_at": None,
                             **(module or {})},
-                 "datamodule": {"_target_": "toy_module.ToyData"}, "optim": {"lr": 0.1}})
+                 "datamodule": {"_target_": "tests.helpers.toy_module.ToyData"}, "optim": {"lr": 0.1}})
     base["run"].update({"root": str(folder / "runs"), **(run or {})})
     base["trainer"].update({"accelerator": "cpu", "enable_model_summary": False, **(trainer or {})})
     (folder / "exps" / "base.yaml").write_text(yaml.safe_dump(base))

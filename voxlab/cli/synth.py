@@ -2,7 +2,7 @@
 or voice cloning to a 16 kHz wav; prints the duration and the real-time factor (synthesis seconds
 per audio second, model loading excluded).
 
-    python -m voxlab.synth --model MODEL --text TEXT --out OUT [--prompt-wav W --prompt-text T]
+    python -m voxlab.cli.synth --model MODEL --text TEXT --out OUT [--prompt-wav W --prompt-text T]
         [--cfg 2.0] [--timesteps 10] [--temperature 1.0] [--seed S] [--max-len 4096] [--device cpu]
         [--retry-badcase]
 

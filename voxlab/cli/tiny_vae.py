@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "tiny_audiovae"
+SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "tiny_audiovae"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_run:
         run = Path(args.from_run)
     else:
-        from voxlab.train import train
+        from voxlab.cli.train import train
 
         run = train("audiovae", "tiny", args.overrides)
     export_audiovae(load_audiovae(str(run)), out)

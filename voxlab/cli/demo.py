@@ -26,7 +26,7 @@ from pathlib import Path
 
 DATA = Path("data/corpus")
 RUNS = "runs"
-SHIPPED_VAE = Path(__file__).resolve().parent.parent / "assets" / "tiny_audiovae"
+SHIPPED_VAE = Path(__file__).resolve().parents[2] / "assets" / "tiny_audiovae"
 EVAL_SETTINGS = {"cfg": 2.0, "timesteps": 10, "temperature": 1.0, "seed": 0}
 
 
@@ -53,7 +53,7 @@ def _finished_run(exp: str, scale: str, overrides: list[str]) -> Path | None:
 
 
 def _train_or_reuse(exp: str, scale: str, overrides: list[str]) -> Path:
-    from voxlab.train import train
+    from voxlab.cli.train import train
 
     run = _finished_run(exp, scale, overrides)
     if run is not None:
@@ -64,7 +64,7 @@ def _train_or_reuse(exp: str, scale: str, overrides: list[str]) -> Path:
 
 def _mcd_rows(meta: Path, wavs: Path) -> list[dict]:
     """MCD of every generated wav against the test set's ground-truth wav (5th meta.lst field)."""
-    from eval.mcd import mcd
+    from eval.metrics.mcd import mcd
     from voxlab.audio import load_audio
 
     rows = []
@@ -180,7 +180,7 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
                for lang in ("en", "zh")}
 
     def report():
-        from eval.report import write_report
+        from eval.reporting.report import write_report
 
         return write_report([tts], Path(RUNS) / "demo" / "report", samples_per_testset=3)
 

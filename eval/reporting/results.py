@@ -1,5 +1,5 @@
 """Evaluation results on disk -> report entries: run folders, sweep records, evaluation folders and
-checkpoints (the input rules are listed in `eval/report.py`), plus cheap facts about a run (parameter
+checkpoints (the input rules are listed in `eval/reporting/report.py`), plus cheap facts about a run (parameter
 count, hours of training data). Used by the report and the comparison notebook.
 """
 from __future__ import annotations

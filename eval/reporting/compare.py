@@ -1,7 +1,7 @@
-"""Checkpoint comparison for `eval/notebooks/compare_checkpoints.ipynb`: the same utterances from
+"""Checkpoint comparison for `eval/reporting/notebooks/compare_checkpoints.ipynb`: the same utterances from
 several runs / checkpoints / evaluation folders side by side (audio players + mel figures).
 
-Inputs are collected by `eval.report.collect` (same rules as the report); for each input the latest
+Inputs are collected by `eval.reporting.report.collect` (same rules as the report); for each input the latest
 evaluation of the chosen test set is compared (a checkpoint input: its step's evaluation).
 `execute_notebook` runs the notebook headless with new parameters (papermill-style, without papermill).
 """
@@ -12,8 +12,8 @@ import csv
 import html
 from pathlib import Path
 
-from eval.report import Table, figure_png, fmt
-from eval.results import Entry, ReportError, Result, num
+from eval.reporting.report import Table, figure_png, fmt
+from eval.reporting.results import Entry, ReportError, Result, num
 
 SR = 16000
 NOTEBOOK = Path(__file__).resolve().parent / "notebooks" / "compare_checkpoints.ipynb"
@@ -21,7 +21,7 @@ NOTEBOOK = Path(__file__).resolve().parent / "notebooks" / "compare_checkpoints.
 
 def resolve_inputs(paths) -> list[Path]:
     """Paths as given when they exist, else relative to the repository root (a notebook's working
-    folder is often eval/notebooks/)."""
+    folder is often eval/reporting/notebooks/)."""
     root = NOTEBOOK.parent.parent.parent
     return [Path(p) if Path(p).exists() or Path(p).is_absolute() else root / p for p in paths]
 

@@ -52,7 +52,7 @@ def matching_run(exp: str, scale: str | None, overrides: list[str], runs_root: s
 
 def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None) -> dict:
     from voxlab.config import compose
-    from voxlab.train import train
+    from voxlab.cli.train import train
 
     train_fn = train_fn or train
     spec = load_sweep(name)
@@ -80,7 +80,7 @@ def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None
         (record_dir / "sweep.json").write_text(json.dumps(
             {"sweep": name, "scale": scale, "overrides": overrides, "results": results}, indent=2))
     try:  # a report problem must not fail a sweep whose runs finished
-        from eval.report import write_report
+        from eval.reporting.report import write_report
 
         print(f"[sweep {name}] report: {write_report([record_dir], record_dir / 'report')}")
     except Exception as err:

@@ -1,4 +1,4 @@
-"""`python -m eval.report --runs PATH [PATH ...] [--out DIR]`: our results beside the paper's.
+"""`python -m eval.reporting.report --runs PATH [PATH ...] [--out DIR]`: our results beside the paper's.
 
 Inputs (any mix, each becomes one entry of the report):
 - a run folder `runs/<exp>/version_<N>/` (has `config.yaml`): every `eval/<testset>/step_<N>/metrics.json`
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from eval.results import Entry, ReportError, collect, column_of, count_params, data_hours, num
+from eval.reporting.results import Entry, ReportError, collect, column_of, count_params, data_hours, num
 
-REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
 MISSING = "—"
 BASELINE = "d256s9"
 # (test-set column, metric, reference CSV column, header)
@@ -411,7 +411,7 @@ def write_report(inputs, out_dir, samples_per_testset: int = 0) -> Path:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m eval.reporting.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", required=True, help="run, sweep or evaluation folders, sweep.json, checkpoints")
     p.add_argument("--out", help="output folder (default reports/<YYYYmmdd-HHMMSS>)")

@@ -4,7 +4,7 @@ import csv
 import json
 from pathlib import Path
 
-from eval.fixtures import write_tone
+from eval.tiny_backends import write_tone
 from eval.run import CSV_FIELDS
 
 UTTS = {"en": ["en_001", "en_002"], "zh": ["zh_001", "zh_002"], "zh_hardcase": ["hard_001"]}

@@ -1,4 +1,4 @@
-"""`python -m eval.analysis --model PATH [--out DIR] [--sentences N] [--voices ID ...]`: the paper's
+"""`python -m eval.analysis.probes --model PATH [--out DIR] [--sentences N] [--voices ID ...]`: the paper's
 analysis section (hidden-state t-SNE and linear probes) on one trained model.
 
 The utterance set: N new sentences from the corpus generators (`datamodules.corpus.sentences`, seeded,
@@ -17,7 +17,7 @@ Probes (logistic regression on standardised features, scikit-learn; accuracy, hi
   split into folds (GroupKFold), so every test utterance's sentence is unseen in training;
 - `speaker_acc_frame`: the same per patch (each audio position on its own, at most --max-frames);
 - `phone_acc_frame`: the phone spoken at the patch's centre (espeak-ng's own phone events,
-  `eval.phones`) from the patch's state, tested on voices and sentences both unseen in training
+  `eval.analysis.phones`) from the patch's state, tested on voices and sentences both unseen in training
   (3 x 3 folds): a speaker-independent content probe, the nearest to the paper's phone recognition.
   Both are held out because the LM states know the sentence (text prefix) and the time, and other
   voices speak a sentence's phones at about the same times: with the sentence seen, a probe reads
@@ -51,10 +51,10 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from eval.phones import SILENCE, patch_labels, phone_segments
+from eval.analysis.phones import SILENCE, patch_labels, phone_segments
 from models.packing import collate_packed, pack_utterance
 
-REFERENCE = Path(__file__).resolve().parent / "reference" / "seed_probing.csv"
+REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "seed_probing.csv"
 # (key, the paper's row name in seed_probing.csv)
 LOCATIONS = [("locenc", "LocEnc output"), ("tslm", "TSLM last hidden (pre-FSQ)"),
              ("fsq", "FSQ output"), ("ralm", "RALM last hidden")]
@@ -428,7 +428,7 @@ def write_outputs(out: Path, result: dict) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.analysis", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m eval.analysis.probes", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="checkpoint, run folder, or exported / official model folder")
     p.add_argument("--out", help="output folder (default analyses/<YYYYmmdd-HHMMSS>)")

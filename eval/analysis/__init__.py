@@ -1,0 +1,1 @@
+"""Research probes on a trained model's hidden states (the paper's analysis section)."""

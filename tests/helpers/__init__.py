@@ -1,0 +1,1 @@
+"""Test-only fixtures: toy modules, fake run folders, a mini test set."""
