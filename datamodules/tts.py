@@ -4,7 +4,8 @@ The waveforms are encoded once by the configured VAE into the latent cache
 (`datamodules.latents`, keyed by the VAE's weights); training reads latents only. Each item is
 packed into the layout of docs/design.md section 3 by `models.packing`; with probability
 `data.prompt_prob`, another utterance of the same speaker is its prompt (continuation training
-for voice cloning). The pairing is drawn once from the seed, so item lengths (and so the frame
+for voice cloning), read in its prompt form: encoded from the waveform left-padded to whole
+patches, exactly as inference encodes a prompt wav (`datamodules.latents`). The pairing is drawn once from the seed, so item lengths (and so the frame
 budget of every batch) are known before the epoch starts.
 
 `make cache EXP=... SCALE=...` builds the cache alone; training builds what is missing first.
@@ -22,7 +23,7 @@ from torch.utils.data import Dataset
 
 from datamodules.base import BudgetDataModule
 
-from datamodules.latents import LatentStore, build_cache
+from datamodules.latents import PROMPT_SUFFIX, LatentStore, build_cache, prompt_name
 from datamodules.manifest import Entry, read_manifest
 from models.packing import collate_packed, pack_utterance
 from voxlab.text import build_tokenizer
@@ -61,17 +62,15 @@ def ensure_caches(cfg, progress: bool = True) -> dict[str, Path]:
     vae = load_audiovae(resolve_vae_path(cfg))
     if vae.sample_rate != cfg.data.sample_rate:
         raise ValueError(f"the VAE works at {vae.sample_rate} Hz but data.sample_rate is {cfg.data.sample_rate}")
-    return {split: build_cache(cfg.data[f"{split}_manifest"], vae, cfg.data.sample_rate, progress=progress)
+    prompts = {"train": float(cfg.data.prompt_prob) > 0, "val": False}  # val items have no prompt
+    return {split: build_cache(cfg.data[f"{split}_manifest"], vae, cfg.data.sample_rate, cfg.model.patch_size,
+                               prompts[split], progress=progress)
             for split in ("train", "val")}
 
 
 class TTSDataset(Dataset):
     def __init__(self, entries: list[Entry], store: LatentStore, tokenizer, patch_size: int,
                  prompt_prob: float = 0.0, seed: int = 0):
-        missing = [e.utt for e in entries if e.utt not in store]
-        if missing:
-            raise KeyError(f"{len(missing)} utterances are not in the latent cache {store.folder} "
-                           f"(first: {missing[:3]}); rebuild it with `make cache`")
         self.entries, self.store, self.tok, self.patch = entries, store, tokenizer, patch_size
         self.text_ids = [tokenizer.encode(e.text) for e in entries]
         by_speaker = defaultdict(list)
@@ -82,12 +81,18 @@ class TTSDataset(Dataset):
         for i, e in enumerate(entries):
             others = [j for j in by_speaker[e.speaker] if j != i] if e.speaker else []
             self.prompts.append(rng.choice(others) if others and rng.random() < prompt_prob else None)
+        needed = [e.utt for e in entries] + [prompt_name(entries[p].utt) for p in self.prompts if p is not None]
+        missing = [name.replace(PROMPT_SUFFIX, " (prompt form)") for name in needed if name not in store]
+        if missing:
+            raise KeyError(f"{len(missing)} utterances are not in the latent cache {store.folder} "
+                           f"(first: {missing[:3]}); rebuild it with `make cache`")
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def _patches(self, i: int) -> int:
-        return math.ceil(self.store[self.entries[i].utt].shape[0] / self.patch)
+    def _patches(self, i: int, prompt: bool = False) -> int:
+        utt = self.entries[i].utt
+        return math.ceil(self.store[prompt_name(utt) if prompt else utt].shape[0] / self.patch)
 
     def lengths(self) -> list[int]:
         """Packed sequence positions per item (text + 101 + patches + 102), for the sampler."""
@@ -95,7 +100,7 @@ class TTSDataset(Dataset):
         for i, p in enumerate(self.prompts):
             n = len(self.text_ids[i]) + self._patches(i) + 2
             if p is not None:
-                n += len(self.text_ids[p]) + self._patches(p)
+                n += len(self.text_ids[p]) + self._patches(p, prompt=True)
             out.append(n)
         return out
 
@@ -104,7 +109,7 @@ class TTSDataset(Dataset):
         p = self.prompts[i]
         item = pack_utterance(self.text_ids[i], self.store[self.entries[i].utt],
                               None if p is None else self.text_ids[p],
-                              None if p is None else self.store[self.entries[p].utt],
+                              None if p is None else self.store[prompt_name(self.entries[p].utt)],
                               patch_size=self.patch, audio_start_id=self.tok.audio_start_id,
                               audio_end_id=self.tok.audio_end_id)
         e = self.entries[i]

@@ -1,10 +1,12 @@
 """Pack utterances into the backbone's training sequence layout (field list in `models.voxcpm`).
 
 One item: `[prompt text + text, 101, prompt patches, target patches, 102]`. Latents are [T, D]
-frames (VAE frame rate, 25 Hz); they are grouped into patches of `patch_size` frames. A target
-whose length is not a multiple of the patch size gets zero frames at its end (as the official
-training packer); a prompt gets them at its start, so that its real audio sits right before the
-target (as the official inference does with a prompt wav).
+frames (VAE frame rate, 25 Hz); they are grouped into patches of `patch_size` frames. The official
+code never makes a zero latent frame: its training packer right-pads the target's waveform to
+whole patches before encoding, and its inference left-pads a prompt's waveform to whole patches.
+The latent cache encodes both forms that way (`datamodules.latents`), so the latents given here
+are whole patches already. Latents that are not (a direct caller's) get zero frames: at the end
+of a target, at the start of a prompt.
 
 Voice cloning here continues the prompt, as VoxCPM-0.5B's inference does; loss and stop label
 are on target patches only.
