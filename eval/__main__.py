@@ -4,6 +4,7 @@ Scores existing wavs (`--wavs`), or generates them first with a model (`--model`
 transcribes (or reads `--transcripts`), scores WER/CER and speaker SIM, and writes metrics.json,
 per_utt.csv and summary.md into `--out` (default `evals/<testset>_<time>`). `--asr none` scores
 without ASR: WER is left missing (null, with the reason) and SIM is still scored.
+`--mos dnsmos|utmos` adds a predicted MOS per utterance (named in every result, as the SIM model is).
 Exit status: 0 done, 2 bad input or missing weights (message says what to do).
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from eval.backends import ASR_CHOICES, EvalConfig
 from eval.errors import EvalError
+from eval.mos import MOS_CHOICES
 from eval.normalize import VARIANTS
 from eval.sim import SIM_CHOICES
 from eval.testset import TestSetError, testset_name
@@ -52,6 +54,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     sim.add_argument("--wavlm", help="transformers WavLM folder for wavlm_ecapa (or $VOXLAB_WAVLM)")
     sim.add_argument("--ecapa", help="wavlm_large_finetune.pth for wavlm_ecapa (or $VOXLAB_ECAPA)")
     sim.add_argument("--wespeaker", help="wespeaker folder: config.yaml + avg_model.pt (or $VOXLAB_WESPEAKER)")
+    mos = p.add_argument_group("MOS prediction")
+    mos.add_argument("--mos", choices=MOS_CHOICES, default="none",
+                     help="dnsmos: DNSMOS P.835 OVRL from the speechmos wheel (speech quality, not naturalness); "
+                          "utmos: UTMOS22 strong from --utmos")
+    mos.add_argument("--utmos", help="UTMOS22 strong checkpoint (utmos22_strong_step7459_v1.pt) for --mos utmos "
+                                     "(or $VOXLAB_UTMOS)")
     out = p.add_argument_group("output")
     out.add_argument("--out", help="result folder (default evals/<testset>_<YYYYmmdd-HHMMSS>)")
     out.add_argument("--overwrite", action="store_true", help="replace results already in --out")
@@ -86,7 +94,8 @@ def check_out_dir(out_dir: Path, wavs: str | None) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     config = EvalConfig(asr=args.asr, whisper=args.whisper, paraformer=args.paraformer, sim=args.sim, wavlm=args.wavlm,
-                        ecapa=args.ecapa, wespeaker=args.wespeaker, asr_batch_size=args.asr_batch_size,
+                        ecapa=args.ecapa, wespeaker=args.wespeaker, mos=args.mos,
+                        utmos=args.utmos, asr_batch_size=args.asr_batch_size,
                         lang=args.lang, normalization=args.normalization)
     if args.device:
         config.device = args.device

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from eval.errors import MissingWeightsError
+from eval.mos import MOS_CHOICES
 from eval.normalize import VARIANTS
 from eval.sim import SIM_CHOICES
 
@@ -34,6 +35,8 @@ class EvalConfig:
     wavlm: str | None = None            # transformers WavLM folder (wavlm_ecapa)
     ecapa: str | None = None            # wavlm_large_finetune.pth (wavlm_ecapa)
     wespeaker: str | None = None        # wespeaker folder with config.yaml + avg_model.pt
+    mos: str = "none"                   # none | dnsmos | utmos (eval/mos)
+    utmos: str | None = None            # UTMOS22 strong checkpoint (utmos)
     device: str = field(default_factory=default_device)
     asr_batch_size: int = 8
     lang: str = "auto"                  # en | zh | auto (per utterance: CJK in the target text -> zh)
@@ -44,6 +47,8 @@ class EvalConfig:
             raise ValueError(f"asr must be one of {ASR_CHOICES}, got {self.asr!r}")
         if self.sim not in SIM_CHOICES:
             raise ValueError(f"sim must be one of {SIM_CHOICES}, got {self.sim!r}")
+        if self.mos not in MOS_CHOICES:
+            raise ValueError(f"mos must be one of {MOS_CHOICES}, got {self.mos!r}")
         if self.lang not in ("auto", "en", "zh"):
             raise ValueError(f"lang must be auto, en or zh, got {self.lang!r}")
         if self.normalization not in VARIANTS:
@@ -53,7 +58,7 @@ class EvalConfig:
         return asdict(self)
 
 
-def check_backends(config: EvalConfig, asr_langs=("en", "zh"), sim: bool = True) -> None:
+def check_backends(config: EvalConfig, asr_langs=("en", "zh"), sim: bool = True, mos: bool = True) -> None:
     """Raise one MissingWeightsError listing every backend whose weights are not where expected.
     `asr_langs`: languages that need ASR (none when transcripts are given)."""
     config.validate()
@@ -77,6 +82,9 @@ def check_backends(config: EvalConfig, asr_langs=("en", "zh"), sim: bool = True)
     elif sim and config.sim == "wespeaker":
         from eval.sim.wespeaker_sim import resolve_wespeaker
         attempt(resolve_wespeaker, config.wespeaker)
+    if mos and config.mos == "utmos":
+        from eval.mos.utmos import resolve_utmos
+        attempt(resolve_utmos, config.utmos)
     if problems:
         raise MissingWeightsError("\n".join(f"- {p}" for p in problems))
 
@@ -88,7 +96,7 @@ def asr_available(config: EvalConfig, langs) -> tuple[bool, str | None]:
     if config.asr == "none":
         return False, ASR_DISABLED
     try:
-        check_backends(config, asr_langs=list(langs), sim=False)
+        check_backends(config, asr_langs=list(langs), sim=False, mos=False)
     except MissingWeightsError as err:  # check_backends lists problems as "- ..." lines
         return False, "; ".join(" ".join(line.removeprefix("- ").split()) for line in str(err).splitlines())
     return True, None
@@ -102,6 +110,7 @@ class Backends:
         self.config.validate()
         self._asr: dict = {}
         self._sim = None
+        self._mos = None
 
     def asr(self, lang: str):
         if lang not in self._asr:
@@ -140,3 +149,16 @@ class Backends:
                 from eval.sim.wespeaker_sim import WespeakerSim
                 self._sim = WespeakerSim(c.wespeaker, device=c.device)
         return self._sim
+
+    def mos(self):
+        c = self.config
+        if c.mos == "none":
+            return None
+        if self._mos is None:
+            if c.mos == "dnsmos":
+                from eval.mos.dnsmos import DNSMOSPredictor
+                self._mos = DNSMOSPredictor()
+            else:
+                from eval.mos.utmos import UTMOSPredictor
+                self._mos = UTMOSPredictor(c.utmos, device=c.device)
+        return self._mos

@@ -33,8 +33,8 @@ from eval.testset import TestItem, read_testset, resolve_meta, summarize, testse
 from eval.wer import ErrorCounts, corpus_wer, count_errors, mean_wer, total
 
 SR = 16000
-CSV_FIELDS = ["utt", "lang", "reference", "hypothesis", "wer", "S", "D", "I", "N", "sim", "sim_model",
-              "gen_duration", "prompt_duration", "gt_duration", "duration_ratio", "reference_norm", "hypothesis_norm"]
+CSV_FIELDS = ["utt", "lang", "reference", "hypothesis", "wer", "S", "D", "I", "N", "sim", "sim_model", "mos",
+              "mos_model", "gen_duration", "prompt_duration", "gt_duration", "duration_ratio", "reference_norm", "hypothesis_norm"]
 DURATION_TOLERANCE = 0.25  # `duration_within_25pct`: |generated / ground truth - 1| <= this
 
 
@@ -87,9 +87,9 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def log_metrics(metrics: dict, set_name: str) -> dict[str, float]:
-    """Slash-namespaced scalars for a logger: eval/<set>/wer, wer_corpus, sim, duration_ratio (those scored: a
-    missing value is left out, never logged as zero)."""
-    return {f"eval/{set_name}/{key}": metrics[key] for key in ("wer", "wer_corpus", "sim", "duration_ratio")
+    """Slash-namespaced scalars for a logger: eval/<set>/wer, wer_corpus, sim, mos, duration_ratio (those scored:
+    a missing value is left out, never logged as zero)."""
+    return {f"eval/{set_name}/{key}": metrics[key] for key in ("wer", "wer_corpus", "sim", "mos", "duration_ratio")
             if metrics.get(key) is not None}
 
 
@@ -122,7 +122,7 @@ def preflight(testset, config: EvalConfig, transcripts=None, limit=None, utts=No
         if missing:
             raise EvalError(f"{transcripts}: no transcript for {len(missing)} utts:\n{summarize(missing)}")
     check_backends(config, asr_langs=sorted(set(langs.values())) if given is None and not no_wer else [],
-                   sim=config.sim != "none")
+                   sim=config.sim != "none", mos=config.mos != "none")
     return meta, items, langs, refs, given
 
 
@@ -215,10 +215,24 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
         log(f"scored speaker similarity of {len(items)} utts with {sim_backend.name}")
     t_sim = time.perf_counter() - t_sim
 
+    # 5b. MOS prediction of each generated utterance (no reference needed)
+    t_mos = time.perf_counter()
+    mos_scores: dict[str, dict] = {}
+    mos_backend = backends.mos()
+    if mos_backend is not None:
+        for it in items:
+            mos_scores[it.utt] = mos_backend.score(load_audio(gen_paths[it.utt], SR, mono="mix"))
+        log(f"predicted MOS of {len(items)} utts with {mos_backend.info()['model']}")
+    t_mos = time.perf_counter() - t_mos
+
     # 6. results
     # generated length against the ground truth's (when meta.lst gives a 5th field): does it stop?
     ratios = {u: d[0] / d[2] for u, d in durations.items() if d[2]}
-    metrics = _aggregate(items, langs, counts, sims, ratios)
+    mos = {u: s["mos"] for u, s in mos_scores.items()}
+    metrics = _aggregate(items, langs, counts, sims, ratios, mos)
+    if mos_scores:  # every component the predictor gives (DNSMOS: sig, bak, p808 beside OVRL), averaged
+        metrics["mos_components"] = {k: round(statistics.fmean(s[k] for s in mos_scores.values()), 4)
+                                     for k in next(iter(mos_scores.values()))}
     if no_wer:
         metrics["wer_unavailable"] = no_wer
     metrics.update({
@@ -233,11 +247,13 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
                 else {lang: backends.asr(lang).info() for lang in asr_langs}),
         "sim_backend": sim_backend.info() if sim_backend is not None else None,
         "sim_model": sim_backend.info()["model"] if sim_backend is not None else None,
+        "mos_backend": mos_backend.info() if mos_backend is not None else None,
+        "mos_model": mos_backend.info()["model"] if mos_backend is not None else None,
         "generation": generation,
         "n_generated": n_generated,
         "durations": {"gen_total_s": round(sum(d[0] for d in durations.values()), 3),
                       "prompt_total_s": round(sum(d[1] for d in durations.values()), 3)},
-        "timing": {"generation_s": round(t_gen, 3), "asr_s": round(t_asr, 3), "sim_s": round(t_sim, 3),
+        "timing": {"generation_s": round(t_gen, 3), "asr_s": round(t_asr, 3), "sim_s": round(t_sim, 3), "mos_s": round(t_mos, 3),
                    "total_s": round(time.perf_counter() - t_start, 3)},
         "versions": _versions(),
         "config": config.to_dict(),
@@ -245,25 +261,28 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     })
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_per_utt(out_dir / "per_utt.csv", items, langs, hyps, refs, hyp_norm, counts, sims, durations,
-                   ratios, metrics["sim_model"] or "")
+                   ratios, metrics["sim_model"] or "", mos, metrics["mos_model"] or "")
     _write_atomic(out_dir / "summary.md", render_summary(metrics, items, counts, hyps, sims))
     _write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     sim_text = "-" if metrics["sim"] is None else f"{metrics['sim']:.4f}"
     wer_text = (f"WER unavailable ({no_wer})" if no_wer
                 else f"WER {metrics['wer']:.3f} (corpus {metrics['wer_corpus']:.3f})")
-    log(f"{wer_text} SIM {sim_text} over {len(items)} utts -> {out_dir}")
+    mos_text = "" if metrics["mos"] is None else f" MOS {metrics['mos']:.3f} ({metrics['mos_model']})"
+    log(f"{wer_text} SIM {sim_text}{mos_text} over {len(items)} utts -> {out_dir}")
     return metrics
 
 
 def _scores(group: list[TestItem], counts: dict[str, ErrorCounts], sims: dict[str, float],
-            ratios: dict[str, float]) -> dict:
+            ratios: dict[str, float], mos: dict[str, float]) -> dict:
     """Scores of a group; WER fields are null when it was not scored (no counts), duration fields
     when no item has a ground-truth wav."""
     cs = [counts[it.utt] for it in group if it.utt in counts]
     sim_vals = [sims[it.utt] for it in group if it.utt in sims]
     rs = sorted(ratios[it.utt] for it in group if it.utt in ratios)
+    mos_vals = [mos[it.utt] for it in group if it.utt in mos]
     out = {"n_utts": len(group), "wer": None, "wer_corpus": None, "counts": None,
            "sim": round(sum(sim_vals) / len(sim_vals), 5) if sim_vals else None,
+           "mos": round(statistics.fmean(mos_vals), 4) if mos_vals else None,
            "duration_ratio": round(sum(rs) / len(rs), 4) if rs else None,
            "duration_ratio_median": round(statistics.median(rs), 4) if rs else None,
            "duration_within_25pct": round(sum(abs(r - 1) <= DURATION_TOLERANCE for r in rs) / len(rs), 4) if rs else None}
@@ -274,9 +293,9 @@ def _scores(group: list[TestItem], counts: dict[str, ErrorCounts], sims: dict[st
     return out
 
 
-def _aggregate(items, langs, counts, sims, ratios) -> dict:
-    out = _scores(list(items), counts, sims, ratios)
-    out["by_lang"] = {lang: _scores([it for it in items if langs[it.utt] == lang], counts, sims, ratios)
+def _aggregate(items, langs, counts, sims, ratios, mos) -> dict:
+    out = _scores(list(items), counts, sims, ratios, mos)
+    out["by_lang"] = {lang: _scores([it for it in items if langs[it.utt] == lang], counts, sims, ratios, mos)
                       for lang in sorted(set(langs.values()))}
     return out
 
@@ -285,7 +304,8 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durations, ratios, sim_model) -> None:
+def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durations, ratios, sim_model,
+                   mos, mos_model) -> None:
     """One row per utterance; `wer` is the fraction (the protocol's per-utterance value)."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8", newline="") as f:
@@ -295,6 +315,7 @@ def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durat
             c = counts.get(it.utt)  # None: WER not scored, its cells stay empty
             row = {"utt": it.utt, "lang": langs[it.utt], "reference": it.target_text,
                    "hypothesis": hyps.get(it.utt, ""), "sim": _fmt(sims.get(it.utt)), "sim_model": sim_model,
+                   "mos": _fmt(mos.get(it.utt)), "mos_model": mos_model if it.utt in mos else "",
                    "gen_duration": _fmt(durations[it.utt][0], 3),
                    "prompt_duration": _fmt(durations[it.utt][1], 3),
                    "gt_duration": _fmt(durations[it.utt][2], 3),
@@ -335,6 +356,10 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
         f"- SIM: {sim_line}",
         f"- ASR: {asr_line}",
     ]
+    if metrics.get("mos") is not None:
+        lines.append(f"- MOS: **{metrics['mos']:.3f}** predicted by {metrics['mos_model']}"
+                     + (" (speech quality, not naturalness; not UTMOS)" if metrics["mos_backend"]["name"] == "dnsmos"
+                        else ""))
     if metrics.get("duration_ratio") is not None:
         lines.append(f"- duration generated / ground truth: mean {metrics['duration_ratio']:.3f}, median "
                      f"{metrics['duration_ratio_median']:.3f}; within 25%: {100 * metrics['duration_within_25pct']:.0f}% of utts")
@@ -344,10 +369,10 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
     if metrics.get("generation"):
         lines.append(f"- generation: `{json.dumps(metrics['generation'], sort_keys=True, default=str)}`")
     if len(metrics["by_lang"]) > 1:
-        lines += ["", "| lang | utts | WER | corpus WER | SIM |", "|---|---|---|---|---|"]
+        lines += ["", "| lang | utts | WER | corpus WER | SIM | MOS |", "|---|---|---|---|---|---|"]
         for lang, s in metrics["by_lang"].items():
             lines.append(f"| {lang} | {s['n_utts']} | {_fmt(s['wer'], 3) or '—'} | "
-                         f"{_fmt(s['wer_corpus'], 3) or '—'} | {_fmt(s['sim']) or '—'} |")
+                         f"{_fmt(s['wer_corpus'], 3) or '—'} | {_fmt(s['sim']) or '—'} | {_fmt(s.get('mos'), 3) or '—'} |")
     cell = lambda s: s.replace("|", "\\|")  # noqa: E731
     if counts:
         ranked = sorted(items, key=lambda it: -counts[it.utt].wer)[:worst]

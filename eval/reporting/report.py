@@ -177,8 +177,8 @@ def _paper_ablation_row(exp: str, paper: dict) -> list[str]:
 
 
 def results_table(entries: list[Entry]) -> Table:
-    headers = ["run", "test set", "column", "step", "utts", "WER", "corpus WER", "SIM", "SIM model",
-               "ASR", "normalisation", "generation"]
+    headers = ["run", "test set", "column", "step", "utts", "WER", "corpus WER", "SIM", "SIM model", "MOS",
+               "MOS model", "ASR", "normalisation", "generation"]
     rows = []
     for e in entries:
         if not e.results:
@@ -197,7 +197,8 @@ def results_table(entries: list[Entry]) -> Table:
             gen_text = ", ".join(f"{k} {v}" for k, v in gen.items() if k != "model") or MISSING
             rows.append([e.label, name, column_of(name) or MISSING, MISSING if r.step is None else str(r.step),
                          str(m.get("n_utts", MISSING)), fmt(r.wer, 2), fmt(num(m.get("wer_corpus")), 2),
-                         fmt(r.sim, 1), m.get("sim_model") or "not scored", asr_text or MISSING,
+                         fmt(r.sim, 1), m.get("sim_model") or "not scored", fmt(r.mos, 2),
+                         m.get("mos_model") or "not scored", asr_text or MISSING,
                          (m.get("normalization") or {}).get("variant", MISSING), gen_text])
     return Table("Every result (latest step per run and test set)", headers, rows)
 

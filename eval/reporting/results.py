@@ -47,6 +47,10 @@ class Result:
         return name if backend.get("comparable_to_seed_tts_eval") else f"{name} (not comparable)"
 
     @property
+    def mos(self) -> float | None:  # predicted MOS (1-5), the model in `mos_model`
+        return num(self.metrics.get("mos"))
+
+    @property
     def wavs_dir(self) -> Path:
         given = Path(self.metrics.get("wavs_dir") or "")
         return given if str(given) not in ("", ".") and given.is_dir() else self.path / "wavs"

@@ -81,7 +81,8 @@ def _mcd_rows(meta: Path, wavs: Path) -> list[dict]:
 def _eval_config(paraformer: str | None):
     from eval.backends import EvalConfig
 
-    return EvalConfig(sim="resemblyzer", device="cpu", paraformer=paraformer)
+    # DNSMOS from the speechmos wheel: a predicted speech-quality MOS (not naturalness, not UTMOS)
+    return EvalConfig(sim="resemblyzer", mos="dnsmos", device="cpu", paraformer=paraformer)
 
 
 def _evaluate(run: Path, lang: str, limit: int | None, paraformer: str | None) -> dict:
@@ -185,7 +186,7 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
         return write_report([tts], Path(RUNS) / "demo" / "report", samples_per_testset=3)
 
     report_md = stage("report", report)
-    keys = ("wer", "wer_unavailable", "sim", "sim_model", "mcd_db", "duration_ratio", "duration_ratio_median",
+    keys = ("wer", "wer_unavailable", "sim", "sim_model", "mos", "mos_model", "mcd_db", "duration_ratio", "duration_ratio_median",
             "duration_within_25pct", "n_utts")
     summary = {"stage_seconds": times, "total_seconds": round(sum(times.values()), 1), "vae": vae_source,
                "tts_run": str(tts), "report": str(report_md),
@@ -203,7 +204,8 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
                else f"{metric} unavailable ({r['wer_unavailable'].split(':')[0]}; see metrics.json)")
         dur = ("duration ratio -" if r["duration_ratio"] is None else
                f"duration gen/gt mean {r['duration_ratio']:.2f}, within 25% for {100 * r['duration_within_25pct']:.0f}%")
-        print(f"[demo] {lang} ({r['n_utts']} utts): {wer}; SIM {r['sim']} ({r['sim_model']}); "
+        mos = "MOS -" if r.get("mos") is None else f"MOS {r['mos']:.2f} ({r['mos_model']})"
+        print(f"[demo] {lang} ({r['n_utts']} utts): {wer}; SIM {r['sim']} ({r['sim_model']}); {mos}; "
               f"MCD {r['mcd_db']} dB; {dur}")
     print(f"[demo] report: {report_md} (and report.html beside it)")
     return summary
