@@ -3,7 +3,8 @@
 For each utterance of a manifest, or of Seed-TTS-Eval test sets (their ground-truth wavs: voices
 the VAE never trained on; the default is the mini test set's en + zh): reconstruct it through
 the posterior mean, then report the mean resemblyzer cosine (reconstruction vs original), the
-log-mel L1 (the module's `val/mel_l1` definition), the pitch error (eval/metrics/pitch.py: an undertrained
+log-mel L1 (the module's `val/mel_l1` definition), wideband PESQ and STOI (eval/metrics/codec.py, as the
+module's `val/pesq_wb` and `val/stoi`), the pitch error (eval/metrics/pitch.py: an undertrained
 decoder buzzes at one pitch for every voice, which resemblyzer punishes hard) and, to calibrate
 the scale, the cosine of the original with another utterance of the same speaker and with one of
 a different speaker. With `--wer` (default on), the English utterances are transcribed by the
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from datamodules.manifest import read_manifest  # noqa: E402
 from eval.normalize import detect_lang, normalize  # noqa: E402
 from eval.testset import read_testset  # noqa: E402
+from eval.metrics.codec import codec_scores  # noqa: E402
 from eval.metrics.pitch import f0_error  # noqa: E402
 from eval.sim import cosine  # noqa: E402
 from eval.sim.resemblyzer_sim import ResemblyzerSim  # noqa: E402
@@ -103,7 +105,7 @@ def main() -> None:
     mel = MelSpectrogram(vae.sample_rate, n_fft=1024, hop_length=256, n_mels=80, log=True)
     originals = [load_audio(e.audio, vae.sample_rate) for e in entries]
     embeds = [sim.embed(w) for w in originals]
-    recon_cos, mel_l1, same_cos, other_cos, pitch, recons = [], [], [], [], [], []
+    recon_cos, mel_l1, same_cos, other_cos, pitch, recons, codec = [], [], [], [], [], [], []
     for i, (entry, wav) in enumerate(zip(entries, originals)):
         x = torch.from_numpy(wav)[None, None]
         with torch.inference_mode():
@@ -111,6 +113,7 @@ def main() -> None:
         recons.append(y.reshape(-1).numpy())
         recon_cos.append(cosine(sim.embed(y.reshape(-1).numpy()), embeds[i]))
         mel_l1.append(float(F.l1_loss(mel(y), mel(x))))
+        codec.append(codec_scores(y.reshape(-1), wav, vae.sample_rate))
         err = f0_error(y.reshape(-1).numpy(), wav, vae.sample_rate)
         if err is not None:
             pitch.append(err)
@@ -125,6 +128,9 @@ def main() -> None:
     result = {"model": args.model, "inputs": args.manifest or args.testsets, "utterances": len(entries),
               "sim_model": sim.info()["model"], "recon_cosine": mean(recon_cos),
               "recon_cosine_min": round(min(recon_cos), 4), "mel_l1": mean(mel_l1),
+              # wideband PESQ (1-4.64) and STOI (0-1), over the utterances where they are defined
+              "pesq_wb": mean([c["pesq_wb"] for c in codec if c["pesq_wb"] is not None]),
+              "stoi": mean([c["stoi"] for c in codec if c["stoi"] is not None]),
               "f0_abs_error_hz": mean([p["abs_error_hz"] for p in pitch]),
               "f0_original_hz": mean([p["real_hz"] for p in pitch]),
               "f0_reconstruction_hz": mean([p["fake_hz"] for p in pitch]),

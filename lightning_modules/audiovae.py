@@ -20,7 +20,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from torchmetrics import MeanMetric
 
+from eval.metrics.codec import codec_scores
 from models.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_loss,
                            feature_matching_loss, generator_adversarial_loss, kl_loss, weighted_total)
 from lightning_modules.nonfinite import NonFiniteLoss, any_rank, check_terms, describe, grads_finite
@@ -57,6 +59,9 @@ class AudioVAEModule(L.LightningModule):
         self.mel_loss = MultiScaleMelLoss(sr, **OmegaConf.to_container(m.mel_loss))
         self.stft_loss = MultiResolutionSTFTLoss(m.stft_resolutions)
         self.val_mel = MelSpectrogram(sr, **OmegaConf.to_container(m.val_mel), power=1.0, log=True)
+        # wideband PESQ and STOI of the reconstructions: means over the items where they are defined
+        # (eval/metrics/codec.py)
+        self.val_pesq, self.val_stoi = MeanMetric(), MeanMetric()
         self.lambdas = {str(k): float(v) for k, v in m.lambdas.items()}
         cfg_nonfinite = OmegaConf.select(OmegaConf.create(config) if isinstance(config, dict) else config,
                                          "nonfinite.policy")
@@ -154,6 +159,9 @@ class AudioVAEModule(L.LightningModule):
         if not check_terms(self, {**terms, "loss": total}, batch, self.nonfinite_policy):
             opt_g.zero_grad(set_to_none=True)  # nothing of this batch reaches the weights
             self.untoggle_optimizer(opt_g)
+            if boundary:  # a skipped step still counts toward the budget (as Lightning's own steps do)
+                sched_g.step()
+                self.generator_step += 1
             return
         self.manual_backward(total / accum)
         if boundary:
@@ -230,9 +238,16 @@ class AudioVAEModule(L.LightningModule):
                 x, y = F.pad(x, (0, short)), F.pad(y, (0, short))
             mel_l1.append(F.l1_loss(self.val_mel(y), self.val_mel(x)))
             stft.append(self.stft_loss(y, x))
+            scores = codec_scores(recon[i, :, : lens[i]], audio[i, :, : lens[i]], int(self.cfg.data.sample_rate))
+            for metric, value in ((self.val_pesq, scores["pesq_wb"]), (self.val_stoi, scores["stoi"])):
+                if value is not None:
+                    metric.update(value)
         bs = audio.shape[0]
         self.log("val/mel_l1", torch.stack(mel_l1).mean(), batch_size=bs, prog_bar=True, sync_dist=True)
         self.log("val/stft_distance", torch.stack(stft).mean(), batch_size=bs, sync_dist=True)
+        # logged on every rank (a metric object syncs at the epoch's end); NaN only when no item was long enough
+        self.log("val/pesq_wb", self.val_pesq, batch_size=bs)
+        self.log("val/stoi", self.val_stoi, batch_size=bs)
         self.log("val/generator_step", float(self.generator_step), batch_size=bs, sync_dist=True)
 
     def num_parameters(self) -> dict[str, int]:

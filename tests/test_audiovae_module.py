@@ -228,3 +228,29 @@ def test_nonfinite_generator_loss_is_skipped_or_stops(tmp_path):
     module._generator_terms = poisoned
     with pytest.raises(NonFiniteLoss, match=r"non-finite mel/loss, loss at step 2; batch utterances: u0, u1"):
         trainer(tmp_path, max_steps=4).fit(module, loader(8))
+
+
+def test_validation_logs_pesq_and_stoi_of_the_reconstructions(tmp_path):
+    """Wideband PESQ and STOI of reconstructions in the validation logs: the module's figures are the
+    means of eval/metrics/codec.py's over the items, which rank a clean copy far above noise."""
+    from eval.metrics.codec import codec_scores
+
+    n = 8000  # 0.5 s: long enough for both metrics
+    t = torch.arange(n) / 16000
+    audio = torch.stack([0.3 * torch.sin(2 * torch.pi * f * t) * torch.sin(2 * torch.pi * 3 * t) for f in (150, 240)])
+    clean = codec_scores(audio[0], audio[0], 16000)
+    noisy = codec_scores(audio[0] + 0.1 * torch.randn(n, generator=torch.Generator().manual_seed(0)), audio[0], 16000)
+    assert clean["pesq_wb"] > 4.5 and clean["stoi"] > 0.99 and noisy["pesq_wb"] < 2 and noisy["stoi"] < 0.6
+    assert codec_scores(audio[0, :3200], audio[0, :3200], 16000) == {"pesq_wb": None, "stoi": None}  # 0.2 s
+
+    module = AudioVAEModule(config())
+    val = {"audio": audio[:, None], "audio_lens": torch.tensor([n, n - 1600]), "text": ["x"] * 2,
+           "utt": ["u0", "u1"], "speaker": ["s"] * 2, "lang": ["en"] * 2}
+    tr = trainer(tmp_path, max_steps=1, val_check_interval=1, limit_val_batches=1)
+    tr.fit(module, train_dataloaders=loader(2), val_dataloaders=DataLoader([val], batch_size=None))
+    with torch.no_grad():
+        recon = module.reconstruct(val["audio"])
+    expected = [codec_scores(recon[i, 0, :m], val["audio"][i, 0, :m], 16000) for i, m in enumerate([n, n - 1600])]
+    for key, logged in (("pesq_wb", "val/pesq_wb"), ("stoi", "val/stoi")):
+        values = [e[key] for e in expected if e[key] is not None]
+        assert values and float(tr.callback_metrics[logged]) == pytest.approx(sum(values) / len(values), rel=1e-4)
