@@ -70,7 +70,8 @@ class SeedTTSEvalCallback(L.Callback):
                  asr: str = "auto", whisper: str = "auto", paraformer: str | None = None,
                  wavlm: str | None = None, ecapa: str | None = None, wespeaker: str | None = None,
                  normalization: str = "seedtts", cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0,
-                 seed: int = 0, max_len: int = 4096, batch_size: int = 8, device: str | None = None):
+                 seed: int = 0, max_len: int = 4096, batch_size: int = 0, memory_gb: float = 2.0,
+                 device: str | None = None):
         from eval.backends import EvalConfig
 
         if asr not in ASR_MODES:
@@ -89,7 +90,7 @@ class SeedTTSEvalCallback(L.Callback):
         self.eval_config.validate()
         self.settings = {"cfg": float(cfg), "timesteps": int(timesteps), "temperature": float(temperature),
                          "seed": int(seed), "max_len": int(max_len)}
-        self.batch_size, self.device = int(batch_size), device
+        self.batch_size, self.memory_gb, self.device = int(batch_size), float(memory_gb), device
         self.sets: list[_TestSet] = []
         self.backends = None        # rank zero, loaded at the first evaluation and kept
         self.last_step: int | None = None
@@ -156,7 +157,8 @@ class SeedTTSEvalCallback(L.Callback):
 
         mine = ts.items[trainer.global_rank::trainer.world_size]
         try:
-            wavs, error = generate_items(pl_module.tts_model(), mine, self.settings, self.batch_size), None
+            wavs, error = generate_items(pl_module.tts_model(), mine, self.settings, self.batch_size,
+                                         self.memory_gb), None
         except Exception as err:  # noqa: BLE001 - reported on every rank below, not left to hang rank zero
             traceback.print_exc()
             wavs, error = {}, f"rank {trainer.global_rank}: generation failed: {type(err).__name__}: {err}"

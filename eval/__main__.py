@@ -34,7 +34,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--temperature", type=float, default=1.0, help="generation: noise temperature")
     src.add_argument("--seed", type=int, default=0, help="generation: base seed (each utterance's own from it and its name)")
     src.add_argument("--max-len", type=int, default=4096, help="generation: most patches per utterance")
-    src.add_argument("--batch-size", type=int, default=8, help="generation: utterances per batch")
+    src.add_argument("--batch-size", type=int, default=0,
+                     help="generation: utterances per batch (0: as many as --memory-gb allows, at most 32)")
+    src.add_argument("--memory-gb", type=float, default=2.0, help="generation: memory budget of one batch")
+    src.add_argument("--dtype", choices=("float32", "bfloat16", "int8"), default=None,
+                     help="generation: backbone weights (models.load dtype; int8 on CPU only)")
     sel = p.add_argument_group("selection")
     sel.add_argument("--limit", type=int, help="first N utterances only")
     sel.add_argument("--utts", help="comma-separated utt names to score")
@@ -121,8 +125,10 @@ def main(argv=None) -> int:
             settings = {"cfg": args.cfg, "timesteps": args.timesteps, "temperature": args.temperature,
                         "seed": args.seed, "max_len": args.max_len}
             generation = {"model": model_fingerprint(args.model), **settings, "seeding": "per-utterance"}
-            generate_fn = model_generate_fn(args.model, settings, device=config.device,
-                                            batch_size=args.batch_size)
+            if args.dtype not in (None, "float32"):  # other weights, other wavs
+                generation["dtype"] = args.dtype
+            generate_fn = model_generate_fn(args.model, settings, device=config.device, batch_size=args.batch_size,
+                                            memory_gb=args.memory_gb, dtype=args.dtype)
         evaluate(args.testset, args.wavs, out_dir, config=config, transcripts=args.transcripts,
                  limit=args.limit, utts=utts, generation=generation, generate_fn=generate_fn,
                  overwrite=args.overwrite)

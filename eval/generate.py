@@ -73,16 +73,44 @@ def item_seed(seed: int, utt: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(utt.encode("utf-8"))) % 2**31
 
 
-def generate_items(model, items: Sequence[TestItem], settings: dict, batch_size: int = 8) -> dict:
-    """utt -> (float32 waveform, sample rate), with `model.generate_batch` (models.tts.TTSModel).
-    Items are batched by target length (less padding, similar stop times); `settings["seed"]` is
-    the base seed of `item_seed`."""
+MAX_AUTO_BATCH = 32  # beyond this the LocDiT's many rows are compute-bound: no gain per utterance (measured)
+
+
+def plan_batches(model, items: Sequence[TestItem], batch_size: int = 0, memory_gb: float = 2.0,
+                 max_len: int = 4096) -> list[list[TestItem]]:
+    """Items sorted by target length (less padding, similar stop times), cut into batches of
+    `batch_size`, or with batch_size 0 into the largest batches whose estimated memory
+    (`model.item_memory` of the batch's longest item x its size) fits in `memory_gb`."""
+    ordered = sorted(items, key=lambda it: len(it.target_text))
+    if batch_size > 0:
+        return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
+    budget, batches, current, worst = memory_gb * 2**30, [], [], 0
+    for it in ordered:
+        need = model.item_memory(it.target_text, it.prompt_text, _seconds(it.prompt_wav), max_len)
+        if current and (len(current) >= MAX_AUTO_BATCH or (len(current) + 1) * max(worst, need) > budget):
+            batches.append(current)
+            current, worst = [], 0
+        current.append(it)
+        worst = max(worst, need)
+    return batches + [current] if current else batches
+
+
+def _seconds(path) -> float:
+    import soundfile as sf
+    try:
+        return float(sf.info(str(path)).duration)
+    except Exception:  # noqa: BLE001 - an unreadable prompt fails with its own message when generating
+        return 0.0
+
+
+def generate_items(model, items: Sequence[TestItem], settings: dict, batch_size: int = 0,
+                   memory_gb: float = 2.0) -> dict:
+    """utt -> (float32 waveform, sample rate), with `model.generate_batch` (models.tts.TTSModel),
+    in the batches of `plan_batches`; `settings["seed"]` is the base seed of `item_seed`."""
     settings = dict(settings)
     seed = settings.pop("seed", 0)
-    ordered = sorted(items, key=lambda it: len(it.target_text))
     out = {}
-    for start in range(0, len(ordered), max(1, int(batch_size))):
-        part = ordered[start:start + max(1, int(batch_size))]
+    for part in plan_batches(model, items, int(batch_size), memory_gb, settings.get("max_len", 4096)):
         wavs = model.generate_batch([it.target_text for it in part], [str(it.prompt_wav) for it in part],
                                     [it.prompt_text for it in part],
                                     seed=[item_seed(seed, it.utt) for it in part], **settings)
@@ -91,10 +119,11 @@ def generate_items(model, items: Sequence[TestItem], settings: dict, batch_size:
     return out
 
 
-def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu",
-                      batch_size: int = 8) -> GenerateFn:
-    """A generate_fn for MODEL through the project's inference API (`models.load(path)`,
-    docs/design.md section 2), batched; loaded now so that a bad MODEL fails before anything is generated."""
+def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu", batch_size: int = 0,
+                      memory_gb: float = 2.0, dtype: str | None = None) -> GenerateFn:
+    """A generate_fn for MODEL through the project's inference API (`models.load(path, dtype=...)`,
+    docs/design.md section 2), batched (`plan_batches`); loaded now so that a bad MODEL fails before
+    anything is generated."""
     try:
         from models import load
     except ImportError:
@@ -104,12 +133,12 @@ def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu
     from voxlab.audio import save_audio
 
     try:
-        model = load(str(model_path), device=device)
+        model = load(str(model_path), device=device, dtype=dtype)
     except ModelPathError as err:
         raise EvalError(str(err)) from None
 
     def generate(items: Sequence[TestItem], out_dir: Path) -> None:
-        for utt, (wav, sr) in generate_items(model, items, settings, batch_size).items():
+        for utt, (wav, sr) in generate_items(model, items, settings, batch_size, memory_gb).items():
             save_audio(Path(out_dir) / f"{utt}.wav", wav, sr)
 
     return generate

@@ -36,6 +36,7 @@ itself, so nothing is retried. `Synthesis.attempts` says how many runs an item t
 from __future__ import annotations
 
 import logging
+import math
 import re
 import unicodedata
 import warnings
@@ -145,6 +146,26 @@ class TTSModel(nn.Module):
         if cpu and name == "bfloat16":
             self.optimize(lms=True)
         return self
+
+    def item_memory(self, text: str, prompt_text: str | None = None, prompt_seconds: float = 0.0,
+                    max_len: int = 4096) -> int:
+        """Estimated bytes one utterance adds to a batch (for choosing batch sizes): its KV-cache rows
+        in both LMs (prefix + the length cap) and three live tensors of the VAE decoder's widest
+        layer (channels x samples) over its audio; the per-patch LocDiT work is small beside these."""
+        bb, vae = self.backbone, self.vae
+        target = len(self.encode_text(clean_text(text)))
+        ids = len(self.encode_text(clean_text((prompt_text or "") + text)))
+        prompt = math.ceil(prompt_seconds * self.sample_rate / (bb.patch_size * vae.hop_length))
+        cap = min(int(target * LENGTH_RATIO + LENGTH_PAD), max_len)
+        elem = torch.finfo(self._dtype).bits // 8
+        per_position = sum(2 * lm.config.num_hidden_layers * lm.config.num_key_value_heads * lm.config.head_dim * elem
+                           for lm in (bb.base_lm, bb.residual_lm) if lm is not None)
+        widest, width, rate = vae.decoder_dim, vae.decoder_dim, 1
+        for r in vae.decoder_rates:
+            width, rate = width // 2, rate * r
+            widest = max(widest, width * rate)
+        frames = (cap + min(CONTEXT_PATCHES, prompt)) * bb.patch_size
+        return per_position * (ids + 1 + prompt + cap) + 3 * 4 * widest * frames
 
     # ---- inputs -----------------------------------------------------------------------------------
     def encode_text(self, text: str) -> list[int]:

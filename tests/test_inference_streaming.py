@@ -6,19 +6,9 @@ import pytest
 import torch
 
 from models.audiovae import AudioVAE
-from test_inference import TEXTS, make_model, prompt_wav  # noqa: F401  (a fixture)
+from test_inference import TEXTS, _one_thread, model, prompt_wav  # noqa: F401  (fixtures)
 
 STREAM_TOL = 1e-5
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return make_model()
 
 
 @pytest.mark.parametrize("depthwise", [True, False])
