@@ -16,8 +16,11 @@ OUT ?=
 ARGS ?=
 RESUME ?=
 DATA ?= data/corpus
+DATASET ?=
+SRC ?=
+MANIFEST ?=
 
-.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae
+.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae prepare shards
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -67,3 +70,6 @@ analyze: ## hidden-state t-SNE and linear probes (the paper's analysis section):
 
 tiny-vae: ## re-train the tiny AudioVAE that the demo ships (assets/tiny_audiovae; ~65 min on 2 cores) [ARGS=...]
 	@$(PY) -m voxlab.cli.tiny_vae $(ARGS)
+
+prepare: ## a public corpus as released -> manifests: DATASET=ljspeech|libritts_r|vctk|aishell3|emilia|wenetspeech4tts SRC=<corpus folder> [OUT=data/<name>] [ARGS=...]
+	@$(PY) -m voxlab.cli.prepare --dataset "$(DATASET)" --src "$(SRC)" --out "$(or $(OUT),data/$(DATASET))" $(ARGS)

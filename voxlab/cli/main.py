@@ -21,6 +21,7 @@ COMMANDS = {
     "demo": ("voxlab.cli.demo", "the end-to-end CPU demo"),
     "analyze": ("eval.analysis.probes", "hidden-state t-SNE and linear probes"),
     "tiny-vae": ("voxlab.cli.tiny_vae", "re-train the shipped tiny AudioVAE"),
+    "prepare": ("voxlab.cli.prepare", "a public corpus in its released layout -> manifests"),
 }
 
 
