@@ -7,6 +7,8 @@ EXP ?=
 SCALE ?= tiny
 SWEEP ?=
 MODEL ?=
+MODEL_B ?=
+PORT ?= 7860
 TESTSET ?= $(DATA)/seedtts/en/meta.lst
 RUNS ?= runs
 TEXT ?=
@@ -20,7 +22,7 @@ DATASET ?=
 SRC ?=
 MANIFEST ?=
 
-.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae prepare shards
+.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae prepare shards app
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -73,3 +75,6 @@ tiny-vae: ## re-train the tiny AudioVAE that the demo ships (assets/tiny_audiova
 
 prepare: ## a public corpus as released -> manifests: DATASET=ljspeech|libritts_r|vctk|aishell3|emilia|wenetspeech4tts SRC=<corpus folder> [OUT=data/<name>] [ARGS=...]
 	@$(PY) -m voxlab.cli.prepare --dataset "$(DATASET)" --src "$(SRC)" --out "$(or $(OUT),data/$(DATASET))" $(ARGS)
+
+app: ## web app (Gradio): TTS, voice cloning, A/B of two checkpoints, run browser: MODEL=... [MODEL_B=...] [PORT=7860] [ARGS=...]
+	@$(PY) -m voxlab.cli.app --model "$(MODEL)" $(if $(MODEL_B),--model-b "$(MODEL_B)") --port $(PORT) $(ARGS)

@@ -36,7 +36,7 @@ if [ -f "$stamp" ] && [ "$stamp" -nt setup.cfg ] && [ "$stamp" -nt scripts/insta
 fi
 
 echo "[install] project and extras"
-pip install -q -c "$CONSTRAINTS" -e ".[eval,dev,data]"
+pip install -q -c "$CONSTRAINTS" -e ".[eval,dev,data,app]"
 # Packages whose declared dependencies are wrong for a CPU machine without torchaudio
 # (docs/design.md section 8): installed without them; what they really use is in the extras above.
 echo "[install] openai-whisper, funasr, resemblyzer, voxcpm (without their declared dependencies)"
