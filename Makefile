@@ -61,7 +61,7 @@ report: ## Markdown + self-contained HTML report over RUNS="run folders, sweep f
 synth: ## zero-shot TTS / voice cloning: MODEL=... TEXT=... OUT=x.wav [PROMPT_WAV=... PROMPT_TEXT=...] [ARGS="--cfg 2 --timesteps 10 --temperature 1 --seed 0 --max-len 600"]
 	@$(PY) -m voxlab.cli.synth --model "$(MODEL)" --text "$(TEXT)" --out "$(or $(OUT),synth.wav)" $(if $(PROMPT_WAV),--prompt-wav "$(PROMPT_WAV)") $(if $(PROMPT_TEXT),--prompt-text "$(PROMPT_TEXT)") $(ARGS)
 
-bench: ## benchmarks beside the official implementation (inference RTF ratio on the 0.5B config) [ARGS="--repeats 5"]
+bench: ## beside the official (0.5B config, one run): fp32/bf16/int8 ratios at 1 and 2 threads, batched per-utterance time, streaming first chunk, per-module GB/s [ARGS="--patches 25 --repeats 5"]
 	@$(PY) benchmarks/bench_inference.py $(ARGS)
 
 demo: ## data, shipped tiny VAE (ARGS=--train-vae trains it), latent cache, tiny d256s9, Seed-TTS-Eval on the mini test set, report (CPU, ~20 min)

@@ -1,31 +1,45 @@
 """Generation speed: ours (models.tts) against the official `voxcpm` package (2.0.3), not a test.
 
 One process builds the paper-size VoxCPM-0.5B (random weights, the official real-size AudioVAE)
-with the official package, copies the same weights into ours, and times both on the same text,
-timesteps and CFG, generating exactly `--patches` patches (stop head disabled in both: the official
-model gets a never-stop head and a max_len equal to the patch count; ours `stop=False`), VAE decode
-included. Runs alternate (official, ours, official, ...) so machine load hits both alike; the
-median (and best) of `--repeats` runs is reported with each implementation's real-time factor
-(seconds of compute per second of audio), their ratios and peak memory:
-- peak memory = resident model bytes (parameters, buffers, ours' packed CPU weights, the official's
-  preallocated KV caches) + the peak resident-set growth during a run (Linux: /proc/self/clear_refs).
+with the official package, copies the same weights into ours (float32, bfloat16 and int8 weights:
+TTSModel.set_precision), and prints, in one run:
 
-    .venv/bin/python benchmarks/bench_inference.py [--patches 25] [--repeats 3] [--threads 1]
-        [--timesteps 10] [--cfg 2.0] [--device cpu] [--dtype float32] [--json out.json]
+1. generation at 1 and 2 threads: in each round the official fp32 `generate_with_prompt_cache`,
+   then ours in fp32, bf16 and int8, on the same text, timesteps and CFG, each making exactly
+   `--patches` patches (stop head disabled: the official gets a never-stop head and max_len =
+   patches, ours `stop=False`), VAE decode included; medians of `--repeats` rounds, each ratio
+   official RTF / ours;
+2. batched synthesis (what evaluation runs): per-utterance time of ours at batch 1/4/16 (texts of
+   different lengths, so left padding is exercised) against the official one utterance at a time;
+3. streaming: time to the first waveform chunk and RTF of ours `generate_streaming` and the
+   official `generate_with_prompt_cache_streaming`;
+4. per module of ours (one run at 1 thread, each precision): calls, weight bytes read, time, GB/s:
+   how far each is from the memory-bandwidth floor;
+5. with `--model PATH` (a trained model): the max latent difference of bf16 and int8 from fp32.
 
-Threads default to 1: on a small shared machine several OpenMP threads stall each other.
-`--size small` runs the tiny test configuration instead (a smoke run of this script in seconds).
+Peak memory = resident model bytes (parameters, buffers, packed CPU weights, int8 weights, the
+official's preallocated KV caches) + the peak resident-set growth during the runs (Linux
+/proc/self/clear_refs). The machine's load average (/proc/loadavg) is printed beside each section:
+timings on a shared machine are disturbed, so compare within a round.
+
+    .venv/bin/python benchmarks/bench_inference.py [--patches 12] [--repeats 3] [--threads 1 2]
+        [--batches 1 4 16] [--precisions float32 bfloat16 int8] [--skip batch stream profile]
+        [--model runs/d256s9/version_1] [--size 0.5b|small] [--json out.json]
+
+`--size small` runs the tiny test configuration (a smoke run in seconds).
 
 Where the official loop spends time that ours does not (CPU): every TSLM/RALM step attends over
 the whole preallocated cache (max_length 4096 slots) with a mask instead of the filled slots; the
 LocDiT recomputes its time and dt embedding MLPs at every Euler step; the prefill runs the LocEnc
-over every prefix position (text ones too); and its many-row Linear calls (LocDiT: 2 x 5 tokens,
+over every prefix position (text ones too); its many-row Linear calls (LocDiT: 2 x 5 tokens,
 LocEnc: 3) go through MKL's small-M sgemm, slow on this AMD CPU, where ours uses pre-packed
-oneDNN weights (models.cpu_linear).
+oneDNN weights (models.cpu_linear); and its streaming re-decodes the last 3 patches at every step,
+where ours carries the causal decoder's state (AudioVAE.stream_decoder).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -41,14 +55,18 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from models.audiovae import PAPER_CONFIG, AudioVAE  # noqa: E402
+from models.cpu_linear import Int8Linear  # noqa: E402
 from models.official import from_official_config  # noqa: E402
+from models.official_reference import (SMALL_VAE, backbone_state_dict, build_official,  # noqa: E402
+                                       official_0_5b_config, small_official_config, tiny_tokenizer)
 from models.tts import TTSModel  # noqa: E402
-from models.official_reference import (SMALL_VAE, backbone_state_dict, build_official, official_0_5b_config,  # noqa: E402
-                             small_official_config, tiny_tokenizer)
 from voxlab.config import instantiate  # noqa: E402
 from voxlab.text import HFTokenizer  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs far away."
+RATE = 16000
+SHORT = {"float32": "fp32", "bfloat16": "bf16", "int8": "int8"}
+TARGETS = {"float32": 1.8, "bfloat16": 3.0, "int8": 4.0, "batch": 8.0}  # issue 17's CPU targets
 
 
 class NeverStop(torch.nn.Module):
@@ -56,6 +74,14 @@ class NeverStop(torch.nn.Module):
         return torch.stack([torch.ones_like(x[..., 0]), torch.zeros_like(x[..., 0])], -1)
 
 
+def load_avg() -> str:
+    try:
+        return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "load ?"
+
+
+# ---- memory -----------------------------------------------------------------------------------
 def _status_kb(key: str) -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -74,19 +100,50 @@ def _reset_peak() -> bool:
         return False
 
 
-def tensor_bytes(module: torch.nn.Module) -> int:
-    n = sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))
-    for m in module.modules():  # ours: packed CPU weights; official: static KV caches
+def weight_bytes(module: torch.nn.Module, with_embeddings: bool = True) -> int:
+    """Bytes of the weights a call reads: parameters and buffers, the packed copy where a Linear has
+    one (the kernel reads that, not the parameter), int8 weights; embeddings only when asked (a
+    step reads a few rows of them)."""
+    n = 0
+    for m in module.modules():
+        if isinstance(m, torch.nn.Embedding) and not with_embeddings:
+            continue
+        if isinstance(m, Int8Linear):
+            n += m.in_features * m.out_features + 8 * m.out_features  # int8 weight, scale and bias
+            continue
         packed = m.__dict__.get("_packed_weight")
+        own = list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
         if packed is not None:
-            n += packed.numel() * packed.element_size()
+            own = [t for t in own if t is not m.weight] + [packed]
+        n += sum(t.numel() * t.element_size() for t in own)
+    return n
+
+
+def resident_bytes(model) -> int:
+    n = weight_bytes(model)
+    for m in model.modules():  # the official's static KV caches
         cache = getattr(m, "kv_cache", None)
         if cache is not None and hasattr(cache, "kv_cache"):
             n += cache.kv_cache.numel() * cache.kv_cache.element_size()
     return n
 
 
-def build(device: str, dtype: torch.dtype, size: str = "0.5b"):
+def timed(fn, device: str) -> tuple[float, object, int | None]:
+    """(seconds, fn(), peak RSS growth in bytes or None)."""
+    rss0, reset = _status_kb("VmRSS"), _reset_peak()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = fn()
+    if device != "cpu":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    peak = _status_kb("VmHWM")
+    return seconds, out, (peak - rss0) * 1024 if reset and peak and rss0 else None
+
+
+# ---- models -----------------------------------------------------------------------------------
+def build(device: str, size: str, precisions: list[str]):
     t0 = time.perf_counter()
     cfg, vae_cfg = (official_0_5b_config(), {}) if size == "0.5b" else (small_official_config(), SMALL_VAE)
     off = build_official(cfg, vae_config=vae_cfg)  # {}: the real-size AudioVAE
@@ -97,108 +154,300 @@ def build(device: str, dtype: torch.dtype, size: str = "0.5b"):
     vae.load_state_dict({k[len("audio_vae."):]: v for k, v in off.state_dict().items() if k.startswith("audio_vae.")})
     tok_dir = tempfile.mkdtemp(prefix="bench_tokenizer_")
     tiny_tokenizer().save_pretrained(tok_dir)
-    ours = TTSModel(bb, vae, HFTokenizer(tok_dir))
-    for model in (off, ours):
-        model.to(device)
-    off.to(dtype)
-    off.audio_vae.float()
-    ours.backbone.to(dtype)
-    if device == "cpu":
-        ours.optimize()
+    tok = HFTokenizer(tok_dir)
+    ours = {}
+    for name in precisions:  # each its own copy of the backbone, the VAE shared
+        model = TTSModel(bb if name == precisions[-1] else copy.deepcopy(bb), vae, tok).to(device)
+        model.set_precision(name)
+        ours[name] = model.optimize() if device == "cpu" else model
+    off.to(device)
     if device != "cpu":  # the official caches live on its configured device
-        off.base_lm.setup_cache(1, cfg["max_length"], device, dtype)
-        off.residual_lm.setup_cache(1, cfg["max_length"], device, dtype)
+        off.base_lm.setup_cache(1, cfg["max_length"], device, torch.float32)
+        off.residual_lm.setup_cache(1, cfg["max_length"], device, torch.float32)
     off.device = device
-    off.config.dtype = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}[dtype]
-    print(f"built both {size} models in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    print(f"built the official model and ours in {', '.join(precisions)} ({size}) in "
+          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return off, ours
 
 
-def run_official(off, patches, timesteps, cfg):
-    wav, _, feats = off.generate_with_prompt_cache(target_text=TEXT, prompt_cache=None, max_len=patches,
+def texts_for_batch(n: int) -> list[str]:
+    """n texts of different lengths (left padding in the batch)."""
+    words = TEXT.split()
+    return [" ".join(words[: max(3, len(words) - i % len(words))]) for i in range(n)]
+
+
+def run_official(off, patches, timesteps, cfg, text=TEXT):
+    wav, _, feats = off.generate_with_prompt_cache(target_text=text, prompt_cache=None, max_len=patches,
                                                    inference_timesteps=timesteps, cfg_value=cfg)
     assert feats.shape[0] == patches, feats.shape
     return wav.shape[-1]
 
 
-def run_ours(ours, patches, timesteps, cfg):
-    s = ours.synthesize_batch([TEXT], cfg=cfg, timesteps=timesteps, max_len=patches, stop=False, seed=0)[0]
-    assert s.patches.shape[0] == patches, s.patches.shape
-    return s.wav.numel()
+def run_ours(model, patches, timesteps, cfg, texts=(TEXT,)):
+    out = model.synthesize_batch(list(texts), cfg=cfg, timesteps=timesteps, max_len=patches, stop=False, seed=0)
+    assert all(s.patches.shape[0] == patches for s in out)
+    return sum(s.wav.numel() for s in out)
 
 
-def measure(fn, model, args, device):
-    rss0 = _status_kb("VmRSS")
-    reset = _reset_peak()
-    if device != "cpu":
-        torch.cuda.reset_peak_memory_stats()
-        torch.cuda.synchronize()
+def first_chunk(chunks) -> tuple[float, int]:
+    """(seconds to the first chunk, total samples) of a chunk iterator, consumed to its end."""
     t0 = time.perf_counter()
-    samples = fn(model, args.patches, args.timesteps, args.cfg)
-    if device != "cpu":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    peak = _status_kb("VmHWM")
-    grow = (peak - rss0) * 1024 if reset and peak and rss0 else None
-    gpu = torch.cuda.max_memory_allocated() if device != "cpu" else None
-    return seconds, samples, grow, gpu
+    first, samples = None, 0
+    for c in chunks:
+        if first is None:
+            first = time.perf_counter() - t0
+        samples += c.shape[-1]
+    return first, samples
+
+
+# ---- sections ---------------------------------------------------------------------------------
+def bench_generation(off, ours, args) -> list[dict]:
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for model in [off, *ours.values()]:  # warm-up: packing, allocator, first-call costs
+            (run_official if model is off else run_ours)(model, 3, args.timesteps, args.cfg)
+        runs: dict[str, list] = {"official": []} | {name: [] for name in ours}
+        before = load_avg()
+        for r in range(args.repeats):
+            for name in runs:
+                fn, model = (run_official, off) if name == "official" else (run_ours, ours[name])
+                seconds, samples, grow = timed(lambda: fn(model, args.patches, args.timesteps, args.cfg), args.device)
+                runs[name].append((seconds / (samples / RATE), grow, seconds))
+                print(f"  {threads} thread(s) round {r + 1}: {name:8s} RTF {runs[name][-1][0]:.3f}", file=sys.stderr)
+        load = f"{before} -> {load_avg()}"
+        off_rtfs = [x for x, _, _ in runs["official"]]
+        for name in runs:
+            rtfs = [x for x, _, _ in runs[name]]
+            model = off if name == "official" else ours[name]
+            grows = [g for _, g, _ in runs[name] if g is not None]
+            row = {"section": "generate", "threads": threads, "impl": "official" if name == "official" else "ours",
+                   "dtype": "float32" if name == "official" else name, "rtf_median": statistics.median(rtfs),
+                   "rtfs": [round(x, 4) for x in rtfs], "load": load,
+                   "seconds_median": statistics.median(x for _, _, x in runs[name]),
+                   "peak_mb": round((resident_bytes(model) + max(grows, default=0)) / 2**20)}
+            if name != "official":  # per round: official / ours of the same round, then the median
+                row["ratio"] = statistics.median(o / u for o, u in zip(off_rtfs, rtfs))
+                row["target"] = TARGETS.get(name)
+            rows.append(row)
+    return rows
+
+
+def bench_batched(off, ours, args, official_s: float) -> list[dict]:
+    """Per-utterance seconds of ours at each batch size against the official one-by-one time."""
+    torch.set_num_threads(args.threads[-1])
+    rows = []
+    for name in args.batch_precisions:
+        for b in args.batches:
+            before = load_avg()
+            seconds, _, grow = timed(lambda: run_ours(ours[name], args.patches, args.timesteps, args.cfg,
+                                                      texts_for_batch(b)), args.device)
+            per_utt = seconds / b
+            rows.append({"section": "batch", "dtype": name, "batch": b, "threads": args.threads[-1],
+                         "per_utt_s": per_utt, "official_per_utt_s": official_s, "ratio": official_s / per_utt,
+                         "target": TARGETS["batch"] if b == max(args.batches) else None,
+                         "load": f"{before} -> {load_avg()}",
+                         "peak_mb": round((resident_bytes(ours[name]) + (grow or 0)) / 2**20)})
+            print(f"  batch {b:2d} {name}: {per_utt:.2f} s per utterance (official one-by-one {official_s:.2f} s)",
+                  file=sys.stderr)
+    return rows
+
+
+def bench_streaming(off, ours, args) -> list[dict]:
+    torch.set_num_threads(args.threads[-1])
+    rows = []
+    runs = {"official": lambda: (wav for wav, _, _ in off.generate_with_prompt_cache_streaming(
+        target_text=TEXT, prompt_cache=None, max_len=args.patches, inference_timesteps=args.timesteps,
+        cfg_value=args.cfg))}
+    for name, model in ours.items():
+        runs[name] = (lambda m: lambda: m.generate_streaming(TEXT, cfg=args.cfg, timesteps=args.timesteps,
+                                                             max_len=args.patches, stop=False, seed=0))(model)
+    for name, make in runs.items():
+        before = load_avg()
+        seconds, (first, samples), grow = timed(lambda: first_chunk(make()), args.device)
+        model = off if name == "official" else ours[name]
+        rows.append({"section": "stream", "impl": "official" if name == "official" else "ours",
+                     "dtype": "float32" if name == "official" else name, "threads": args.threads[-1],
+                     "first_chunk_s": first, "rtf": seconds / (samples / RATE), "load": f"{before} -> {load_avg()}",
+                     "peak_mb": round((resident_bytes(model) + (grow or 0)) / 2**20)})
+        print(f"  stream {name:8s}: first chunk {first:.3f} s, RTF {rows[-1]['rtf']:.3f}", file=sys.stderr)
+    return rows
+
+
+class ModuleClock:
+    """Wraps methods of ours' modules to add up calls, seconds and weight bytes read (outermost
+    wrapped call only, so nested modules are not counted twice)."""
+
+    def __init__(self):
+        self.stats: dict[str, list] = {}
+        self.depth = 0
+        self.undo = []
+
+    def wrap(self, label: str, obj, method: str, nbytes: int) -> None:
+        original = getattr(obj, method)
+        stat = self.stats.setdefault(label, [0, 0.0, 0])
+
+        def timed_call(*a, **kw):
+            if self.depth:
+                return original(*a, **kw)
+            self.depth += 1
+            t0 = time.perf_counter()
+            try:
+                return original(*a, **kw)
+            finally:
+                self.depth -= 1
+                stat[0] += 1
+                stat[1] += time.perf_counter() - t0
+                stat[2] += nbytes
+
+        setattr(obj, method, timed_call)
+        self.undo.append((obj, method))
+
+    def restore(self) -> None:
+        for obj, method in self.undo:
+            obj.__dict__.pop(method, None)
+
+
+def profile_modules(ours, args) -> list[dict]:
+    torch.set_num_threads(args.threads[0])
+    rows = []
+    for name, model in ours.items():
+        bb, clock = model.backbone, ModuleClock()
+        est = bb.feat_decoder.estimator
+        clock.wrap("prefill (TSLM+RALM)", bb, "prefill", 0)
+        clock.wrap("TSLM step", bb.base_lm, "forward_step", weight_bytes(bb.base_lm, with_embeddings=False))
+        clock.wrap("RALM step", bb.residual_lm, "forward_step", weight_bytes(bb.residual_lm))
+        clock.wrap("LocEnc", bb.feat_encoder, "forward", weight_bytes(bb.feat_encoder))
+        clock.wrap("LocDiT (per Euler step)", est.decoder, "forward", weight_bytes(est.decoder))
+        for proj in ("lm_to_dit_proj", "res_to_dit_proj", "stop_proj", "enc_to_lm_proj"):
+            clock.wrap("projections + stop head", getattr(bb, proj), "forward", weight_bytes(getattr(bb, proj)))
+        clock.wrap("VAE decode", model.vae, "decode", weight_bytes(model.vae))
+        t0 = time.perf_counter()
+        try:
+            run_ours(model, args.patches, args.timesteps, args.cfg)
+        finally:
+            clock.restore()
+        total = time.perf_counter() - t0
+        for label, (calls, seconds, nbytes) in clock.stats.items():
+            rows.append({"section": "profile", "dtype": name, "module": label, "calls": calls, "seconds": seconds,
+                         "share": seconds / total, "gb_read": nbytes / 1e9,
+                         "gb_s": nbytes / 1e9 / seconds if nbytes and seconds else None})
+        rows.append({"section": "profile", "dtype": name, "module": "whole run", "calls": 1, "seconds": total,
+                     "share": 1.0, "gb_read": None, "gb_s": None, "load": load_avg()})
+    return rows
+
+
+def latent_differences(path: str, precisions: list[str], patches: int) -> list[dict]:
+    """Max |latent - fp32 latent| of a trained model loaded in each precision (temperature 0, the
+    stop head off, `patches` patches of each of a few texts)."""
+    import models
+
+    texts = [TEXT.lower(), "a short one.", "the last of the three texts is a little longer than the others."]
+    runs = {}
+    for name in ["float32"] + [x for x in precisions if x != "float32"]:
+        model = models.load(path, dtype=name)
+        runs[name] = [s.patches.float() for s in model.synthesize_batch(texts, temperature=0.0, max_len=patches,
+                                                                           stop=False)]
+    ref = runs.pop("float32")
+    span = max(r.abs().max().item() for r in ref)
+    return [{"section": "latent", "dtype": name, "model": path, "max_abs_diff": max((a - b).abs().max().item()
+             for a, b in zip(ref, got)), "latent_max_abs": span} for name, got in runs.items()]
+
+
+# ---- report -----------------------------------------------------------------------------------
+def _target(row) -> str:
+    t = row.get("target")
+    if t is None:
+        return ""
+    return f"  target {t:g}x: {'reached' if row['ratio'] >= t else 'not reached'}"
+
+
+def print_report(rows: list[dict], args) -> None:
+    audio = f" ({args.patches * 0.08:.2f} s audio)" if args.size == "0.5b" else ""
+    print(f"\n{args.size}, {args.device}, {args.patches} patches{audio}, "
+          f"{args.timesteps} steps, cfg {args.cfg}, medians of {args.repeats} rounds (load = 1/5/15-min averages)")
+    gen = [r for r in rows if r["section"] == "generate"]
+    if gen:
+        print("\n1. generation (RTF = compute s per audio s; ratio = official fp32 RTF / ours, per round)")
+        for r in gen:
+            ratio = f"ratio {r['ratio']:.2f}x" if "ratio" in r else "          "
+            print(f"   {r['threads']} thr  {r['impl']:8s} {SHORT.get(r['dtype'], r['dtype']):4s}  RTF {r['rtf_median']:6.3f}"
+                  f"  {ratio}  peak {r['peak_mb']:6d} MB  [{r['load']}]{_target(r)}")
+    bat = [r for r in rows if r["section"] == "batch"]
+    if bat:
+        print(f"\n2. batched synthesis, {bat[0]['threads']} thread(s): per-utterance seconds "
+              f"(official one utterance at a time: {bat[0]['official_per_utt_s']:.2f} s)")
+        for r in bat:
+            print(f"   ours {SHORT[r['dtype']]:4s} batch {r['batch']:2d}: {r['per_utt_s']:6.2f} s/utt  ratio "
+                  f"{r['ratio']:5.2f}x  peak {r['peak_mb']:6d} MB  [{r['load']}]{_target(r)}")
+    st = [r for r in rows if r["section"] == "stream"]
+    if st:
+        print(f"\n3. streaming, {st[0]['threads']} thread(s): time to the first chunk, RTF of the whole stream")
+        for r in st:
+            print(f"   {r['impl']:8s} {SHORT[r['dtype']]:4s}: first chunk {r['first_chunk_s']:6.3f} s  RTF "
+                  f"{r['rtf']:6.3f}  peak {r['peak_mb']:6d} MB  [{r['load']}]")
+    lat = [r for r in rows if r["section"] == "latent"]
+    if lat:
+        print(f"\n5. {lat[0]['model']}: max |latent - fp32 latent| (temperature 0, {args.patches} patches x 3 texts; "
+              f"latents reach {lat[0]['latent_max_abs']:.2f})")
+        for r in lat:
+            print(f"   {SHORT[r['dtype']]:4s} {r['max_abs_diff']:.4f}")
+    prof = [r for r in rows if r["section"] == "profile"]
+    if prof:
+        print(f"\n4. ours per module, {args.threads[0]} thread(s), one run: calls, weight bytes read, time, GB/s")
+        for r in prof:
+            read = f"{r['gb_read']:7.2f} GB" if r["gb_read"] else "          "
+            rate = f"{r['gb_s']:6.1f} GB/s" if r["gb_s"] else ""
+            extra = f"  [{r['load']}]" if "load" in r else ""
+            print(f"   {SHORT[r['dtype']]:4s} {r['module']:26s} {r['calls']:5d} calls {read} {r['seconds']:7.2f} s "
+                  f"({100 * r['share']:4.1f}%) {rate}{extra}")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--patches", type=int, default=25, help="patches per utterance (12.5 per second of audio)")
+    p.add_argument("--patches", type=int, default=12, help="patches per utterance (12.5 per second of audio)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--timesteps", type=int, default=10)
     p.add_argument("--cfg", type=float, default=2.0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--precisions", nargs="+", default=["float32", "bfloat16", "int8"],
+                   choices=["float32", "bfloat16", "int8"])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--batch-precisions", nargs="+", default=None, help="default: float32 and int8 where run")
+    p.add_argument("--skip", nargs="*", default=[], choices=["generate", "batch", "stream", "profile"])
+    p.add_argument("--model", default=None, help="also: max latent difference of this trained model per precision")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--size", default="0.5b", choices=["0.5b", "small"])
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    off, ours = build(args.device, dtype, args.size)
-    runners = {"official": (run_official, off), "ours": (run_ours, ours)}
+    if args.device != "cpu":
+        args.precisions = [x for x in args.precisions if x != "int8"]  # int8 is a CPU kernel
+    args.batch_precisions = args.batch_precisions or [x for x in ("float32", "int8") if x in args.precisions]
+    print(f"start: {load_avg()}", file=sys.stderr)
+    off, ours = build(args.device, args.size, args.precisions)
+    rows: list[dict] = []
     with torch.inference_mode():
-        for fn, model in runners.values():  # warm-up (packing, allocator, first-call costs)
-            fn(model, 3, args.timesteps, args.cfg)
-        results = {name: [] for name in runners}
-        for r in range(args.repeats):
-            for name, (fn, model) in runners.items():
-                seconds, samples, grow, gpu = measure(fn, model, args, args.device)
-                results[name].append((seconds, samples, grow, gpu))
-                print(f"run {r + 1}/{args.repeats} {name:8s}: {seconds:6.2f} s for {samples / 16000:.2f} s of audio "
-                      f"(RTF {seconds / (samples / 16000):.3f})", file=sys.stderr)
-    report = {"size": args.size, "device": args.device, "dtype": args.dtype, "threads": args.threads,
-              "patches": args.patches,
-              "timesteps": args.timesteps, "cfg": args.cfg, "repeats": args.repeats, "text": TEXT}
-    for name, (_, model) in runners.items():
-        runs = results[name]
-        audio = runs[0][1] / 16000
-        rtfs = [s / (n / 16000) for s, n, _, _ in runs]
-        grows = [g for _, _, g, _ in runs if g is not None]
-        report[name] = {"rtf_median": round(statistics.median(rtfs), 4), "rtf_best": round(min(rtfs), 4),
-                        "rtfs": [round(x, 4) for x in rtfs],
-                        "audio_s": audio, "model_bytes_mb": round(tensor_bytes(model) / 2**20, 1),
-                        "peak_mb": round((tensor_bytes(model) + max(grows)) / 2**20, 1) if grows else None}
-        if runs[0][3] is not None:
-            report[name]["gpu_peak_mb"] = round(max(r[3] for r in runs) / 2**20, 1)
-    report["speedup"] = round(report["official"]["rtf_median"] / report["ours"]["rtf_median"], 3)
-    paired = [o / u for o, u in zip(report["official"]["rtfs"], report["ours"]["rtfs"])]  # back-to-back runs
-    report["speedup_paired_median"] = round(statistics.median(paired), 3)
-    report["speedup_best"] = round(report["official"]["rtf_best"] / report["ours"]["rtf_best"], 3)
-    print(f"\n{args.size}, {args.device} {args.dtype}, {args.threads} thread(s), {args.patches} patches "
-          f"({report['ours']['audio_s']:.2f} s audio), {args.timesteps} steps, cfg {args.cfg}, median of {args.repeats}:")
-    for name in runners:
-        r = report[name]
-        print(f"  {name:8s} RTF {r['rtf_median']:.3f} (best {r['rtf_best']:.3f})   peak memory {r['peak_mb']} MB "
-              f"(model {r['model_bytes_mb']} MB)" + (f", GPU peak {r['gpu_peak_mb']} MB" if "gpu_peak_mb" in r else ""))
-    print(f"  speed-up (official RTF / ours): {report['speedup']:.2f}x "
-          f"(median of the back-to-back run pairs: {report['speedup_paired_median']:.2f}x, "
-          f"best run against best run: {report['speedup_best']:.2f}x)")
+        if "generate" not in args.skip:
+            rows += bench_generation(off, ours, args)
+        if "batch" not in args.skip:
+            last = [r for r in rows if r["section"] == "generate" and r["impl"] == "official"
+                    and r["threads"] == args.threads[-1]]
+            if last:
+                official_s = last[0]["seconds_median"]
+            else:
+                torch.set_num_threads(args.threads[-1])
+                run_official(off, 3, args.timesteps, args.cfg)
+                official_s = timed(lambda: run_official(off, args.patches, args.timesteps, args.cfg), args.device)[0]
+            rows += bench_batched(off, ours, args, official_s)
+        if "stream" not in args.skip:
+            rows += bench_streaming(off, ours, args)
+        if "profile" not in args.skip:
+            rows += profile_modules(ours, args)
+    if args.model:
+        rows += latent_differences(args.model, args.precisions, args.patches)
+    print_report(rows, args)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str) + "\n")
     return 0
 
 
