@@ -50,3 +50,23 @@ def test_streaming_is_lazy_and_checks_its_input(model):
         next(model.generate_streaming(TEXTS[1], chunk_patches=0))
     with pytest.raises(ValueError, match="text is empty"):
         next(model.generate_streaming(" "))
+
+
+def test_synth_stream_writes_the_generate_wav(model, tmp_path, capsys):
+    import soundfile as sf
+
+    import models
+    from voxlab.cli.synth import main
+
+    folder = models.export(model, tmp_path / "m")
+    base = ["--model", str(folder), "--text", TEXTS[0], "--seed", "0", "--max-len", "6"]
+    assert main(base + ["--out", str(tmp_path / "whole.wav")]) == 0
+    assert main(base + ["--out", str(tmp_path / "stream.wav"), "--stream"]) == 0
+    assert "first chunk after" in capsys.readouterr().out
+    whole, streamed = sf.read(tmp_path / "whole.wav"), sf.read(tmp_path / "stream.wav")
+    assert whole[1] == streamed[1] and whole[0].shape == streamed[0].shape
+    assert abs(whole[0] - streamed[0]).max() <= 1 / 32768  # 16-bit files: one step at most
+    assert main(base + ["--out", str(tmp_path / "x.wav"), "--stream", "--retry-badcase"]) == 2
+    assert "cannot go with --stream" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "int8.wav"), "--dtype", "int8"]) == 0
+    assert sf.read(tmp_path / "int8.wav")[0].shape == whole[0].shape

@@ -73,11 +73,10 @@ def test_folder_out_gets_the_text_slug_and_says_so(folder, tmp_path, capsys):
 
 
 def test_failed_write_leaves_no_temporary_file(folder, tmp_path, monkeypatch):
-    def broken(*a, **k):
-        open(a[0], "wb").write(b"half")
+    def broken(self, *a, **k):  # the temporary file is open and partly written
         raise OSError("disk full")
 
-    monkeypatch.setattr(sf, "write", broken)
+    monkeypatch.setattr(sf.SoundFile, "write", broken)
     with pytest.raises(OSError, match="disk full"):
         synth.synthesize(str(folder), "hello", str(tmp_path / "x.wav"), seed=0, max_len=4)
     assert list(tmp_path.iterdir()) == []

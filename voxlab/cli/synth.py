@@ -4,7 +4,7 @@ per audio second, model loading excluded).
 
     python -m voxlab.cli.synth --model MODEL --text TEXT --out OUT [--prompt-wav W --prompt-text T]
         [--cfg 2.0] [--timesteps 10] [--temperature 1.0] [--seed S] [--max-len 4096] [--device cpu]
-        [--retry-badcase]
+        [--retry-badcase] [--dtype float32|bfloat16|int8] [--stream]
 
 MODEL: a TTS Lightning checkpoint, a run folder, an exported folder or an official VoxCPM folder.
 OUT: a new wav file; an existing one only with --overwrite, and only if it is a readable wav (no
@@ -15,6 +15,7 @@ length cap.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import re
 import sys
@@ -78,58 +79,81 @@ def out_path(out: str, text: str, overwrite: bool = False) -> Path:
     return path
 
 
-def write_wav(path: Path, wav, sr: int, overwrite: bool) -> None:
-    """16-bit PCM wav via a unique temporary file beside `path`, renamed into place (removed on error)."""
+def write_wav(path: Path, chunks, sr: int, overwrite: bool) -> int:
+    """16-bit PCM wav at OUT_RATE from one waveform or an iterable of waveform chunks (written as they
+    come; resampled when sr differs), via a unique temporary file beside `path`, renamed into place
+    (removed on error). Returns the samples written."""
     import numpy as np
     import soundfile as sf
 
+    if hasattr(chunks, "shape"):
+        chunks = [chunks]
+    resampler = None
+    if sr != OUT_RATE:
+        import soxr
+        resampler = soxr.ResampleStream(sr, OUT_RATE, 1, dtype="float32")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    written = 0
     try:
-        sf.write(tmp, np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0), sr, subtype="PCM_16",
-                 format="WAV")
+        with sf.SoundFile(tmp, "w", samplerate=OUT_RATE, channels=1, subtype="PCM_16", format="WAV") as f:
+            for chunk in itertools.chain(chunks, [None] if resampler else []):  # None: flush the resampler
+                x = np.zeros(0, np.float32) if chunk is None else np.asarray(chunk, dtype=np.float32).reshape(-1)
+                if resampler is not None:
+                    x = resampler.resample_chunk(x, last=chunk is None)
+                f.write(np.clip(x, -1.0, 1.0))
+                written += len(x)
         if path.exists() and not overwrite:  # appeared while synthesising
             raise SynthError(f"OUT={path} appeared while synthesising: not replaced (pass --overwrite)")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return written
 
 
 def synthesize(model_path: str, text: str, out: str, prompt_wav: str | None = None, prompt_text: str | None = None,
                cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0, seed: int | None = None,
                max_len: int = 4096, device: str | None = None, retry_badcase: bool = False,
-               overwrite: bool = False) -> dict:
-    """Load MODEL, synthesise, write `out` (16 kHz PCM wav); returns the figures it prints and the
-    warnings (unknown characters, length cap) under "warnings"."""
+               overwrite: bool = False, dtype: str | None = None, stream: bool = False) -> dict:
+    """Load MODEL (backbone weights in `dtype`), synthesise, write `out` (16 kHz PCM wav); with
+    `stream`, chunk by chunk as `generate_streaming` yields them. Returns the figures it prints
+    (first_chunk_s: seconds to the first audio) and the warnings (unknown characters, length cap)
+    under "warnings"."""
     if not str(model_path or "").strip():
         raise SynthError("MODEL is empty: give a checkpoint, run folder, exported or official VoxCPM folder")
     if not str(out or "").strip():
         raise SynthError("OUT is empty: give the wav file to write (OUT=out.wav)")
+    if stream and retry_badcase:
+        raise SynthError("--retry-badcase cannot go with --stream: a streamed chunk is final, nothing can be redone")
     check_inputs(text, prompt_wav, prompt_text)
     path = out_path(out, text, overwrite)
     import models
     from models.tts import TextWarning
 
-    model = models.load(model_path, device=device)
+    model = models.load(model_path, device=device, dtype=dtype)
+    kw = dict(prompt_wav=prompt_wav or None, prompt_text=prompt_text or None, cfg=cfg, timesteps=timesteps,
+              temperature=temperature, seed=seed, max_len=max_len)
+    times: dict[str, float] = {}
+
+    def chunks():
+        source = (model.generate_streaming(text, **kw) if stream
+                  else iter([model.generate(text, retry_badcase=retry_badcase, **kw)[0]]))
+        for chunk in source:
+            times.setdefault("first", time.perf_counter() - t0)
+            yield chunk.numpy()
+        times["all"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TextWarning)
-        wav, sr = model.generate(text, prompt_wav=prompt_wav or None, prompt_text=prompt_text or None, cfg=cfg,
-                                 timesteps=timesteps, temperature=temperature, seed=seed, max_len=max_len,
-                                 retry_badcase=retry_badcase)
-    seconds = time.perf_counter() - t0
+        samples = write_wav(path, chunks(), model.sample_rate, overwrite)
     notes = [str(w.message) for w in caught if issubclass(w.category, TextWarning)]
     for w in caught:  # others go on as they would have
         if not issubclass(w.category, TextWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    wav = wav.numpy()
-    if sr != OUT_RATE:
-        import soxr
-        wav, sr = soxr.resample(wav, sr, OUT_RATE), OUT_RATE
-    write_wav(path, wav, sr, overwrite)
-    duration = len(wav) / sr
-    return {"out": str(path), "duration_s": duration, "synthesis_s": seconds,
+    duration, seconds = samples / OUT_RATE, times["all"]
+    return {"out": str(path), "duration_s": duration, "synthesis_s": seconds, "first_chunk_s": times.get("first"),
             "rtf": seconds / duration if duration else float("inf"), "warnings": notes,
             "into_folder": Path(out).expanduser().is_dir()}
 
@@ -149,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-len", type=int, default=4096, help="most patches (12.5 per second) to generate")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the weights load, cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "int8"), default=None,
+                   help="backbone weights (int8: CPU only); the VAE stays float32")
+    p.add_argument("--stream", action="store_true",
+                   help="write the audio chunk by chunk as it is generated; prints the time to the first chunk")
     p.add_argument("--retry-badcase", action="store_true",
                    help="generate again (3 runs at most) when the output reaches 6 patches per text token, "
                         "as the official VoxCPM.generate does by default")
@@ -161,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         r = synthesize(args.model, args.text, args.out, args.prompt_wav, args.prompt_text, args.cfg, args.timesteps,
                        args.temperature, args.seed, args.max_len, args.device, retry_badcase=args.retry_badcase,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, dtype=args.dtype, stream=args.stream)
     except (SynthError, ModelPathError, WeightsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -170,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     if r["into_folder"]:
         print(f"OUT is a folder: writing {r['out']}")
     print(f"wrote {r['out']}: {r['duration_s']:.2f} s of audio at {OUT_RATE} Hz, synthesised in "
-          f"{r['synthesis_s']:.2f} s (real-time factor {r['rtf']:.3f})")
+          f"{r['synthesis_s']:.2f} s (real-time factor {r['rtf']:.3f})"
+          + (f"; first chunk after {r['first_chunk_s']:.3f} s" if args.stream and r["first_chunk_s"] is not None
+             else ""))
     return 0
 
 
