@@ -8,6 +8,10 @@ a `__spec__`, so importlib checks pass). Only code paths that never touch them a
   Chinese characters, with multi-character Chinese tokens; ids < 128 reserved so 101/102 are free).
 - `small_official_config(**over)` / `official_0_5b_config()` -> config.json dicts.
 - `build_official(config, vae_config=None, seed=0)` -> an fp32 CPU VoxCPMModel in eval mode.
+- `write_official_folder(model, folder, vae_config=None)` -> the release layout of that model (config.json,
+  model.safetensors, audiovae.pth, tokenizer files), which the official `from_local` reads.
+- `python -m models.official_reference OUT [--vae FOLDER]`: a small random official folder (with the
+  AudioVAE of FOLDER, e.g. assets/tiny_audiovae) to try `make finetune` on.
 """
 from __future__ import annotations
 
@@ -142,3 +146,53 @@ def build_official(config: dict, vae_config: dict | None = None, seed: int = 0, 
 def backbone_state_dict(model) -> dict:
     """The official model's state dict without the AudioVAE (what `model.safetensors` holds)."""
     return {k: v for k, v in model.state_dict().items() if not k.startswith("audio_vae.")}
+
+
+def write_official_folder(model, folder, vae_config: dict | None = None) -> "Path":
+    """`model` (an official VoxCPMModel built with `vae_config`, default SMALL_VAE) saved as a release folder."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {**model.config.model_dump(), "audio_vae_config": dict(vae_config or SMALL_VAE)}
+    for block in (config["lm_config"], config["encoder_config"], config["dit_config"]):
+        if block.get("kv_channels") is None:  # the official schema reads no null here (its own dump writes one)
+            block.pop("kv_channels", None)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.contiguous() for k, v in backbone_state_dict(model).items()}, str(folder / "model.safetensors"))
+    vae = {k[len("audio_vae."):]: v for k, v in model.state_dict().items() if k.startswith("audio_vae.")}
+    torch.save({"state_dict": vae}, folder / "audiovae.pth")
+    model.text_tokenizer.tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="Write a small random official VoxCPM folder (for trying make finetune).")
+    parser.add_argument("out")
+    parser.add_argument("--vae", default=None, help="an AudioVAE export folder (audiovae.pth + audiovae_config.json)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        parser.error(f"{out} exists and is not empty: choose a new folder")
+    vae_config = None
+    if args.vae:
+        vae_config = json.loads((Path(args.vae) / "audiovae_config.json").read_text())
+    config = small_official_config(feat_dim=(vae_config or SMALL_VAE)["latent_dim"])
+    model = build_official(config, vae_config, seed=args.seed)
+    if args.vae:
+        state = torch.load(Path(args.vae) / "audiovae.pth", map_location="cpu", weights_only=True)
+        model.audio_vae.load_state_dict(state.get("state_dict", state))
+    print(write_official_folder(model, out, vae_config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

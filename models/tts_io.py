@@ -17,6 +17,8 @@ the official format cannot express, exported with official=False) and, for a cha
 `voxlab_tokenizer.json` (its characters). A character tokenizer is also written as Llama tokenizer
 files (one BPE token per character, space as "▁", no prefix space), so the official package loads
 the folder; those files map unknown characters to nothing where ours map them to <unk>.
+A backbone with LoRA adapters is exported with them merged into its weights (models.lora), so
+the folder is a plain official model.
 Everything is read weights-only (torch.load(weights_only=True) or safetensors).
 """
 from __future__ import annotations
@@ -46,10 +48,11 @@ class ModelPathError(ValueError):
 
 
 def load(path: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-         optimize: bool = True) -> TTSModel:
+         optimize: bool = True, lora: str | Path | None = None) -> TTSModel:
     """A TTSModel in eval mode. `dtype` ("float32", "bfloat16", "int8", or a torch dtype) sets the
     backbone's weights (TTSModel.set_precision; the VAE stays float32, as the official code keeps
-    it); `optimize` packs CPU weights (models.cpu_linear)."""
+    it); `optimize` packs CPU weights (models.cpu_linear); `lora` loads a LoRA adapter folder
+    (ours or the official trainer's: models.lora.load_adapter) before any of that."""
     path = Path(path)
     if path.is_dir():
         if (path / "config.json").is_file() or (path / OURS_MODEL).is_file():
@@ -67,6 +70,9 @@ def load(path: str | Path, device: str | torch.device | None = None, dtype: str 
         model = _from_checkpoint(path)
     else:
         raise ModelPathError(f"{path}: no such file or folder. {ACCEPTED}")
+    if lora is not None:
+        from models.lora import load_adapter
+        load_adapter(model.backbone, lora)
     if device is not None:
         model.to(device)
     if dtype is not None:
@@ -182,7 +188,13 @@ def export(model: TTSModel, folder: str | Path, official: bool = True, overwrite
 
     folder = Path(folder)
     _check_export_folder(folder, overwrite)
-    bb_config = json.loads(json.dumps(model.backbone.config))  # plain, JSON-safe copy
+    backbone = model.backbone
+    if backbone.config.get("lora"):  # LoRA adapters are folded into the base weights (models.lora)
+        import copy
+
+        from models.lora import merge_lora
+        backbone = merge_lora(copy.deepcopy(backbone))
+    bb_config = json.loads(json.dumps(backbone.config))  # plain, JSON-safe copy
     config = None
     try:
         config = to_official_config(bb_config, audio_vae_config=model.vae.config())
@@ -196,7 +208,7 @@ def export(model: TTSModel, folder: str | Path, official: bool = True, overwrite
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (folder / OURS_MODEL).write_text(json.dumps({"_target_": BACKBONE_TARGET, **bb_config}, indent=2) + "\n",
                                      encoding="utf-8")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     export_audiovae(model.vae, folder)
     _export_tokenizer(model.tokenizer, folder)

@@ -30,6 +30,8 @@ Config (`config.model`, `_target_: models.voxcpm.VoxCPMBackbone`; every key is a
 - `audio_start_id` / `audio_end_id`: 101 / 102.
 - `official`: official config.json fields with no effect on the network (dtype, audio_vae_config,
   token ids, sampler settings), kept so an export writes them back (`models.official`).
+- `lora`: null, or the official LoRAConfig fields (`models.lora`): adapters on the LMs, the LocDiT
+  and/or the projections; every other weight is then frozen.
 
 Packed batch (a dict; `models.packing` builds it), B items of S positions, layout per item
 `[text tokens (prompt text + target text), 101, prompt patches, target patches, 102, padding]`:
@@ -99,7 +101,7 @@ class VoxCPMBackbone(nn.Module):
                  patch_size: int = 2, residual_lm_layers: int = 6, fsq: dict | None = None,
                  residual_input_e: bool = True, condition_on_residual: bool = True, flow: dict | None = None,
                  lm_init: dict | None = None, max_length: int = 4096, audio_start_id: int = 101,
-                 audio_end_id: int = 102, official: dict | None = None):
+                 audio_end_id: int = 102, official: dict | None = None, lora: dict | None = None):
         super().__init__()
         lm_cfg = MiniCPMConfig.from_dict(dict(lm), "model.lm")
         if lm_cfg.vocab_size <= 0:
@@ -111,7 +113,7 @@ class VoxCPMBackbone(nn.Module):
                            residual_lm_layers=residual_lm_layers, fsq=fsq_, residual_input_e=residual_input_e,
                            condition_on_residual=condition_on_residual, flow=flow_, lm_init=lm_init_,
                            max_length=max_length, audio_start_id=audio_start_id, audio_end_id=audio_end_id,
-                           official=official)
+                           official=official, lora=None)
         self.feat_dim, self.patch_size, self.max_length = feat_dim, patch_size, max_length
         self.audio_start_id, self.audio_end_id = audio_start_id, audio_end_id
         self.residual_input_e = residual_input_e
@@ -133,6 +135,9 @@ class VoxCPMBackbone(nn.Module):
         self.stop_proj = nn.Linear(h, h)
         self.stop_actn = nn.SiLU()
         self.stop_head = nn.Linear(h, 2, bias=False)
+        if lora is not None:
+            from models.lora import apply_lora
+            apply_lora(self, lora)
 
     # ---- pieces shared by training and generation -------------------------------------------
     def encode_patches(self, patches: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,8 @@ report of missing / unexpected / mis-shaped keys, and the AudioVAE's load and ex
     on stderr says which;
   - a folder holding one of those files (an export or an official model folder);
   - a Lightning checkpoint of `AudioVAEModule` (its config is embedded; EMA weights when it has them),
-    or a run folder (its `checkpoints/last.ckpt`).
+    or a run folder (its `checkpoints/last.ckpt`);
+  - a TTS checkpoint or run folder: the frozen VAE it carries (`voxlab_vae`).
 """
 from __future__ import annotations
 
@@ -139,6 +140,11 @@ def _from_checkpoint(path: Path) -> AudioVAE:
     except Exception as err:
         raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): "
                            f"{load_error_text(err)}") from None
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("voxlab_vae"), dict):  # a TTS checkpoint: its frozen VAE
+        spec = ckpt["voxlab_vae"]
+        model = _build(spec.get("config") or {}, f"{path} (voxlab_vae)")
+        load_strict(model, spec.get("state_dict") or {}, f"{path} (voxlab_vae)")
+        return model
     config = None
     if isinstance(ckpt, dict):  # our module's hyper-parameters, else the run folder's copy
         config = (ckpt.get("hyper_parameters") or {}).get("config") or ckpt.get("voxlab_config")

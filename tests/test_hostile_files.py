@@ -75,8 +75,13 @@ def test_wrong_kind(tmp_path, tts_ckpt):
         models.load(export)
     with pytest.raises(ModelPathError, match=rf"{export / 'audiovae.pth'}: a file that is not a Lightning checkpoint"):
         models.load(export / "audiovae.pth")
-    with pytest.raises(WeightsError, match=rf"{tts_ckpt}: a checkpoint of models.voxcpm.VoxCPMBackbone, not an AudioV"):
-        models.load_audiovae(tts_ckpt)
+    # a TTS checkpoint gives the frozen VAE it carries; without one it is the wrong kind
+    assert models.load_audiovae(tts_ckpt).config() == models.load(tts_ckpt).vae.config()
+    ckpt = torch.load(tts_ckpt, weights_only=True)
+    del ckpt["voxlab_vae"]
+    torch.save(ckpt, tmp_path / "no_vae.ckpt")
+    with pytest.raises(WeightsError, match=r"no_vae.ckpt: a checkpoint of models.voxcpm.VoxCPMBackbone, not an AudioV"):
+        models.load_audiovae(tmp_path / "no_vae.ckpt")
     models.load_audiovae(vae_ckpt)  # the right kind loads
 
 

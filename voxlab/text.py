@@ -136,10 +136,10 @@ class HFTokenizer:
 
 
 def build_tokenizer(cfg) -> CharTokenizer | HFTokenizer:
-    """From the `text` config section: `kind: char` with `vocab: <file>`, or `kind: hf` with
-    `path: <folder>`."""
+    """From the `text` config section: `kind: char` with `vocab: <file>` (or the list `chars`, as a
+    run started from a model records it), or `kind: hf` with `path: <folder>`."""
     if cfg.kind == "char":
-        return CharTokenizer.from_file(cfg.vocab)
+        return CharTokenizer(list(cfg.chars)) if cfg.get("chars") else CharTokenizer.from_file(cfg.vocab)
     if cfg.kind == "hf":
         return HFTokenizer(cfg.path)
     raise ValueError(f"text.kind must be 'char' or 'hf', got {cfg.kind!r}")

@@ -1,0 +1,128 @@
+"""Start a TTS run from a trained model instead of from scratch: the `init` config section.
+
+`init.model` names any MODEL that `models.load` accepts (an official VoxCPM folder, our checkpoint,
+run folder or export). Before anything is built, `resolve_init(cfg)` points the run at that model:
+- `vae.path` = the model itself (its frozen AudioVAE encodes the latent cache and decodes samples),
+- `text` = its tokenizer (an HF folder, or the characters of a character tokenizer),
+- `model.lm_init.mode` = none (the weights come from the model, not from a text LM),
+- the architecture: with `init.architecture: model` (the fine-tuning experiments) the run's
+  `model` section becomes the model's own, keeping the experiment's `model.lora` and any `model.*`
+  command-line override; with `init.architecture: config` the experiment's model section must
+  describe the same network, else a ConfigError names every differing key.
+`InitFromModel` (a callback every TTS run has) then copies the model's backbone weights into the
+module before the first step, strictly (every key, every shape), when the run does not resume;
+a LoRA run's adapters keep their fresh start. A model with LoRA adapters is taken merged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from voxlab.config import ConfigError, parse_overrides
+
+ARCHITECTURES = ("config", "model")
+# the keys that decide the network (the others are training settings or bookkeeping)
+NETWORK_KEYS = ("lm", "encoder", "dit", "feat_dim", "patch_size", "residual_lm_layers", "fsq", "residual_input_e",
+                "condition_on_residual", "audio_start_id", "audio_end_id")
+
+
+def load_init_model(path: str | Path):
+    """The TTSModel at `path` with any LoRA adapter merged; ConfigError naming init.model otherwise."""
+    import models
+    from models.lora import merge_lora
+    from models.tts_io import ModelPathError
+    from models.weights import WeightsError
+
+    try:
+        model = models.load(path, optimize=False)
+    except (ModelPathError, WeightsError, FileNotFoundError) as err:
+        raise ConfigError(f"init.model={path}: {err}") from None
+    if model.backbone.config.get("lora"):
+        merge_lora(model.backbone)
+    return model
+
+
+def tokenizer_spec(tokenizer) -> dict:
+    """The `text` config section that rebuilds `tokenizer`."""
+    if tokenizer.kind == "char":
+        return {"kind": "char", "vocab": None, "path": None, "chars": list(tokenizer.chars)}
+    return {"kind": "hf", "vocab": None, "path": str(tokenizer.source), "chars": None}
+
+
+def _network(model: dict) -> dict:
+    """The network-deciding part of a model section, with every default filled in."""
+    import inspect
+
+    from models.minicpm import MiniCPMConfig
+    from models.voxcpm import VoxCPMBackbone, _section
+
+    defaults = {k: p.default for k, p in inspect.signature(VoxCPMBackbone).parameters.items()}
+    out = {k: model.get(k, defaults[k]) for k in NETWORK_KEYS}
+    out["lm"] = MiniCPMConfig.from_dict(dict(model["lm"]), "model.lm").to_dict()
+    for name in ("encoder", "dit", "fsq"):
+        out[name] = _section(name, model.get(name))
+    return out
+
+
+def _differences(ours, theirs, prefix: str = "model") -> list[str]:
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        keys = list(ours) + [k for k in theirs if k not in ours]
+        return [d for k in keys for d in _differences(ours.get(k), theirs.get(k), f"{prefix}.{k}")]
+    return [] if ours == theirs else [f"{prefix}: experiment {ours!r}, init.model {theirs!r}"]
+
+
+def resolve_init(cfg: DictConfig) -> DictConfig:
+    """`cfg` pointed at `init.model` (see the module docstring); unchanged when it is null."""
+    init = cfg.get("init")
+    if init is None or not init.get("model"):
+        return cfg
+    if init.architecture not in ARCHITECTURES:
+        raise ConfigError(f"init.architecture={init.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    model = load_init_model(init.model)
+    theirs = {k: v for k, v in model.backbone.config.items() if k != "lora"}
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    if init.architecture == "model":
+        adopted = {"_target_": plain["model"].get("_target_", "models.voxcpm.VoxCPMBackbone"), **theirs,
+                   "lora": plain["model"].get("lora")}
+        override = parse_overrides(cfg.get("overrides") or []).get("model", {})
+        plain["model"] = OmegaConf.to_container(OmegaConf.merge(adopted, override))
+    else:
+        differ = _differences(_network(plain["model"]), _network(theirs))
+        if differ:
+            raise ConfigError(f"init.model={init.model}: its architecture differs from the experiment's model section "
+                              f"({len(differ)} keys): " + "; ".join(differ[:6])
+                              + (" ..." if len(differ) > 6 else "")
+                              + ". Set init.architecture=model to take the architecture from the model")
+    plain["model"]["lm_init"] = {**(plain["model"].get("lm_init") or {}), "mode": "none"}
+    plain["vae"]["path"] = str(init.model)
+    plain["text"] = {**plain.get("text", {}), **tokenizer_spec(model.tokenizer)}
+    if model.vae.sample_rate != plain["data"]["sample_rate"]:
+        raise ConfigError(f"init.model={init.model}: its AudioVAE works at {model.vae.sample_rate} Hz but "
+                          f"data.sample_rate is {plain['data']['sample_rate']}")
+    return OmegaConf.create(plain)
+
+
+class InitFromModel(Callback):
+    """Copies `model`'s backbone weights into the module (`pl_module.model`) when a run starts
+    (not when it resumes: its checkpoint has the weights). Strict: a key or shape that differs
+    is an error naming them; LoRA adapter weights are the module's own (a fresh adapter)."""
+
+    def __init__(self, model: str | None = None):
+        self.model = model
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" or not self.model or trainer.ckpt_path is not None:
+            return
+        from models.lora import adapter_state_dict
+        from models.weights import WeightsError, load_strict
+
+        state = dict(load_init_model(self.model).backbone.state_dict())
+        state.update(adapter_state_dict(pl_module.model))  # the run's own, freshly initialised adapters
+        try:
+            load_strict(pl_module.model, state, f"init.model={self.model}")
+        except WeightsError as err:
+            raise ConfigError(f"{err}\n(the run's model section does not describe init.model's network: "
+                              "set init.architecture=model)") from None
+        print(f"[init] backbone weights from {self.model}")
