@@ -8,6 +8,8 @@ SCALE ?= tiny
 SWEEP ?=
 MODEL ?=
 MODEL_B ?=
+CKPTS ?=
+N ?= 5
 PORT ?= 7860
 TESTSET ?= $(DATA)/seedtts/en/meta.lst
 RUNS ?= runs
@@ -22,7 +24,7 @@ DATASET ?=
 SRC ?=
 MANIFEST ?=
 
-.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae prepare shards app
+.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae prepare shards app average
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -78,3 +80,6 @@ prepare: ## a public corpus as released -> manifests: DATASET=ljspeech|libritts_
 
 app: ## web app (Gradio): TTS, voice cloning, A/B of two checkpoints, run browser: MODEL=... [MODEL_B=...] [PORT=7860] [ARGS=...]
 	@$(PY) -m voxlab.cli.app --model "$(MODEL)" $(if $(MODEL_B),--model-b "$(MODEL_B)") --port $(PORT) $(ARGS)
+
+average: ## average the weights of the newest N checkpoints of a run into one: CKPTS="run folder | a.ckpt b.ckpt ..." [N=5] [OUT=file]
+	@$(PY) -m voxlab.cli.average $(CKPTS) --last $(N) $(if $(OUT),--out "$(OUT)")

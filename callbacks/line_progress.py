@@ -1,7 +1,8 @@
 """Progress as plain lines for logs and pipes (where a progress bar is one ever-growing line):
 `[train] step 1200/3000 (40%) train/loss 1.234 | 0.41 s/step, ETA 12m18s`, at most every
-`every_seconds` and at the last step. `make train` uses it when neither stdout nor stderr is a
-terminal; on a terminal the Rich progress bar shows the same."""
+`every_seconds` and at the last step, on stdout. Training uses it whenever stdout is not a terminal
+(`make train > log`, `make demo > log`, `| tee`, a scheduler's log file); on a terminal the Rich
+progress bar shows the same (Rich draws on stdout too, and draws nothing while stdout is a file)."""
 from __future__ import annotations
 
 import sys
@@ -18,7 +19,7 @@ def _fmt_seconds(s: float) -> str:
 class LineProgress(L.Callback):
     def __init__(self, every_seconds: float = 30.0, stream=None):
         self.every = float(every_seconds)
-        self.stream = stream or sys.stderr
+        self.stream = stream  # None: sys.stdout at the time of printing
         self._t0 = self._last = None
         self._step0 = 0
 
@@ -48,4 +49,14 @@ class LineProgress(L.Callback):
         if loss is not None:
             parts.append(f"loss {loss:.4g}")
         eta = f", ETA {_fmt_seconds(rate * (total - step))}" if total else ""
-        print(" ".join(parts) + f" | {rate:.2f} s/step{eta}", file=self.stream, flush=True)
+        print(" ".join(parts) + f" | {rate:.2f} s/step{eta}", file=self.stream or sys.stdout, flush=True)
+
+
+def progress_callback(stream=None) -> tuple[L.Callback, bool]:
+    """(callback, enable_progress_bar) for a Trainer: the Rich bar when stdout is a terminal, else
+    plain lines."""
+    stream = stream or sys.stdout
+    if stream.isatty():
+        from lightning.pytorch.callbacks import RichProgressBar
+        return RichProgressBar(), True
+    return LineProgress(stream=stream), False

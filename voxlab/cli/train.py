@@ -74,12 +74,12 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
 
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     import lightning as L
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
     from callbacks.run_folder import GracefulStop, RngState, RunFolder
     from voxlab.checkpoint import AtomicCheckpointIO
-    from voxlab.loggers import AppendingCSVLogger
+    from callbacks.line_progress import progress_callback
+    from voxlab.loggers import build_loggers
 
     step_ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step_{step:07d}",
                                 auto_insert_metric_name=False, every_n_train_steps=cfg.run.checkpoint_every_steps,
@@ -90,18 +90,13 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None and node.get("_target_"):
             callbacks.append(locate(node._target_)(**{k: v for k, v in node.items() if k != "_target_"}))
-    on_terminal = sys.stderr.isatty() or sys.stdout.isatty()
-    if on_terminal:
-        callbacks.append(RichProgressBar())
-    else:  # logs and pipes: plain progress lines instead of one ever-growing bar
-        from callbacks.line_progress import LineProgress
-        callbacks.append(LineProgress())
-    loggers = [TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
-               AppendingCSVLogger(run_dir, name="csv", version="")]
+    progress, show_bar = progress_callback()  # a bar on a terminal, plain lines in a log (`make demo > log`)
+    callbacks.append(progress)
+    loggers = build_loggers(cfg, run_dir)  # run.loggers: TensorBoard and CSV by default
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks,
                      plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
-                     enable_progress_bar=on_terminal, **trainer_kwargs)
+                     enable_progress_bar=show_bar, **trainer_kwargs)
 
 
 def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), resume: str | None = None) -> Path:
