@@ -23,8 +23,10 @@ DATA ?= data/corpus
 DATASET ?=
 SRC ?=
 MANIFEST ?=
+LORA ?=
+VAL ?=
 
-.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae prepare shards app average
+.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae prepare shards app average finetune
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -44,6 +46,9 @@ data: ## build the embedded offline corpus + Seed-TTS-Eval mini test set in $(DA
 
 train: ## train one experiment: EXP=name [SCALE=tiny|paper] [ARGS="k=v ..."] [RESUME=run folder or ckpt]
 	@$(PY) -m voxlab.cli.train $(if $(EXP),--exp $(EXP)) --scale $(SCALE) $(if $(RESUME),--resume $(RESUME)) $(ARGS)
+
+finetune: ## fine-tune a model (official folder or ours): MODEL=... MANIFEST=<jsonl, ours or official> [LORA=1] [VAL=<jsonl>] [ARGS="trainer.max_steps=..."]
+	@$(PY) -m voxlab.cli.train --exp $(if $(LORA),finetune_lora,finetune_full) "init.model=$(MODEL)" "data.train_manifest=$(MANIFEST)" $(if $(VAL),"data.val_manifest=$(VAL)") $(ARGS)
 
 sweep: ## train every experiment of a sweep: SWEEP=fsq|ralm|conditioning|lm_init|all [SCALE=...]
 	@$(PY) -m voxlab.cli.sweep --sweep $(SWEEP) --scale $(SCALE) $(ARGS)

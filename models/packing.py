@@ -9,7 +9,9 @@ are whole patches already. Latents that are not (a direct caller's) get zero fra
 of a target, at the start of a prompt.
 
 Voice cloning here continues the prompt, as VoxCPM-0.5B's inference does; loss and stop label
-are on target patches only.
+are on target patches only. `pack_with_reference` is the official fine-tuning layout of an item
+with a reference audio (its manifest's `ref_audio`): the reference between the tokens 103 and 104
+before the text.
 """
 from __future__ import annotations
 
@@ -70,6 +72,30 @@ def pack_utterance(text_ids: Sequence[int] | torch.Tensor, latents: torch.Tensor
     out["loss_mask"][n_text + n_prompt:n_text + n_prompt + n_target] = True
     out["stop_labels"][s - 2] = 1  # the last target patch
     return out
+
+
+def pack_with_reference(text_ids: Sequence[int] | torch.Tensor, latents: torch.Tensor, ref_latents: torch.Tensor, *,
+                        patch_size: int = 2, audio_start_id: int = 101, audio_end_id: int = 102,
+                        ref_start_id: int = 103, ref_end_id: int = 104) -> dict[str, torch.Tensor]:
+    """One training item with a reference audio, the official fine-tuning layout
+    `[103, ref patches, 104, text, 101, target patches, 102]` (both latents in the target form,
+    whole patches from the waveform); the loss and the stop label are on the target patches only."""
+    ref = to_patches(ref_latents.float(), patch_size)
+    body = pack_utterance(text_ids, latents, patch_size=patch_size, audio_start_id=audio_start_id,
+                          audio_end_id=audio_end_id)
+    if ref.shape[0] == 0:
+        raise ValueError("reference latents are empty")
+    if ref.shape[-1] != body["audio_feats"].shape[-1]:
+        raise ValueError(f"reference latent dim {ref.shape[-1]} != target latent dim {body['audio_feats'].shape[-1]}")
+    n = ref.shape[0] + 2
+    head = {"text_tokens": torch.zeros(n, dtype=torch.long), "text_mask": torch.zeros(n, dtype=torch.bool),
+            "audio_feats": torch.zeros(n, *ref.shape[1:]), "audio_mask": torch.zeros(n, dtype=torch.bool),
+            "loss_mask": torch.zeros(n, dtype=torch.bool), "stop_labels": torch.zeros(n, dtype=torch.long)}
+    head["text_tokens"][[0, -1]] = torch.tensor([ref_start_id, ref_end_id])
+    head["text_mask"][[0, -1]] = True
+    head["audio_feats"][1:-1] = ref
+    head["audio_mask"][1:-1] = True
+    return {k: torch.cat([head[k], body[k]]) for k in FIELDS}
 
 
 def collate_packed(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -53,6 +53,7 @@ def test_lora_run_starts_from_the_model_and_leaves_an_official_adapter(tts_asset
     adapter = run / "lora" / "last"
     info = json.loads((adapter / "lora_config.json").read_text())
     assert info["base_model"] == str(folder) and (run / "lora" / "step_0000003" / "lora_weights.safetensors").is_file()
+    assert (run / "export" / "config.json").is_file()  # the merged model as an official folder
     off = import_official().VoxCPMModel.from_local(str(folder), optimize=False, device="cpu",
                                                    lora_config=LoRAConfig(**info["lora_config"]))
     loaded, skipped = off.load_lora_weights(str(adapter), device="cpu")
@@ -75,6 +76,8 @@ def test_a_bad_path_and_a_mismatched_architecture_each_give_one_message(tts_asse
     assert main(["--exp", "finetune_lora", *args(tts_assets, folder / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: init.model={folder / 'missing'}: ") and "no such file or folder" in err
+    with pytest.raises(ConfigError, match=r"finetune_full: init.model is required \(make finetune MODEL=\.\.\.\)"):
+        train("finetune_full", None, ["init.model="])
     with pytest.raises(ConfigError, match=r"its architecture differs from the experiment's model section .*"
                                           r"model\.lm\.hidden_size: experiment 128, init\.model 32"):
         train("d256s9", "tiny", args(tts_assets, folder))

@@ -76,10 +76,16 @@ def _differences(ours, theirs, prefix: str = "model") -> list[str]:
 def resolve_init(cfg: DictConfig) -> DictConfig:
     """`cfg` pointed at `init.model` (see the module docstring); unchanged when it is null."""
     init = cfg.get("init")
-    if init is None or not init.get("model"):
+    if init is None:
         return cfg
     if init.architecture not in ARCHITECTURES:
         raise ConfigError(f"init.architecture={init.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    if init.architecture == "model":  # the fine-tuning experiments: nothing to train without these
+        for key, make in (("init.model", "MODEL"), ("data.train_manifest", "MANIFEST")):
+            if not OmegaConf.select(cfg, key):
+                raise ConfigError(f"{cfg.experiment}: {key} is required (make finetune {make}=...)")
+    if not init.get("model"):
+        return cfg
     model = load_init_model(init.model)
     theirs = {k: v for k, v in model.backbone.config.items() if k != "lora"}
     plain = OmegaConf.to_container(cfg, resolve=True)

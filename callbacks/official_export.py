@@ -1,0 +1,24 @@
+"""At the end of training, the model as an official VoxCPM folder: `<run>/export/` (`models.export`;
+a LoRA run's adapters merged into the base weights), which the official `VoxCPM(path)` and
+`make synth MODEL=<run>/export` load. A later run end of the same run (after a
+resume) replaces it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
+
+
+class OfficialExport(Callback):
+    def __init__(self, folder: str = "export"):
+        self.folder = folder
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import models
+
+        if not trainer.is_global_zero:
+            return
+        out = Path(trainer.default_root_dir) / self.folder
+        models.export(pl_module.tts_model(), out, overwrite=True)
+        pl_module.train()  # tts_model() shares the backbone and left it in eval mode
+        print(f"[export] official folder: {out}")
