@@ -22,6 +22,8 @@ COMMANDS = {
     "analyze": ("eval.analysis.probes", "hidden-state t-SNE and linear probes"),
     "tiny-vae": ("voxlab.cli.tiny_vae", "re-train the shipped tiny AudioVAE"),
     "prepare": ("voxlab.cli.prepare", "a public corpus in its released layout -> manifests"),
+    "app": ("voxlab.cli.app", "the web app: TTS, cloning, A/B of two checkpoints, run browser"),
+    "average": ("voxlab.cli.average", "average the weights of a run's newest checkpoints into one"),
 }
 
 
