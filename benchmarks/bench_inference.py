@@ -386,12 +386,6 @@ def print_report(rows: list[dict], args) -> None:
         for r in st:
             print(f"   {r['impl']:8s} {SHORT[r['dtype']]:4s}: first chunk {r['first_chunk_s']:6.3f} s  RTF "
                   f"{r['rtf']:6.3f}  peak {r['peak_mb']:6d} MB  [{r['load']}]")
-    lat = [r for r in rows if r["section"] == "latent"]
-    if lat:
-        print(f"\n5. {lat[0]['model']}: max |latent - fp32 latent| (temperature 0, {args.patches} patches x 3 texts; "
-              f"latents reach {lat[0]['latent_max_abs']:.2f})")
-        for r in lat:
-            print(f"   {SHORT[r['dtype']]:4s} {r['max_abs_diff']:.4f}")
     prof = [r for r in rows if r["section"] == "profile"]
     if prof:
         print(f"\n4. ours per module, {args.threads[0]} thread(s), one run: calls, weight bytes read, time, GB/s")
@@ -401,6 +395,12 @@ def print_report(rows: list[dict], args) -> None:
             extra = f"  [{r['load']}]" if "load" in r else ""
             print(f"   {SHORT[r['dtype']]:4s} {r['module']:26s} {r['calls']:5d} calls {read} {r['seconds']:7.2f} s "
                   f"({100 * r['share']:4.1f}%) {rate}{extra}")
+    lat = [r for r in rows if r["section"] == "latent"]
+    if lat:
+        print(f"\n5. {lat[0]['model']}: max |latent - fp32 latent| (temperature 0, {args.patches} patches x 3 texts; "
+              f"latents reach {lat[0]['latent_max_abs']:.2f})")
+        for r in lat:
+            print(f"   {SHORT[r['dtype']]:4s} {r['max_abs_diff']:.4f}")
 
 
 def main(argv=None) -> int:
