@@ -1,5 +1,5 @@
-"""Callbacks every training run gets from `voxlab.cli.train`: the run folder's contract and a
-graceful stop on SIGTERM / SIGINT."""
+"""What every training run gets from `voxlab.cli.train`: the run folder's contract, a graceful stop
+on SIGTERM / SIGINT, RNG state in checkpoints, and checkpoints written whole (AtomicCheckpointIO)."""
 from __future__ import annotations
 
 import os
@@ -7,22 +7,33 @@ import signal
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from voxlab.checkpoint import atomic_torch_save, load_checkpoint
 from voxlab.runs import write_status
 
 
-class RunFolder(Callback):
-    """Every checkpoint carries the resolved config (a checkpoint alone rebuilds its model),
-    `last.ckpt` is the state at the end of training, not only at the last step checkpoint, and
-    `status.json` follows the run (step at each checkpoint and validation) so a watcher sees progress."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer and reader: atomic writes, weights-only reads (voxlab.checkpoint)."""
 
-    def __init__(self, config: dict, run_dir: Path):
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_checkpoint(path, map_location or "cpu")
+
+
+class RunFolder(Callback):
+    """`last.ckpt` is the state at the end of training, not only at the last step checkpoint, and
+    `status.json` follows the run (step at each checkpoint and validation) so a watcher sees progress.
+    (The config in every checkpoint is the module's to write: lightning_modules.base.)"""
+
+    def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.config, self.last = config, self.run_dir / "checkpoints" / "last.ckpt"
+        self.last = self.run_dir / "checkpoints" / "last.ckpt"
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        checkpoint["voxlab_config"] = self.config
         self._progress(trainer)
 
     def on_validation_end(self, trainer, pl_module):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -24,33 +23,29 @@ from torchmetrics import MeanMetric
 
 from eval.metrics.codec import codec_scores
 from models.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discriminator_loss,
-                           feature_matching_loss, generator_adversarial_loss, kl_loss, weighted_total)
-from lightning_modules.nonfinite import NonFiniteLoss, any_rank, check_terms, describe, grads_finite
+                           feature_matching_loss, generator_adversarial_loss, kl_loss)
+from lightning_modules.base import VoxLabModule
+from lightning_modules.schedules import lr_lambda
 from voxlab.audio import MelSpectrogram
 from voxlab.config import instantiate
 
 ADVERSARIAL_TERMS = ("adv/gen_loss", "adv/feat_loss")
 
 
-def lr_lambda(name: str, gamma: float = 1.0, warmup_steps: int = 0):
-    """Multiplier of the base LR after `step` optimizer steps: linear warm-up, then constant or
-    exponential decay (gamma per step)."""
+def vae_schedule(name: str, gamma: float = 1.0, warmup_steps: int = 0):
+    """`optim.scheduler`: linear warm-up, then constant or exponential decay (gamma per step)."""
     if name not in ("constant", "exponential"):
         raise ValueError(f"optim.scheduler.name {name!r}: expected 'constant' or 'exponential'")
-
-    def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-        return warm * (gamma ** step if name == "exponential" else 1.0)
-    return factor
+    return lr_lambda(warmup_steps=warmup_steps, decay=name, gamma=gamma)
 
 
-class AudioVAEModule(L.LightningModule):
+class AudioVAEModule(VoxLabModule):
     def __init__(self, config: DictConfig | dict):
-        super().__init__()
+        # The resolved config rides in every checkpoint (lightning_modules.base), so a checkpoint
+        # alone rebuilds the model.
         config = config if isinstance(config, DictConfig) else OmegaConf.create(config)
-        # The resolved config rides in every checkpoint, so a checkpoint alone rebuilds the model.
-        self.save_hyperparameters({"config": OmegaConf.to_container(config, resolve=True)})
-        self.cfg = config
+        super().__init__(config, config.module.lambdas)
+        self.cfg = self.config
         m = config.module
         self.vae = instantiate(config.model)
         self.discriminator = instantiate(config.discriminator)
@@ -62,11 +57,6 @@ class AudioVAEModule(L.LightningModule):
         # wideband PESQ and STOI of the reconstructions: means over the items where they are defined
         # (eval/metrics/codec.py)
         self.val_pesq, self.val_stoi = MeanMetric(), MeanMetric()
-        self.lambdas = {str(k): float(v) for k, v in m.lambdas.items()}
-        cfg_nonfinite = OmegaConf.select(OmegaConf.create(config) if isinstance(config, dict) else config,
-                                         "nonfinite.policy")
-        self.nonfinite_policy = cfg_nonfinite or "skip"
-        self.nonfinite_skips = 0
         self.adversarial = any(self.lambdas.get(k, 0.0) for k in ADVERSARIAL_TERMS)
         self.automatic_optimization = False
         self.generator_step = 0  # optimizer steps of the generator; saved in checkpoints
@@ -91,7 +81,7 @@ class AudioVAEModule(L.LightningModule):
                                   weight_decay=float(c.weight_decay))
                 for module, c in ((self.vae, o.generator), (self.discriminator, o.discriminator))]
         s = o.scheduler
-        scheds = [torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(s.name, float(s.gamma), int(s.warmup_steps)))
+        scheds = [torch.optim.lr_scheduler.LambdaLR(opt, vae_schedule(s.name, float(s.gamma), int(s.warmup_steps)))
                   for opt in opts]
         return opts, scheds
 
@@ -145,7 +135,7 @@ class AudioVAEModule(L.LightningModule):
             self.toggle_optimizer(opt_d)
             d_loss = discriminator_loss(self.discriminator(audio), self.discriminator(recon.detach()),
                                         self.cfg.module.adversarial_loss)
-            if check_terms(self, {"adv/disc_loss": d_loss}, batch, self.nonfinite_policy):
+            if self.usable({"adv/disc_loss": d_loss}, batch):
                 self.manual_backward(d_loss / accum)
                 if boundary:
                     self._guarded_step(opt_d, self.discriminator, "discriminator gradient", batch)
@@ -155,8 +145,8 @@ class AudioVAEModule(L.LightningModule):
 
         self.toggle_optimizer(opt_g)  # freezes the discriminator for the generator's backward
         terms = self._generator_terms(audio, out, recon, adversarial)
-        total = weighted_total(terms, self.lambdas)
-        if not check_terms(self, {**terms, "loss": total}, batch, self.nonfinite_policy):
+        total = self.weighted_loss(terms)
+        if not self.usable({**terms, "loss": total}, batch):
             opt_g.zero_grad(set_to_none=True)  # nothing of this batch reaches the weights
             self.untoggle_optimizer(opt_g)
             if boundary:  # a skipped step still counts toward the budget (as Lightning's own steps do)
@@ -181,13 +171,7 @@ class AudioVAEModule(L.LightningModule):
 
     def _guarded_step(self, optimizer, module, what: str, batch: dict) -> None:
         """Step unless a gradient is non-finite (then skip or stop, as `nonfinite.policy` says)."""
-        if any_rank(not grads_finite(module.parameters()), self.device):
-            message = describe(self.global_step, [what], batch)
-            if self.nonfinite_policy == "stop":
-                raise NonFiniteLoss(message + " (nonfinite.policy=stop)")
-            self.nonfinite_skips += 1
-            print(f"[nonfinite] skipping optimizer step: {message}")
-        else:
+        if self.gradients_usable(module.parameters(), what, batch):
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -221,9 +205,11 @@ class AudioVAEModule(L.LightningModule):
             self.trainer.should_stop = True
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["generator_step"] = self.generator_step
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.generator_step = int(checkpoint.get("generator_step", 0))
 
     # ---- validation ---------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """`models.load(path) -> TTSModel` for any MODEL, and `models.export(model, folder)`.
 
 Accepted MODEL kinds (docs/design.md section 2):
-- a Lightning checkpoint of the TTS module (`*.ckpt`): `state_dict` with the backbone under
-  `model.*`, `voxlab_config` (resolved config; `model` = VoxCPMBackbone kwargs + `_target_`),
-  `voxlab_vae` = {"config": AudioVAE kwargs, "state_dict"} and `voxlab_tokenizer` =
+- a Lightning checkpoint of the TTS module (`*.ckpt`; its keys: voxlab.checkpoint): `state_dict`
+  with the backbone under `model.*`, `voxlab_config` (resolved config; `model` = VoxCPMBackbone
+  kwargs + `_target_`), `voxlab_vae` = {"config": AudioVAE kwargs, "state_dict"} and `voxlab_tokenizer` =
   {"kind": "char", "chars": [...]} or {"kind": "hf", "path": folder}. Without the last two, the
   config's `vae.path` and `text` section are used when they point at existing files;
 - a run folder (its `checkpoints/last.ckpt`);
@@ -31,7 +31,9 @@ import torch
 from models.official import from_official_config, read_official_config, to_official_config
 from models.tts import TTSModel
 from models.voxcpm import VoxCPMBackbone
-from models.weights import WeightsError, load_audiovae, load_error_text, load_strict, read_state_dict
+from models.weights import (WeightsError, audiovae_from_payload, load_audiovae, load_error_text, load_strict,
+                            read_state_dict)
+from voxlab.checkpoint import CONFIG_KEY, TOKENIZER_KEY, VAE_KEY, read_config, submodule_state
 
 BACKBONE_TARGET = "models.voxcpm.VoxCPMBackbone"
 MODEL_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -95,18 +97,13 @@ def _backbone(kwargs: dict, source: str) -> VoxCPMBackbone:
         raise ModelPathError(f"{source}: backbone config not understood: {err}") from None
 
 
-def _tokenizer_from_spec(spec: dict, source: str):
-    from voxlab.text import CharTokenizer, HFTokenizer
+def _tokenizer(spec: dict, source: str):
+    from voxlab.text import TokenizerSpecError, build_tokenizer
 
-    kind = spec.get("kind")
-    if kind == "char" and "chars" in spec:
-        return CharTokenizer(list(spec["chars"]))
-    if kind == "char" and spec.get("vocab"):
-        return CharTokenizer.from_file(spec["vocab"])
-    if kind == "hf" and spec.get("path"):
-        return HFTokenizer(spec["path"])
-    raise ModelPathError(f"{source}: tokenizer spec not understood: {dict(spec)} (expected kind 'char' with "
-                         "'chars' or 'vocab', or kind 'hf' with 'path')")
+    try:
+        return build_tokenizer(spec, source)
+    except TokenizerSpecError as err:
+        raise ModelPathError(str(err)) from None
 
 
 def _from_checkpoint(path: Path) -> TTSModel:
@@ -117,33 +114,30 @@ def _from_checkpoint(path: Path) -> TTSModel:
                              f"{load_error_text(err)}") from None
     if not isinstance(ckpt, dict):
         raise ModelPathError(f"{path}: not a checkpoint dict. {ACCEPTED}")
-    config = ckpt.get("voxlab_config") or (ckpt.get("hyper_parameters") or {}).get("config")
+    config = read_config(ckpt)
     if not isinstance(config, dict) or "model" not in config:
-        raise ModelPathError(f"{path}: no `voxlab_config` with a `model` section (not a VoxLab TTS checkpoint)")
+        raise ModelPathError(f"{path}: no `{CONFIG_KEY}` with a `model` section (not a VoxLab TTS checkpoint)")
     backbone = _backbone(config["model"], str(path))
-    state = {k[len("model."):]: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
+    state = submodule_state(ckpt, "model")
     if not state:
         raise ModelPathError(f"{path}: its state_dict has no `model.*` (backbone) weights")
     load_strict(backbone, state, f"{path} (model.*)")
 
-    if isinstance(ckpt.get("voxlab_vae"), dict):
-        from models.audiovae import AudioVAE
-        spec = ckpt["voxlab_vae"]
-        vae = AudioVAE(**{k: v for k, v in spec["config"].items() if k != "_target_"})
-        load_strict(vae, spec["state_dict"], f"{path} (voxlab_vae)")
+    if isinstance(ckpt.get(VAE_KEY), dict):
+        vae = audiovae_from_payload(ckpt[VAE_KEY], str(path))
     else:
         vae_path = (config.get("vae") or {}).get("path")
         if not vae_path or vae_path == "auto" or not Path(vae_path).exists():
-            raise ModelPathError(f"{path}: no `voxlab_vae` in the checkpoint and config vae.path={vae_path!r} "
+            raise ModelPathError(f"{path}: no `{VAE_KEY}` in the checkpoint and config vae.path={vae_path!r} "
                                  "is not an existing VAE file or run folder")
         vae = load_audiovae(vae_path)
 
-    if isinstance(ckpt.get("voxlab_tokenizer"), dict):
-        tokenizer = _tokenizer_from_spec(ckpt["voxlab_tokenizer"], str(path))
+    if isinstance(ckpt.get(TOKENIZER_KEY), dict):
+        tokenizer = _tokenizer(ckpt[TOKENIZER_KEY], f"{path} ({TOKENIZER_KEY})")
     elif isinstance(config.get("text"), dict):
-        tokenizer = _tokenizer_from_spec(config["text"], f"{path} (config text section)")
+        tokenizer = _tokenizer(config["text"], f"{path} (config text section)")
     else:
-        raise ModelPathError(f"{path}: no `voxlab_tokenizer` and no `text` section in its config")
+        raise ModelPathError(f"{path}: no `{TOKENIZER_KEY}` and no `text` section in its config")
     return TTSModel(backbone, vae.eval(), tokenizer)
 
 
@@ -165,8 +159,8 @@ def _from_folder(folder: Path) -> TTSModel:
     except WeightsError as err:
         raise ModelPathError(f"{folder}: AudioVAE: {err}") from None
     if (folder / OURS_TOKENIZER).is_file():
-        tokenizer = _tokenizer_from_spec(json.loads((folder / OURS_TOKENIZER).read_text(encoding="utf-8")),
-                                         str(folder / OURS_TOKENIZER))
+        tokenizer = _tokenizer(json.loads((folder / OURS_TOKENIZER).read_text(encoding="utf-8")),
+                               str(folder / OURS_TOKENIZER))
     elif any((folder / n).is_file() for n in TOKENIZER_FILES):
         from voxlab.text import HFTokenizer
         tokenizer = HFTokenizer(folder)
@@ -248,8 +242,9 @@ def _export_tokenizer(tokenizer, folder: Path) -> None:
         return
     if kind != "char":
         raise ValueError(f"cannot export a tokenizer of type {type(tokenizer).__name__}")
-    (folder / OURS_TOKENIZER).write_text(json.dumps({"kind": "char", "chars": tokenizer.chars}, ensure_ascii=False)
-                                         + "\n", encoding="utf-8")
+    from voxlab.text import tokenizer_spec
+    (folder / OURS_TOKENIZER).write_text(json.dumps(tokenizer_spec(tokenizer), ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
     if "\u2581" not in tokenizer.chars:  # "▁" stands for the space in Llama tokenizers
         llama_char_tokenizer(tokenizer).save_pretrained(str(folder))
 

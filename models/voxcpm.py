@@ -254,11 +254,13 @@ class VoxCPMBackbone(nn.Module):
         return h, self.residual_lm.forward_step(self.residual_inputs(h, e), caches["residual"])
 
     # ---- LM initialisation ------------------------------------------------------------------------
-    def apply_lm_init(self, tokenizer=None) -> dict | None:
-        """Initialise the TSLM as `model.lm_init` says (call once before training from scratch);
+    def apply_lm_init(self, tokenizer=None, path=None) -> dict | None:
+        """Initialise the TSLM as `model.lm_init` says (call once before training from scratch),
+        from `path` when given (the folder the entry point resolved), else `model.lm_init.path`;
         `tokenizer` (the text frontend) must be the LM's own (models.lm_init)."""
         from models.lm_init import init_lm
-        return init_lm(self.base_lm, **self.lm_init, tokenizer=tokenizer)
+        settings = {**self.lm_init, **({"path": str(path)} if path is not None else {})}
+        return init_lm(self.base_lm, **settings, tokenizer=tokenizer)
 
 
 def count_parameters(module: nn.Module) -> int:

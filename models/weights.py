@@ -8,7 +8,7 @@ report of missing / unexpected / mis-shaped keys, and the AudioVAE's load and ex
     (`infer_audiovae_config`; the sample rate, which no weight shows, is taken as 16 kHz). One line
     on stderr says which;
   - a folder holding one of those files (an export or an official model folder);
-  - a Lightning checkpoint of `AudioVAEModule` (its config is embedded; EMA weights when it has them),
+  - a Lightning checkpoint of `AudioVAEModule` (its config is embedded, voxlab.checkpoint; EMA weights when it has them),
     or a run folder (its `checkpoints/last.ckpt`);
   - a TTS checkpoint or run folder: the frozen VAE it carries (`voxlab_vae`).
 """
@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from models.audiovae import AudioVAE
+from voxlab.checkpoint import CONFIG_KEY, VAE_KEY, read_config, submodule_state
 
 CONFIG_NAME = "audiovae_config.json"
 AUDIOVAE_TARGET = "models.audiovae.AudioVAE"
@@ -126,12 +127,27 @@ def infer_audiovae_config(state: Mapping[str, torch.Tensor], sample_rate: int = 
         use_noise_block=any(f"decoder.model.{i}.block.2.linear.weight_v" in state for i in dec_blocks))
 
 
-def _build(config: Mapping, source: str) -> AudioVAE:
+def build_audiovae(config: Mapping, source: str, state: Mapping[str, torch.Tensor] | None = None) -> AudioVAE:
+    """An AudioVAE from its config (AudioVAE kwargs, `_target_` allowed), with `state` loaded
+    strictly when given; `source` names where both came from in errors."""
     config = {k: v for k, v in config.items() if k != "_target_"}
     try:
-        return AudioVAE(**config)
+        model = AudioVAE(**config)
     except TypeError as err:
         raise WeightsError(f"{source}: AudioVAE config not understood ({err}): {config}") from None
+    if state is not None:
+        load_strict(model, state, source)
+    return model
+
+
+def audiovae_payload(vae: AudioVAE) -> dict:
+    """The AudioVAE as a TTS checkpoint carries it (voxlab.checkpoint.VAE_KEY)."""
+    return {"config": vae.config(), "state_dict": {k: v.detach().cpu() for k, v in vae.state_dict().items()}}
+
+
+def audiovae_from_payload(payload: Mapping, source: str) -> AudioVAE:
+    """The AudioVAE `audiovae_payload` recorded."""
+    return build_audiovae(payload.get("config") or {}, f"{source} ({VAE_KEY})", payload.get("state_dict") or {})
 
 
 def _from_checkpoint(path: Path) -> AudioVAE:
@@ -140,27 +156,21 @@ def _from_checkpoint(path: Path) -> AudioVAE:
     except Exception as err:
         raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): "
                            f"{load_error_text(err)}") from None
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("voxlab_vae"), dict):  # a TTS checkpoint: its frozen VAE
-        spec = ckpt["voxlab_vae"]
-        model = _build(spec.get("config") or {}, f"{path} (voxlab_vae)")
-        load_strict(model, spec.get("state_dict") or {}, f"{path} (voxlab_vae)")
-        return model
-    config = None
-    if isinstance(ckpt, dict):  # our module's hyper-parameters, else the run folder's copy
-        config = (ckpt.get("hyper_parameters") or {}).get("config") or ckpt.get("voxlab_config")
+    if isinstance(ckpt, dict) and isinstance(ckpt.get(VAE_KEY), dict):  # a TTS checkpoint: its frozen VAE
+        return audiovae_from_payload(ckpt[VAE_KEY], str(path))
+    config = read_config(ckpt) if isinstance(ckpt, dict) else None
     if not config or "model" not in config:
-        raise WeightsError(f"{path}: not an AudioVAE checkpoint (no hyper_parameters.config.model)")
+        raise WeightsError(f"{path}: not an AudioVAE checkpoint (no {CONFIG_KEY} with a model section)")
     target = config["model"].get("_target_", AUDIOVAE_TARGET)
     if target != AUDIOVAE_TARGET:  # e.g. a TTS checkpoint given where a VAE is expected
         raise WeightsError(f"{path}: a checkpoint of {target}, not an AudioVAE ({AUDIOVAE_TARGET}); "
                            "a TTS model loads with models.load")
-    state = ckpt.get("state_dict", {})
-    prefix = "vae_ema." if any(k.startswith("vae_ema.") for k in state) else "vae."
-    vae_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    prefix = "vae_ema" if submodule_state(ckpt, "vae_ema") else "vae"
+    vae_state = submodule_state(ckpt, prefix)
     if not vae_state:
         raise WeightsError(f"{path}: no `vae.` weights in its state_dict")
-    model = _build(config["model"], str(path))
-    load_strict(model, vae_state, f"{path} ({prefix[:-1]})")
+    model = build_audiovae(config["model"], str(path))
+    load_strict(model, vae_state, f"{path} ({prefix})")
     return model
 
 
@@ -190,8 +200,7 @@ def load_audiovae(path: str | Path) -> AudioVAE:
         else:
             config, source = beside
         print(f"[audiovae] {path}: architecture from {source}", file=sys.stderr)
-        model = _build(config, str(path))
-        load_strict(model, state, str(path))
+        model = build_audiovae(config, str(path), state)
     return model.eval()
 
 

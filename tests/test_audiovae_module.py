@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from callbacks.audio_logging import AudioLoggingCallback
 from callbacks.grad_norm import GradNormCallback
-from lightning_modules.audiovae import AudioVAEModule, lr_lambda
+from lightning_modules.audiovae import AudioVAEModule, vae_schedule
 from models import load_audiovae
 from voxlab.config import compose
 
@@ -111,7 +111,7 @@ def test_save_and_resume_keep_generator_counter_and_optimizer_state(tmp_path):
     tr.save_checkpoint(ckpt_path)
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # weights-only readable
     assert ckpt["generator_step"] == 4
-    assert ckpt["hyper_parameters"]["config"]["model"]["decoder_dim"] == 32
+    assert ckpt["voxlab_config"]["model"]["decoder_dim"] == 32 and "hyper_parameters" not in ckpt  # stored once
     assert len(ckpt["optimizer_states"]) == 2 and ckpt["optimizer_states"][0]["state"]
     # The exported model of a checkpoint is the EMA generator.
     vae = load_audiovae(ckpt_path)
@@ -197,11 +197,11 @@ def test_validation_metrics_and_audio_logging(tmp_path):
 
 
 def test_lr_schedule():
-    f = lr_lambda("exponential", gamma=0.5, warmup_steps=2)
+    f = vae_schedule("exponential", gamma=0.5, warmup_steps=2)
     assert [f(i) for i in range(4)] == [0.5 * 1, 1.0 * 0.5, 0.25, 0.125]
-    assert lr_lambda("constant")(100) == 1.0
+    assert vae_schedule("constant")(100) == 1.0
     with pytest.raises(ValueError, match="constant"):
-        lr_lambda("cosine")
+        vae_schedule("cosine")
 
 
 def test_nonfinite_generator_loss_is_skipped_or_stops(tmp_path):

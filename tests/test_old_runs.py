@@ -62,3 +62,11 @@ def test_old_targets_resolve_and_configs_validate():
             assert callable(locate(target)), target
         check_saved_config(config, run / "checkpoints" / "last.ckpt")
         check_saved_config(OmegaConf.to_container(load_run_config(run)), run / "config.yaml")
+
+
+def test_moved_targets_are_followed(monkeypatch):
+    from lightning_modules.tts import TTSModule
+    from voxlab import config
+
+    monkeypatch.setitem(config.MOVED_TARGETS, "lightning_modules.old_tts.TTSModule", "lightning_modules.tts.TTSModule")
+    assert locate("lightning_modules.old_tts.TTSModule") is TTSModule

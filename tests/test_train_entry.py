@@ -132,11 +132,10 @@ def test_status_follows_the_run(tmp_path):
 
     from callbacks.run_folder import RunFolder
 
-    callback = RunFolder({}, tmp_path)
+    callback = RunFolder(tmp_path)
     checkpoint: dict = {}
     callback.on_save_checkpoint(SimpleNamespace(is_global_zero=True, global_step=40), None, checkpoint)
     assert json.loads((tmp_path / "status.json").read_text()) | {"time": None} == \
         {"state": "running", "step": 40, "time": None}
     callback.on_validation_end(SimpleNamespace(is_global_zero=False, global_step=50, sanity_checking=False), None)
     assert json.loads((tmp_path / "status.json").read_text())["step"] == 40  # other ranks never write
-    assert checkpoint["voxlab_config"] == {}

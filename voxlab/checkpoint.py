@@ -1,8 +1,9 @@
-"""Checkpoint files: written whole or not at all, read weights-only.
+"""Checkpoint files: written whole or not at all, read weights-only; and what VoxLab adds to a
+Lightning checkpoint (the format section below: every writer and reader uses it).
 
-`AtomicCheckpointIO` is Lightning's checkpoint writer for every run: it writes to a temporary
-file in the same folder, fsyncs, then renames, so a kill during saving never leaves a torn
-`last.ckpt`. `load_checkpoint` reads any checkpoint with `weights_only=True` and turns the
+`atomic_torch_save` (Lightning's writer for every run, callbacks.run_folder.AtomicCheckpointIO)
+writes to a temporary file in the same folder, fsyncs, then renames, so a kill during saving
+never leaves a torn `last.ckpt`. `load_checkpoint` reads any checkpoint with `weights_only=True` and turns the
 errors of a truncated file or a pickle with a code payload into one clear message.
 """
 from __future__ import annotations
@@ -12,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class CheckpointError(ValueError):
@@ -53,9 +53,39 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return obj
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        atomic_torch_save(checkpoint, path)
+# ---- the format (docs/design.md section 2) ------------------------------------------------------
+# Beside Lightning's own keys (state_dict, optimizer_states, loops, callbacks...):
+CONFIG_KEY = "voxlab_config"        # the resolved run config, written by every VoxLab module
+VAE_KEY = "voxlab_vae"              # TTS: the frozen AudioVAE, {"config": AudioVAE kwargs, "state_dict": ...}
+TOKENIZER_KEY = "voxlab_tokenizer"  # TTS: the text frontend (voxlab.text.tokenizer_spec)
+# AudioVAE checkpoints written before issue 13 held the same config a second time, as Lightning
+# hyper-parameters; a checkpoint saved outside `make train` may hold it only there.
+LEGACY_CONFIG_KEY = "hyper_parameters"
 
-    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        return load_checkpoint(path, map_location or "cpu")
+
+def write_config(checkpoint: dict, config: dict) -> None:
+    checkpoint[CONFIG_KEY] = config
+
+
+def read_config(checkpoint: dict) -> dict | None:
+    """The config a checkpoint embeds: `voxlab_config`, else (older AudioVAE checkpoints) the
+    `config` hyper-parameter."""
+    config = checkpoint.get(CONFIG_KEY)
+    if not config:
+        config = (checkpoint.get(LEGACY_CONFIG_KEY) or {}).get("config")
+    return config if isinstance(config, dict) else None
+
+
+def read_config_file(path: str | Path) -> dict | None:
+    """`read_config` of a checkpoint file, memory-mapped: only the small config is read."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint: {str(err).splitlines()[0]}") from None
+    return read_config(obj) if isinstance(obj, dict) else None
+
+
+def submodule_state(checkpoint: dict, prefix: str) -> dict[str, torch.Tensor]:
+    """The weights of the submodule `prefix` (e.g. "model", "vae_ema"), without the prefix."""
+    head = prefix + "."
+    return {k[len(head):]: v for k, v in (checkpoint.get("state_dict") or {}).items() if k.startswith(head)}

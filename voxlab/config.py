@@ -27,6 +27,8 @@ RESERVED_DIRS = {"scale", "sweeps"}
 # so naming `subprocess.run` or any importable module must not run it
 OWN_PACKAGES = ("voxlab", "models", "lightning_modules", "datamodules", "callbacks", "eval")
 ALLOW_ENV = "VOXLAB_ALLOW_TARGETS"
+# `_target_` names that configs saved by earlier versions hold -> where the object lives now
+MOVED_TARGETS: dict[str, str] = {}
 # values read outside this module (lightning_modules/, samplers) that must be checked at compose time
 CHOICES = {"nonfinite.policy": ("skip", "stop")}
 POSITIVE = ("data.max_batch_size", "data.frame_budget")
@@ -245,15 +247,22 @@ def load_run_config(path: str | Path) -> DictConfig:
 
 
 def instantiate(node: DictConfig | dict, *args: Any, **kwargs: Any) -> Any:
-    """Build the object a config node describes: `_target_` is the dotted class or function path;
-    the node's other keys (and `kwargs`) are its keyword arguments. Nested nodes are left as
-    config for the target to build itself."""
+    """Build the object a config node describes (models, callbacks): `_target_` is the dotted class
+    or function path; the node's other keys (and `kwargs`) are its keyword arguments. Nested nodes
+    are left as config for the target to build itself."""
     params = OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else dict(node)
     target = params.pop("_target_", None)
     if not target:
         raise ConfigError(f"config node has no _target_: {sorted(params)}")
     params.update(kwargs)
     return locate(target)(*args, **params)
+
+
+def build(cfg: DictConfig, section: str, **pieces: Any) -> Any:
+    """Build the object `cfg.<section>._target_` names for the sections whose target takes the
+    whole config (`module`, `datamodule`: their other keys are settings it reads), with `pieces`
+    (what the entry point resolved for it: voxlab.cli.pieces) as keyword arguments."""
+    return locate(cfg[section]._target_)(cfg, **pieces)
 
 
 def allowed_targets() -> list[str]:
@@ -274,7 +283,9 @@ def check_target(target: str) -> None:
 
 
 def locate(target: str) -> Any:
-    """The object at dotted path `target` (`package.module.Name`), in an allowed package."""
+    """The object at dotted path `target` (`package.module.Name`), in an allowed package; a name
+    that has moved (MOVED_TARGETS) is followed, so old run folders and checkpoints keep loading."""
+    target = MOVED_TARGETS.get(target, target)
     check_target(target)
     module_name, _, attr = target.rpartition(".")
     try:

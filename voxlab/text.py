@@ -135,11 +135,29 @@ class HFTokenizer:
         return [c for c in text if c in bad]
 
 
-def build_tokenizer(cfg) -> CharTokenizer | HFTokenizer:
-    """From the `text` config section: `kind: char` with `vocab: <file>` (or the list `chars`, as a
-    run started from a model records it), or `kind: hf` with `path: <folder>`."""
-    if cfg.kind == "char":
-        return CharTokenizer(list(cfg.chars)) if cfg.get("chars") else CharTokenizer.from_file(cfg.vocab)
-    if cfg.kind == "hf":
-        return HFTokenizer(cfg.path)
-    raise ValueError(f"text.kind must be 'char' or 'hf', got {cfg.kind!r}")
+class TokenizerSpecError(ValueError):
+    """A tokenizer description (config `text` section or a checkpoint's record) not understood."""
+
+
+def build_tokenizer(spec, source: str = "text") -> CharTokenizer | HFTokenizer:
+    """The tokenizer a mapping describes: the `text` config section or what `tokenizer_spec`
+    recorded: `kind: char` with `vocab: <file>` or the list `chars`, or `kind: hf` with
+    `path: <folder>`. `source` names the mapping in errors."""
+    kind = spec.get("kind")
+    if kind == "char" and spec.get("chars"):
+        return CharTokenizer(list(spec["chars"]))
+    if kind == "char" and spec.get("vocab"):
+        return CharTokenizer.from_file(spec["vocab"])
+    if kind == "hf" and spec.get("path"):
+        return HFTokenizer(spec["path"])
+    if kind not in ("char", "hf"):
+        raise TokenizerSpecError(f"{source}: kind must be 'char' or 'hf', got {kind!r}")
+    raise TokenizerSpecError(f"{source}: tokenizer spec not understood: {dict(spec)} (expected kind 'char' with "
+                             "'chars' or 'vocab', or kind 'hf' with 'path')")
+
+
+def tokenizer_spec(tokenizer: CharTokenizer | HFTokenizer) -> dict:
+    """What `build_tokenizer` rebuilds `tokenizer` from: a character list, or an HF folder's path."""
+    if tokenizer.kind == "char":
+        return {"kind": "char", "chars": list(tokenizer.chars)}
+    return {"kind": "hf", "path": tokenizer.source}

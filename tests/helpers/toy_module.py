@@ -3,15 +3,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_modules.nonfinite import check_terms
+from lightning_modules.base import VoxLabModule
 
 
-class ToyModule(L.LightningModule):
+class ToyModule(VoxLabModule):
     def __init__(self, config):
-        super().__init__()
+        super().__init__(config)
         self.cfg = config
         self.net = torch.nn.Linear(4, 1)
-        self.nonfinite_skips = 0
 
     def training_step(self, batch, batch_idx):
         if self.cfg.module.fail_at is not None and self.global_step >= self.cfg.module.fail_at:
@@ -25,7 +24,7 @@ class ToyModule(L.LightningModule):
         if self.cfg.module.get("nan_at") is not None and self.global_step == self.cfg.module.nan_at:
             loss = loss * float("nan")
         utts = {"utt": [f"toy{batch_idx}_{i}" for i in range(len(x))]}
-        if not check_terms(self, {"loss": loss}, utts, self.cfg.nonfinite.policy):
+        if not self.usable({"loss": loss}, utts):
             return None
         self.log("train/loss", loss)
         return loss

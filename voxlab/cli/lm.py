@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from lightning_modules.schedules import lr_lambda
 from voxlab.config import ConfigError, compose
 from voxlab.text import CharTokenizer, EOS_ID
 
@@ -68,8 +71,8 @@ def pretrain_text_lm(out_dir: str | Path, lm: dict, vocab_size: int, text_file: 
     train_ids, val_ids = _token_stream(lines[split:], tok), _token_stream(lines[:split], tok)
     model = LlamaForCausalLM(llama_config(lm, vocab_size))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(  # 50 warm-up steps times a cosine over the whole run
+        opt, lr_lambda(warmup_steps=50, decay="cosine", decay_start=0, decay_steps=steps))
     gen = torch.Generator().manual_seed(seed)
     losses = []
     start = time.time()
@@ -87,15 +90,35 @@ def pretrain_text_lm(out_dir: str | Path, lm: dict, vocab_size: int, text_file: 
     with torch.no_grad():
         chunks = val_ids[: (len(val_ids) // seq_len) * seq_len].view(-1, seq_len)[:32]
         val_loss = float(model(input_ids=chunks, labels=chunks).loss)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
     summary = {"steps": steps, "first_loss": losses[0], "final_loss": sum(losses[-20:]) / len(losses[-20:]),
                "val_loss": val_loss, "val_perplexity": math.exp(val_loss), "seconds": round(time.time() - start, 1),
                "vocab_file": str(vocab_file), "text_file": str(text_file), "tokenizer": "char"}
     # the characters themselves: LM init checks the TTS tokenizer against them (models.lm_init)
     record = {**summary, "vocabulary": {"kind": "char", "chars": tok.chars}}
-    (out_dir / "voxlab_lm.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    # written beside the folder, then renamed into place (a previous one, of `make lm` again, set
+    # aside first): the folder appears whole, to the ranks waiting for it and after a kill
+    tmp, old = (out_dir.with_name(f".{out_dir.name}.{kind}{os.getpid()}") for kind in ("tmp", "old"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "voxlab_lm.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+        if out_dir.exists():
+            os.rename(out_dir, old)
+        os.rename(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return summary
+
+
+def wait_for_lm(cfg, poll_seconds: float = 2.0) -> Path | None:
+    """`ensure_lm` for the ranks other than zero: the LM folder, once rank zero has made it."""
+    init = cfg.model.get("lm_init") or {}
+    if init.get("mode", "none") == "none" or cfg.scale != "tiny" or not init.get("path"):
+        return ensure_lm(cfg)  # nothing to build: the same answer (or error) as on rank zero
+    path = Path(init["path"])
+    while not path.is_dir():
+        time.sleep(poll_seconds)
+    return path
 
 
 def ensure_lm(cfg, progress: bool = True) -> Path | None:

@@ -2,7 +2,7 @@
 
 Builds the run folder, loggers, callbacks and Trainer from the resolved config, then fits the
 LightningModule and DataModule named by `module._target_` and `datamodule._target_` (both take
-the whole config). A failing run closes its loggers and records its state in `status.json`.
+the whole config; the module also the pieces it asks for, built here: voxlab.cli.pieces). A failing run closes its loggers and records its state in `status.json`.
 """
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from voxlab.config import (ConfigError, compose, find_experiment, load_run_config, locate, parse_overrides, resolve,
-                           to_yaml, validate_layer)
+from voxlab.config import (ConfigError, build, compose, find_experiment, instantiate, load_run_config,
+                           parse_overrides, resolve, to_yaml, validate_layer)
 from datamodules.manifest import ManifestError
-from voxlab.checkpoint import CheckpointError
+from voxlab.checkpoint import CheckpointError, read_config_file
+from voxlab.cli.pieces import build_module
 from voxlab.init_model import resolve_init
 from voxlab.runs import RUN_DIR_ENV, is_main_process, resolve_resume, shared_run_dir, write_status
 
@@ -40,16 +41,6 @@ def check_saved_config(saved: dict | None, source: Path) -> None:
                    f"{source} (saved config)")
 
 
-def _embedded_config(ckpt: Path) -> dict | None:
-    import torch
-
-    try:  # mmap: only the small config is read from a large checkpoint
-        obj = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise CheckpointError(f"{ckpt}: not a readable checkpoint: {str(err).splitlines()[0]}") from None
-    return obj.get("voxlab_config") if isinstance(obj, dict) else None
-
-
 def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: str | None = None
             ) -> tuple[DictConfig, Path, Path | None]:
     """Config, run folder and checkpoint to resume from. Nothing is built or written for a config
@@ -58,7 +49,7 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
         run_dir, ckpt = resolve_resume(resume)
         saved = OmegaConf.to_container(load_run_config(run_dir))
         check_saved_config(saved, run_dir / "config.yaml")
-        check_saved_config(_embedded_config(ckpt), ckpt)
+        check_saved_config(read_config_file(ckpt), ckpt)
         layer = parse_overrides(overrides)
         validate_layer(saved, layer, "command-line override")
         cfg = resolve(OmegaConf.merge(OmegaConf.create(saved), OmegaConf.create(layer)))
@@ -76,8 +67,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from callbacks.run_folder import GracefulStop, RngState, RunFolder
-    from voxlab.checkpoint import AtomicCheckpointIO
+    from callbacks.run_folder import AtomicCheckpointIO, GracefulStop, RngState, RunFolder
     from callbacks.line_progress import progress_callback
     from voxlab.loggers import build_loggers
 
@@ -85,11 +75,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
                                 auto_insert_metric_name=False, every_n_train_steps=cfg.run.checkpoint_every_steps,
                                 save_top_k=cfg.run.keep_checkpoints, monitor="step", mode="max", save_last=True,
                                 enable_version_counter=False)
-    callbacks = [step_ckpt, LearningRateMonitor("step"), RunFolder(OmegaConf.to_container(cfg, resolve=True), run_dir),
+    callbacks = [step_ckpt, LearningRateMonitor("step"), RunFolder(run_dir),
                  GracefulStop(run_dir), RngState(), *extra_callbacks]
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None and node.get("_target_"):
-            callbacks.append(locate(node._target_)(**{k: v for k, v in node.items() if k != "_target_"}))
+            callbacks.append(instantiate(node))
     progress, show_bar = progress_callback()  # a bar on a terminal, plain lines in a log (`make demo > log`)
     callbacks.append(progress)
     loggers = build_loggers(cfg, run_dir)  # run.loggers: TensorBoard and CSV by default
@@ -107,8 +97,8 @@ def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), 
     if main_process:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     L.seed_everything(int(cfg.seed), workers=True)
-    datamodule = locate(cfg.datamodule._target_)(cfg)
-    module = locate(cfg.module._target_)(cfg)
+    datamodule = build(cfg, "datamodule")
+    module = build_module(cfg, resuming=ckpt is not None, main_process=main_process)
     trainer = build_trainer(cfg, run_dir)
     print(f"[train] {cfg.experiment} (scale {cfg.scale}) -> {run_dir}" + (f", resuming from {ckpt}" if ckpt else ""))
     status = write_status if main_process else (lambda *a, **k: None)  # rank zero owns the run folder
