@@ -55,13 +55,16 @@ def _forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, self._packed_weight, self.bias, "none", [], "")
 
 
-def pack_linears(module: nn.Module) -> int:
-    """Use packed weights for every large nn.Linear below `module`; returns how many were patched."""
+def pack_linears(module: nn.Module, min_weight: int | None = None) -> int:
+    """Use packed weights for every nn.Linear below `module` of at least `min_weight` weights (default
+    MIN_PACKED_WEIGHT; 0 for bf16 models: F.linear's bf16 path is slow at every size here); returns
+    how many were patched."""
     if not available():
         return 0
+    min_weight = MIN_PACKED_WEIGHT if min_weight is None else min_weight
     n = 0
     for m in module.modules():
-        if type(m) is nn.Linear and "forward" not in m.__dict__ and m.weight.numel() >= MIN_PACKED_WEIGHT:
+        if type(m) is nn.Linear and "forward" not in m.__dict__ and m.weight.numel() >= min_weight:
             m.forward = types.MethodType(_forward, m)
             n += 1
     return n

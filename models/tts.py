@@ -126,7 +126,7 @@ class TTSModel(nn.Module):
 
     def set_precision(self, precision: str | torch.dtype) -> "TTSModel":
         """Backbone weights for inference: "float32"; "bfloat16" (the whole backbone; on CPU with
-        pre-packed oneDNN weights for every large Linear); "int8" (CPU: the Linear layers of the four
+        pre-packed oneDNN weights for every Linear); "int8" (CPU: the Linear layers of the four
         transformer stacks as int8 weights with dynamic int8 inputs, models.cpu_linear; the
         projections, norms and embeddings stay float32). The VAE stays float32. Irreversible for int8."""
         name = str(precision).replace("torch.", "")
@@ -144,7 +144,8 @@ class TTSModel(nn.Module):
             return self
         bb.to(getattr(torch, name))
         if cpu and name == "bfloat16":
-            self.optimize(lms=True)
+            from models.cpu_linear import pack_linears
+            pack_linears(bb, min_weight=0)
         return self
 
     def item_memory(self, text: str, prompt_text: str | None = None, prompt_seconds: float = 0.0,
