@@ -183,7 +183,10 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
     def report():
         from eval.reporting.report import write_report
 
-        return write_report([tts], Path(RUNS) / "demo" / "report", samples_per_testset=3)
+        # the run (its curves and evaluations during training) and the final evaluations on the whole
+        # test sets, which carry the DNSMOS column that the evaluations during training do not
+        finals = sorted(p for p in (tts / "eval").glob("*/final_step_*") if (p / "metrics.json").is_file())
+        return write_report([tts, *finals], Path(RUNS) / "demo" / "report", samples_per_testset=3)
 
     report_md = stage("report", report)
     keys = ("wer", "wer_unavailable", "sim", "sim_model", "mos", "mos_model", "mcd_db", "duration_ratio", "duration_ratio_median",
