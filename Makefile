@@ -86,5 +86,8 @@ prepare: ## a public corpus as released -> manifests: DATASET=ljspeech|libritts_
 app: ## web app (Gradio): TTS, voice cloning, A/B of two checkpoints, run browser: MODEL=... [MODEL_B=...] [PORT=7860] [ARGS=...]
 	@$(PY) -m voxlab.cli.app --model "$(MODEL)" $(if $(MODEL_B),--model-b "$(MODEL_B)") --port $(PORT) $(ARGS)
 
+shards: ## a manifest -> tar shards for streaming: MANIFEST=<manifest> [OUT=folder] [ARGS="--target-mb 256 --workers 4 --vae PATH --dtype bfloat16"]
+	@$(PY) -m voxlab.cli.shards --manifest "$(MANIFEST)" $(if $(OUT),--out "$(OUT)") $(ARGS)
+
 average: ## average the weights of the newest N checkpoints of a run into one: CKPTS="run folder | a.ckpt b.ckpt ..." [N=5] [OUT=file]
 	@$(PY) -m voxlab.cli.average $(CKPTS) --last $(N) $(if $(OUT),--out "$(OUT)")

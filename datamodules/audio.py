@@ -35,7 +35,11 @@ class AudioDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         entry = self.entries[index]
-        wav = load_audio(entry.audio, self.sample_rate)
+        return self.item(load_audio(entry.audio, self.sample_rate), entry, index, epoch)
+
+    def item(self, wav: np.ndarray, entry: Entry, index: int, epoch: int) -> dict:
+        """The training item of `entry` (`index` in its manifest) from its samples: the file path and
+        the shard stream (`datamodules.shards`) share it."""
         if self.peak_norm:
             wav = peak_normalize(wav)
         if self.crop_samples and len(wav) > self.crop_samples:

@@ -45,29 +45,9 @@ class FrameBudgetBatchSampler:
     # -- batch construction ---------------------------------------------------------------
     def all_batches(self, epoch: int) -> list[list[int]]:
         """The batches of every rank for `epoch`, in order (rank r takes r, r+W, ...)."""
-        order = list(range(len(self.lengths)))
         rng = random.Random(self.seed * 100_003 + epoch)
-        if self.shuffle:
-            rng.shuffle(order)
-        batches: list[list[int]] = []
-        for start in range(0, len(order), self.bucket_size):
-            # Sorting by a slightly jittered length mixes the batch composition between epochs.
-            jitter = {i: 1.0 + 0.1 * rng.random() for i in order[start:start + self.bucket_size]} if self.shuffle else {}
-            bucket = sorted(order[start:start + self.bucket_size], key=lambda i: self.lengths[i] * jitter.get(i, 1.0))
-            batch: list[int] = []
-            longest = 0
-            for idx in bucket:
-                new_longest = max(longest, self.lengths[idx])
-                if batch and (new_longest * (len(batch) + 1) > self.frame_budget
-                              or len(batch) >= self.max_batch_size):
-                    batches.append(batch)
-                    batch, new_longest = [], self.lengths[idx]
-                batch.append(idx)
-                longest = new_longest
-            if batch:
-                batches.append(batch)
-        if self.shuffle:
-            rng.shuffle(batches)
+        batches = budget_batches(self.lengths, self.frame_budget, self.max_batch_size, self.bucket_size,
+                                 rng if self.shuffle else None)
         return self._balance(batches)
 
     def _balance(self, batches: list[list[int]]) -> list[list[int]]:
@@ -116,3 +96,32 @@ class FrameBudgetBatchSampler:
         while left >= (n := len(self.all_batches(epoch)[self.rank::self.world_size])):
             epoch, left = epoch + 1, left - n
         self.epoch, self.consumed = epoch, left
+
+
+def budget_batches(lengths: Sequence[int], frame_budget: int, max_batch_size: int, bucket_size: int,
+                   rng: random.Random | None) -> list[list[int]]:
+    """Positions of `lengths` grouped into frame-budget batches: shuffled by `rng` (None: in
+    order), sorted by length inside buckets of `bucket_size`, then the batches shuffled. The file
+    sampler runs it over a whole epoch; the shard stream over each window of its buffer."""
+    order = list(range(len(lengths)))
+    if rng is not None:
+        rng.shuffle(order)
+    batches: list[list[int]] = []
+    for start in range(0, len(order), bucket_size):
+        # Sorting by a slightly jittered length mixes the batch composition between epochs.
+        jitter = {i: 1.0 + 0.1 * rng.random() for i in order[start:start + bucket_size]} if rng is not None else {}
+        bucket = sorted(order[start:start + bucket_size], key=lambda i: lengths[i] * jitter.get(i, 1.0))
+        batch: list[int] = []
+        longest = 0
+        for idx in bucket:
+            new_longest = max(longest, lengths[idx])
+            if batch and (new_longest * (len(batch) + 1) > frame_budget or len(batch) >= max_batch_size):
+                batches.append(batch)
+                batch, new_longest = [], lengths[idx]
+            batch.append(idx)
+            longest = new_longest
+        if batch:
+            batches.append(batch)
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches

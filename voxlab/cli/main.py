@@ -24,6 +24,7 @@ COMMANDS = {
     "prepare": ("voxlab.cli.prepare", "a public corpus in its released layout -> manifests"),
     "app": ("voxlab.cli.app", "the web app: TTS, cloning, A/B of two checkpoints, run browser"),
     "average": ("voxlab.cli.average", "average the weights of a run's newest checkpoints into one"),
+    "shards": ("voxlab.cli.shards", "a manifest -> tar shards (audio or latents) for streaming"),
 }
 
 
