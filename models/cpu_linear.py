@@ -78,6 +78,18 @@ def unpack_linears(module: nn.Module) -> None:
                 m.__dict__.pop(attr, None)
 
 
+def _has_vnni() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+# Without VNNI, fbgemm's u8 x s8 pair sums saturate at int16 unless inputs use 7 bits (torch's default).
+REDUCE_RANGE = not _has_vnni()
+
+
 class Int8Linear(nn.Module):
     """y = x W^T + b with W stored as int8 [out, in] plus a float scale per output row (CPU)."""
 
@@ -95,7 +107,8 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float().contiguous(), self._packed, False)
+        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).float().contiguous(), self._packed,
+                                               REDUCE_RANGE)
         return y.view(*shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
