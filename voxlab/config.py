@@ -28,7 +28,7 @@ RESERVED_DIRS = {"scale", "sweeps"}
 OWN_PACKAGES = ("voxlab", "models", "lightning_modules", "datamodules", "callbacks", "eval")
 ALLOW_ENV = "VOXLAB_ALLOW_TARGETS"
 # `_target_` names that configs saved by earlier versions hold -> where the object lives now
-MOVED_TARGETS: dict[str, str] = {}
+MOVED_TARGETS: dict[str, str] = {"voxlab.init_model.InitFromModel": "callbacks.init_model.InitFromModel"}
 # values read outside this module (lightning_modules/, samplers) that must be checked at compose time
 CHOICES = {"nonfinite.policy": ("skip", "stop")}
 POSITIVE = ("data.max_batch_size", "data.frame_budget")

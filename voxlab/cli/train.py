@@ -19,7 +19,7 @@ from voxlab.config import (ConfigError, build, compose, find_experiment, instant
 from datamodules.manifest import ManifestError
 from voxlab.checkpoint import CheckpointError, read_config_file
 from voxlab.cli.pieces import build_module
-from voxlab.init_model import resolve_init
+from voxlab.cli.init_model import resolve_init
 from voxlab.runs import RUN_DIR_ENV, is_main_process, resolve_resume, shared_run_dir, write_status
 
 
@@ -58,7 +58,7 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
         return cfg, run_dir, ckpt
     if not exp:
         raise ConfigError("EXP is required (or RESUME=<run folder or checkpoint>)")
-    cfg = resolve_init(compose(exp, scale, overrides))  # init.model: voxlab/init_model.py
+    cfg = resolve_init(compose(exp, scale, overrides))  # init.model: voxlab/cli/init_model.py
     run_dir = shared_run_dir(cfg.run.root, cfg.experiment)
     return cfg, run_dir, None
 

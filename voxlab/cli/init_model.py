@@ -9,18 +9,17 @@ run folder or export). Before anything is built, `resolve_init(cfg)` points the 
   `model` section becomes the model's own, keeping the experiment's `model.lora` and any `model.*`
   command-line override; with `init.architecture: config` the experiment's model section must
   describe the same network, else a ConfigError names every differing key.
-`InitFromModel` (a callback every TTS run has) then copies the model's backbone weights into the
+`InitFromModel` (callbacks/init_model.py, a callback every TTS run has) then copies the model's backbone weights into the
 module before the first step, strictly (every key, every shape), when the run does not resume;
 a LoRA run's adapters keep their fresh start. A model with LoRA adapters is taken merged.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
-from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.init_model import load_init_model
 from voxlab.config import ConfigError, parse_overrides
+from voxlab.text import tokenizer_spec
 
 ARCHITECTURES = ("config", "model")
 # the keys that decide the network (the others are training settings or bookkeeping)
@@ -28,27 +27,9 @@ NETWORK_KEYS = ("lm", "encoder", "dit", "feat_dim", "patch_size", "residual_lm_l
                 "condition_on_residual", "audio_start_id", "audio_end_id")
 
 
-def load_init_model(path: str | Path):
-    """The TTSModel at `path` with any LoRA adapter merged; ConfigError naming init.model otherwise."""
-    import models
-    from models.lora import merge_lora
-    from models.tts_io import ModelPathError
-    from models.weights import WeightsError
-
-    try:
-        model = models.load(path, optimize=False)
-    except (ModelPathError, WeightsError, FileNotFoundError) as err:
-        raise ConfigError(f"init.model={path}: {err}") from None
-    if model.backbone.config.get("lora"):
-        merge_lora(model.backbone)
-    return model
-
-
-def tokenizer_spec(tokenizer) -> dict:
-    """The `text` config section that rebuilds `tokenizer`."""
-    if tokenizer.kind == "char":
-        return {"kind": "char", "vocab": None, "path": None, "chars": list(tokenizer.chars)}
-    return {"kind": "hf", "vocab": None, "path": str(tokenizer.source), "chars": None}
+def text_section(tokenizer) -> dict:
+    """The `text` config section that rebuilds `tokenizer` (voxlab.text.tokenizer_spec)."""
+    return {"vocab": None, "path": None, "chars": None, **tokenizer_spec(tokenizer)}
 
 
 def _network(model: dict) -> dict:
@@ -103,32 +84,8 @@ def resolve_init(cfg: DictConfig) -> DictConfig:
                               + ". Set init.architecture=model to take the architecture from the model")
     plain["model"]["lm_init"] = {**(plain["model"].get("lm_init") or {}), "mode": "none"}
     plain["vae"]["path"] = str(init.model)
-    plain["text"] = {**plain.get("text", {}), **tokenizer_spec(model.tokenizer)}
+    plain["text"] = {**plain.get("text", {}), **text_section(model.tokenizer)}
     if model.vae.sample_rate != plain["data"]["sample_rate"]:
         raise ConfigError(f"init.model={init.model}: its AudioVAE works at {model.vae.sample_rate} Hz but "
                           f"data.sample_rate is {plain['data']['sample_rate']}")
     return OmegaConf.create(plain)
-
-
-class InitFromModel(Callback):
-    """Copies `model`'s backbone weights into the module (`pl_module.model`) when a run starts
-    (not when it resumes: its checkpoint has the weights). Strict: a key or shape that differs
-    is an error naming them; LoRA adapter weights are the module's own (a fresh adapter)."""
-
-    def __init__(self, model: str | None = None):
-        self.model = model
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage != "fit" or not self.model or trainer.ckpt_path is not None:
-            return
-        from models.lora import adapter_state_dict
-        from models.weights import WeightsError, load_strict
-
-        state = dict(load_init_model(self.model).backbone.state_dict())
-        state.update(adapter_state_dict(pl_module.model))  # the run's own, freshly initialised adapters
-        try:
-            load_strict(pl_module.model, state, f"init.model={self.model}")
-        except WeightsError as err:
-            raise ConfigError(f"{err}\n(the run's model section does not describe init.model's network: "
-                              "set init.architecture=model)") from None
-        print(f"[init] backbone weights from {self.model}")
