@@ -10,6 +10,8 @@ import socket
 import pytest
 import torch
 
+from tests.helpers.rng import keep_global_rng  # noqa: F401 - autouse: the suite's random state is kept
+
 import models
 from models.audiovae import AudioVAE
 from models.official import from_official_config
@@ -26,15 +28,17 @@ HOP, PATCH, SR = 640, 2, 16000
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny random model with the paper's hop (640) whose stop head always says "go on"."""
-    torch.manual_seed(0)
-    bb = VoxCPMBackbone(**{k: v for k, v in from_official_config(small_official_config()).items() if k != "_target_"})
-    with torch.no_grad():  # stop logits = (5, 0) whatever the state: class 0 (continue) always wins
-        bb.stop_proj.weight.zero_()
-        bb.stop_proj.bias.fill_(1.0)
-        bb.stop_head.weight.zero_()
-        bb.stop_head.weight[0] = 5.0
-    vae = AudioVAE(encoder_dim=4, encoder_rates=[2, 5, 8, 8], latent_dim=8, decoder_dim=16,
-                   decoder_rates=[8, 8, 5, 2], sample_rate=SR)
+    with torch.random.fork_rng():  # a module fixture: the autouse RNG guard does not cover it
+        torch.manual_seed(0)
+        config = {k: v for k, v in from_official_config(small_official_config()).items() if k != "_target_"}
+        bb = VoxCPMBackbone(**config)
+        with torch.no_grad():  # stop logits = (5, 0) whatever the state: class 0 (continue) always wins
+            bb.stop_proj.weight.zero_()
+            bb.stop_proj.bias.fill_(1.0)
+            bb.stop_head.weight.zero_()
+            bb.stop_head.weight[0] = 5.0
+        vae = AudioVAE(encoder_dim=4, encoder_rates=[2, 5, 8, 8], latent_dim=8, decoder_dim=16,
+                       decoder_rates=[8, 8, 5, 2], sample_rate=SR)
     tts = TTSModel(bb, vae, CharTokenizer(list(" abcdefghijklmnopqrstuvwxyz,.'")))
     return models.export(tts, tmp_path_factory.mktemp("app") / "model")
 

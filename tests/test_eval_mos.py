@@ -9,6 +9,8 @@ import pytest
 import soxr
 import torch
 
+from tests.helpers.rng import keep_global_rng  # noqa: F401 - autouse: the suite's random state is kept
+
 from eval.__main__ import main
 from eval.errors import MissingWeightsError
 from eval.mos.utmos import UTMOSPredictor, load_utmos

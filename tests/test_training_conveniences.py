@@ -10,6 +10,8 @@ import pytest
 import torch
 import yaml
 
+from tests.helpers.rng import keep_global_rng  # noqa: F401 - autouse: the suite's random state is kept
+
 from tests.helpers.toy_module import ToyData, ToyModule, toy_experiment
 from voxlab.cli.average import main as average_main
 from voxlab.cli.train import train
