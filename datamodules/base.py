@@ -20,6 +20,14 @@ class BudgetDataModule(L.LightningDataModule):
         self.config, self.cfg = config, config.data
         self._resume_position: dict | None = None
 
+    def validate(self) -> None:
+        """Both manifests read and checked before the run folder is written (a missing or
+        non-UTF-8 manifest, or a bad line with data.strict, fails here)."""
+        from datamodules.manifest import read_manifest
+
+        for key in ("train_manifest", "val_manifest"):
+            read_manifest(self.cfg[key], self.cfg.min_duration, self.cfg.max_duration, self.cfg.strict)
+
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         sampler = FrameBudgetBatchSampler(dataset.lengths(), self.cfg.frame_budget, self.cfg.max_batch_size,
                                           shuffle=shuffle, seed=int(self.cfg.shuffle_seed), with_epoch=shuffle)

@@ -6,18 +6,30 @@ cache. Each folder holds shards (`shard_00000.pt`: name -> mu [frames, latent_di
 `index.json` (name -> shard). Building is incremental: only names missing from the index are
 encoded, and each shard is written whole (temporary file + rename) before the index names it.
 
+A name is the audio itself, not the utterance id (`latent_name`): the file's path, size and
+modification time, so two manifests' `0001.wav` never share latents and a file edited in place
+is encoded again. One process at a time builds a folder (`<folder>/.lock`; a second one waits,
+saying for whom); SIGTERM stops it after the batch being encoded, keeping what is done.
+Latents that come out non-finite are not stored: their entries are named in a warning, and a
+reader leaves out what is not in the cache.
+
 Two forms of an utterance, so that training sees what the official code produces
 (docs/design.md section 3):
-- as a target (name = utt): the waveform is right-padded with zero samples to whole patches
-  before encoding, as the official training packer does, so no zero latent frame is produced;
-- as a voice prompt (name = `prompt_name(utt)`, only with `prompts=True`): left-padded with zero
-  samples to whole patches before encoding, exactly as inference encodes a prompt wav, so the
-  real audio ends right before the target.
+- as a target: the waveform is right-padded with zero samples to whole patches before encoding,
+  as the official training packer does, so no zero latent frame is produced;
+- as a voice prompt (`latent_name(entry, prompt=True)`, only with `prompts=True`): left-padded
+  with zero samples to whole patches before encoding, exactly as inference encodes a prompt wav,
+  so the real audio ends right before the target.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import signal
+import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,26 +39,40 @@ from tqdm import tqdm
 from datamodules.manifest import Entry, read_manifest
 from voxlab.audio import load_audio
 from voxlab.checkpoint import atomic_torch_save, load_checkpoint
+from voxlab.locks import FolderLock
+
+PROMPT_SUFFIX = ":prompt"
+log = logging.getLogger(__name__)
 
 
-PROMPT_SUFFIX = "\x1fprompt"  # a control character: never part of a manifest id
+class CacheInterrupted(KeyboardInterrupt):
+    """SIGTERM / Ctrl+C while encoding; what was encoded is saved (running again goes on)."""
 
 
-def prompt_name(utt: str) -> str:
-    """The cache name of an utterance's prompt form."""
-    return utt + PROMPT_SUFFIX
+def latent_name(entry: Entry, prompt: bool = False) -> str:
+    """The cache name of an entry's audio as it is now: path, size and modification time."""
+    stamp = entry.stamp
+    if not stamp:  # a manifest read without checking the audio
+        stat = Path(entry.audio).stat()
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+    name = hashlib.sha256(f"{Path(entry.audio).resolve()}|{stamp}".encode()).hexdigest()[:24]
+    return name + PROMPT_SUFFIX if prompt else name
 
 
-def vae_fingerprint(vae: torch.nn.Module, sample_rate: int, patch_size: int = 1) -> str:
-    """A short hash of the VAE's weights and the audio settings (the patch sets the padding)."""
+def weights_fingerprint(vae: torch.nn.Module) -> str:
+    """A short hash of the VAE's weights alone: which VAE a run uses (vae.fingerprint)."""
     digest = hashlib.sha256()
-    digest.update(f"sr={sample_rate};hop={vae.hop_length};latent={vae.latent_dim};mu".encode())
-    if patch_size != 1:
-        digest.update(f";patch={patch_size}".encode())
     for name, tensor in sorted(vae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().float().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def vae_fingerprint(vae: torch.nn.Module, sample_rate: int, patch_size: int = 1) -> str:
+    """The cache folder's key: the VAE's weights, the audio settings (the patch sets the padding)
+    and the naming scheme (by audio), so no older cache is read with other names."""
+    settings = f"sr={sample_rate};hop={vae.hop_length};latent={vae.latent_dim};mu;patch={patch_size};names=audio"
+    return hashlib.sha256(f"{settings};{weights_fingerprint(vae)}".encode()).hexdigest()[:16]
 
 
 def cache_dir(manifest: str | Path, fingerprint: str) -> Path:
@@ -58,40 +84,74 @@ def _read_index(folder: Path) -> dict[str, str]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+@contextmanager
+def _stop_requests():
+    """Turns SIGTERM into a request checked between batches (the main thread only: elsewhere
+    signals cannot be caught and the default applies)."""
+    requests: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requests
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requests.append(signum))
+    try:
+        yield requests
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @torch.inference_mode()
 def build_cache(manifest: str | Path, vae: torch.nn.Module, sample_rate: int, patch_size: int = 1,
                 prompts: bool = False, shard_size: int = 256, batch_frames: int = 16000 * 40,
-                progress: bool = True) -> Path:
-    """Encode every usable entry of `manifest` not yet in the cache (and its prompt form when
-    `prompts`), padded to whole patches of `patch_size` frames. Returns the cache folder."""
+                progress: bool = True, entries: list[Entry] | None = None) -> Path:
+    """Encode every usable entry of `manifest` (or the `entries` already read from it) not yet in
+    the cache, and its prompt form when `prompts`, padded to whole patches of `patch_size` frames.
+    Returns the cache folder."""
     vae = vae.eval()
     folder = cache_dir(manifest, vae_fingerprint(vae, sample_rate, patch_size))
     folder.mkdir(parents=True, exist_ok=True)
-    index = _read_index(folder)
-    entries, _ = read_manifest(manifest)
-    todo = [(e, False) for e in entries if e.utt not in index]
-    if prompts:
-        todo += [(e, True) for e in entries if prompt_name(e.utt) not in index]
-    if not todo:
-        return folder
-    todo.sort(key=lambda item: item[0].duration)
-    n_shards = len({s for s in index.values()})
-    bar = tqdm(total=len(todo), desc=f"encoding {Path(manifest).name}", disable=not progress, unit="utt")
-    patch_len = vae.hop_length * patch_size
-    for start in range(0, len(todo), shard_size):
-        shard: dict[str, torch.Tensor] = {}
-        group = todo[start:start + shard_size]
-        for batch in _length_batches(group, sample_rate, batch_frames):
-            shard.update(_encode(batch, vae, sample_rate, patch_len))
-            bar.update(len(batch))
-        name = f"shard_{n_shards:05d}.pt"
-        atomic_torch_save(shard, folder / name)
-        n_shards += 1
-        index.update({utt: name for utt in shard})
-        tmp = folder / "index.json.tmp"
-        tmp.write_text(json.dumps(index))
-        tmp.replace(folder / "index.json")
-    bar.close()
+    if entries is None:
+        entries, _ = read_manifest(manifest)
+    from datamodules.official_manifest import reference_entries
+    entries = entries + reference_entries(entries)  # official `ref_audio`s, encoded as targets
+    with _stop_requests() as stop, FolderLock(folder, what="latent cache", wait=True):
+        index = _read_index(folder)  # read under the lock: another build may have just added to it
+        todo = [(e, False) for e in entries if latent_name(e) not in index]
+        if prompts:
+            todo += [(e, True) for e in entries if latent_name(e, prompt=True) not in index]
+        if not todo:
+            return folder
+        todo.sort(key=lambda item: item[0].duration)
+        n_shards = len(set(index.values()))
+        bar = tqdm(total=len(todo), desc=f"encoding {Path(manifest).name}", disable=not progress, unit="utt")
+        patch_len = vae.hop_length * patch_size
+        done = 0
+        for start in range(0, len(todo), shard_size):
+            shard: dict[str, torch.Tensor] = {}
+            for batch in _length_batches(todo[start:start + shard_size], sample_rate, batch_frames):
+                for (entry, is_prompt), mu in zip(batch, _encode(batch, vae, sample_rate, patch_len)):
+                    if torch.isfinite(mu).all():
+                        shard[latent_name(entry, is_prompt)] = mu
+                    else:
+                        log.warning(f"{manifest}:{entry.line}: {entry.audio}: the VAE gave non-finite latents; "
+                                    "not cached, so left out of training")
+                bar.update(len(batch))
+                done += len(batch)
+                if stop:
+                    break
+            if shard:
+                name = f"shard_{n_shards:05d}.pt"
+                atomic_torch_save(shard, folder / name)
+                n_shards += 1
+                index.update({key: name for key in shard})
+                tmp = folder / "index.json.tmp"
+                tmp.write_text(json.dumps(index))
+                tmp.replace(folder / "index.json")
+            if stop:  # said here: Lightning reports an interrupt in prepare_data only as a KeyboardInterrupt
+                message = (f"latent cache building stopped by SIGTERM after {done} of {len(todo)} items of "
+                           f"{manifest} (saved in {folder}); running again goes on from there")
+                print(f"[cache] {message}", file=sys.stderr)
+                raise CacheInterrupted(message)
+        bar.close()
     return folder
 
 
@@ -106,7 +166,7 @@ def _length_batches(items: list[tuple[Entry, bool]], sample_rate: int, budget: i
         yield batch
 
 
-def _encode(items: list[tuple[Entry, bool]], vae, sample_rate: int, patch_len: int) -> dict[str, torch.Tensor]:
+def _encode(items: list[tuple[Entry, bool]], vae, sample_rate: int, patch_len: int) -> list[torch.Tensor]:
     """Each wav padded to whole patches (prompts on the left, targets on the right), then the
     batch zero-padded at the end. The VAE is causal, so zeros at the end leave the earlier frames
     unchanged: a padded batch gives each item exactly the latents it would get alone."""
@@ -121,12 +181,12 @@ def _encode(items: list[tuple[Entry, bool]], vae, sample_rate: int, patch_len: i
     device = next(vae.parameters()).device
     mu = vae.encode(batch.to(device)).float().cpu()  # [B, D, frames]
     hop = vae.hop_length
-    return {(prompt_name(e.utt) if is_prompt else e.utt): mu[i, :, : len(w) // hop].T.contiguous()
-            for i, ((e, is_prompt), w) in enumerate(zip(items, wavs))}
+    return [mu[i, :, : len(w) // hop].T.contiguous() for i, w in enumerate(wavs)]
 
 
 class LatentStore:
-    """utt -> latents [frames, D], read from a cache folder (all shards loaded lazily, once)."""
+    """name (`latent_name`) -> latents [frames, D], read from a cache folder (all shards loaded
+    lazily, once)."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -135,11 +195,11 @@ class LatentStore:
             raise FileNotFoundError(f"{self.folder}: empty latent cache (run `make cache`)")
         self._shards: dict[str, dict[str, torch.Tensor]] = {}
 
-    def __contains__(self, utt: str) -> bool:
-        return utt in self.index
+    def __contains__(self, name: str) -> bool:
+        return name in self.index
 
-    def __getitem__(self, utt: str) -> torch.Tensor:
-        name = self.index[utt]
-        if name not in self._shards:
-            self._shards[name] = load_checkpoint(self.folder / name)
-        return self._shards[name][utt]
+    def __getitem__(self, name: str) -> torch.Tensor:
+        shard = self.index[name]
+        if shard not in self._shards:
+            self._shards[shard] = load_checkpoint(self.folder / shard)
+        return self._shards[shard][name]

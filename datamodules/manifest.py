@@ -1,9 +1,16 @@
 """JSONL manifests: one utterance per line with `audio` (relative to the manifest's folder),
-`text`, and optional `duration`, `speaker`, `lang`, `utt`.
+`text`, and optional `duration`, `speaker`, `lang`, `utt`. The official VoxCPM fine-tuning manifest
+(`audio` relative to the working directory, optional `ref_audio`, `dataset_id`) reads as it is
+(datamodules/official_manifest.py).
 
 `read_manifest` checks every line once, up front, so that no bad entry can crash a run
 mid-epoch: bad entries are counted by kind and shown in one summary with the first offending
-lines, then skipped (default) or fatal (`strict=True`).
+lines, then skipped (default) or fatal (`strict=True`). Files stored as floats (or decoded to
+floats) are read whole and refused when they hold NaN/inf or an absurd peak; integer PCM cannot.
+
+An entry's id is its `utt`, or by default its audio path relative to the manifest without the
+suffix (`spk1/0001`): a bare file stem would give two speakers' `0001.wav` the same id.
+`Entry.stamp` (size and modification time) tells an edited file from the one that was read.
 """
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import soundfile as sf
+
+from voxlab.audio import sample_problem
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,9 @@ class Entry:
     speaker: str = ""
     lang: str = ""
     line: int = 0
+    stamp: str = ""  # "<bytes>:<mtime ns>" of the audio when it was checked
+    ref_audio: "Entry | None" = None  # the official manifest's `ref_audio` (datamodules/official_manifest.py)
+    dataset_id: int = 0               # the official manifest's `dataset_id`
 
 
 @dataclass
@@ -67,8 +79,7 @@ def read_manifest(path: str | Path, min_duration: float = 0.0, max_duration: flo
     report = ManifestReport(path)
     entries: list[Entry] = []
     seen: set[str] = set()
-    # utf-8-sig: a byte-order mark must not become part of the first line's JSON
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+    for lineno, raw in enumerate(_read_lines(path), start=1):
         if not raw.strip():
             continue
         report.total += 1
@@ -87,6 +98,19 @@ def read_manifest(path: str | Path, min_duration: float = 0.0, max_duration: flo
     if not entries:
         raise ManifestError(f"{path}: no usable entries\n{report.summary()}")
     return entries, report
+
+
+def _read_lines(path: Path) -> list[str]:
+    data = path.read_bytes()
+    try:  # utf-8-sig: a byte-order mark must not become part of the first line's JSON
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ManifestError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
+                            "save the manifest as UTF-8") from None
+
+
+INTEGER_PCM = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ULAW", "ALAW")
 
 
 def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_audio) -> Entry | None:
@@ -110,7 +134,9 @@ def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_aud
     if not text:
         report.add(lineno, "empty text", str(item.get("audio")))
         return None
-    audio = (path.parent / item["audio"]).resolve()
+    from datamodules.official_manifest import BadField, official_fields, resolve_audio  # the official format
+
+    audio = resolve_audio(path, item["audio"])
     duration = item.get("duration")
     if check_audio:
         if not audio.is_file():
@@ -128,6 +154,10 @@ def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_aud
             report.add(lineno, "several channels", f"{audio}: {info.channels} channels")
             return None
         duration = info.frames / info.samplerate
+        stat = audio.stat()
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+    else:
+        stamp = ""
     if duration is None:
         report.add(lineno, "missing field", "`duration` is required when audio is not checked")
         return None
@@ -138,5 +168,16 @@ def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_aud
     if duration < min_duration:
         report.add(lineno, "too short", f"{audio}: {duration:.2f} s < {min_duration} s")
         return None
-    utt = str(item.get("utt") or Path(item["audio"]).stem)
-    return Entry(utt, audio, text, duration, str(item.get("speaker", "")), str(item.get("lang", "")), lineno)
+    if check_audio and info.subtype not in INTEGER_PCM:  # floats may hold NaN, inf or any peak
+        problem = sample_problem(sf.read(str(audio), dtype="float32")[0])
+        if problem:
+            report.add(lineno, "bad samples", f"{audio}: {problem}")
+            return None
+    try:
+        ref_audio, dataset_id = official_fields(item, path, check_audio)
+    except BadField as err:
+        report.add(lineno, err.kind, err.detail)
+        return None
+    utt = str(item.get("utt") or Path(item["audio"]).with_suffix("").as_posix())
+    return Entry(utt, audio, text, duration, str(item.get("speaker", "")), str(item.get("lang", "")), lineno,
+                 stamp, ref_audio=ref_audio, dataset_id=dataset_id)

@@ -8,25 +8,33 @@ for voice cloning), read in its prompt form: encoded from the waveform left-padd
 patches, exactly as inference encodes a prompt wav (`datamodules.latents`). The pairing is drawn once from the seed, so item lengths (and so the frame
 budget of every batch) are known before the epoch starts.
 
+The run's VAE is pinned before the run starts (`pinned_vae`): `vae.path` (`auto` resolved) and
+`vae.fingerprint` (a hash of its weights) go into the run's config, so a resume encodes with
+exactly that VAE, or stops when it is gone or changed.
+
 `make cache EXP=... SCALE=...` builds the cache alone; training builds what is missing first.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import random
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from datamodules.base import BudgetDataModule
 
-from datamodules.latents import PROMPT_SUFFIX, LatentStore, build_cache, prompt_name
+from datamodules.latents import CacheInterrupted, LatentStore, build_cache, cache_dir, latent_name, vae_fingerprint
 from datamodules.manifest import Entry, read_manifest
 from models.packing import collate_packed, pack_utterance
 from voxlab.text import build_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def resolve_vae_path(cfg) -> Path:
@@ -55,17 +63,56 @@ def resolve_vae_path(cfg) -> Path:
         "or set ARGS=\"vae.path=<checkpoint, run folder or official audiovae.pth>\"")
 
 
-def ensure_caches(cfg, progress: bool = True) -> dict[str, Path]:
-    """Latent cache folders for the train and val manifests, building what is missing."""
+class VAEChanged(FileNotFoundError):
+    """The VAE a run was started with is gone or holds other weights now."""
+
+
+def pinned_vae(cfg):
+    """The run's VAE, and `vae.path` / `vae.fingerprint` set in `cfg` to exactly that one (an
+    absolute file and a hash of its weights), so a resume encodes with the same VAE even after a
+    newer `auto` candidate appears. A config that names a fingerprint must find those weights."""
+    from datamodules.latents import weights_fingerprint
     from models import load_audiovae
 
-    vae = load_audiovae(resolve_vae_path(cfg))
+    expected = OmegaConf.select(cfg, "vae.fingerprint")
+    try:
+        path = resolve_vae_path(cfg)
+    except FileNotFoundError as err:
+        if expected:
+            raise VAEChanged(f"{err}; this run was started with the VAE of fingerprint {expected} (vae.fingerprint) "
+                             "and continues only with it: restore that file") from None
+        raise
+    vae = load_audiovae(path)
+    found = weights_fingerprint(vae)
+    if expected and found != expected:
+        raise VAEChanged(f"vae.path={path} now holds other weights (fingerprint {found}) than this run was started "
+                         f"with ({expected}): its latents would differ. Restore that VAE, or start a new run")
     if vae.sample_rate != cfg.data.sample_rate:
         raise ValueError(f"the VAE works at {vae.sample_rate} Hz but data.sample_rate is {cfg.data.sample_rate}")
-    prompts = {"train": float(cfg.data.prompt_prob) > 0, "val": False}  # val items have no prompt
+    cfg.vae.path, cfg.vae.fingerprint = str(Path(path).resolve()), found
+    return vae
+
+
+def read_splits(cfg) -> dict[str, list[Entry]]:
+    """The train and val manifests, read and checked (with data.strict, a bad line fails here,
+    before anything is encoded)."""
+    d = cfg.data
+    return {split: read_manifest(d[f"{split}_manifest"], d.min_duration, d.max_duration, d.strict)[0]
+            for split in SPLITS}
+
+
+def ensure_caches(cfg, progress: bool = True, entries: dict[str, list[Entry]] | None = None,
+                  vae=None) -> dict[str, Path]:
+    """Latent cache folders for the train and val manifests, building what is missing."""
+    entries = entries or read_splits(cfg)
+    vae = vae or pinned_vae(cfg)
     return {split: build_cache(cfg.data[f"{split}_manifest"], vae, cfg.data.sample_rate, cfg.model.patch_size,
-                               prompts[split], progress=progress)
-            for split in ("train", "val")}
+                               PROMPTS[split](cfg), progress=progress, entries=entries[split])
+            for split in SPLITS}
+
+
+SPLITS = ("train", "val")
+PROMPTS = {"train": lambda cfg: float(cfg.data.prompt_prob) > 0, "val": lambda cfg: False}  # val: no prompts
 
 
 class TTSDataset(Dataset):
@@ -81,8 +128,9 @@ class TTSDataset(Dataset):
         for i, e in enumerate(entries):
             others = [j for j in by_speaker[e.speaker] if j != i] if e.speaker else []
             self.prompts.append(rng.choice(others) if others and rng.random() < prompt_prob else None)
-        needed = [e.utt for e in entries] + [prompt_name(entries[p].utt) for p in self.prompts if p is not None]
-        missing = [name.replace(PROMPT_SUFFIX, " (prompt form)") for name in needed if name not in store]
+        needed = [(e, False) for e in entries] + [(entries[p], True) for p in self.prompts if p is not None]
+        missing = [e.utt + (" (prompt form)" if prompt else "") for e, prompt in needed
+                   if latent_name(e, prompt) not in store]
         if missing:
             raise KeyError(f"{len(missing)} utterances are not in the latent cache {store.folder} "
                            f"(first: {missing[:3]}); rebuild it with `make cache`")
@@ -91,8 +139,7 @@ class TTSDataset(Dataset):
         return len(self.entries)
 
     def _patches(self, i: int, prompt: bool = False) -> int:
-        utt = self.entries[i].utt
-        return math.ceil(self.store[prompt_name(utt) if prompt else utt].shape[0] / self.patch)
+        return math.ceil(self.store[latent_name(self.entries[i], prompt)].shape[0] / self.patch)
 
     def lengths(self) -> list[int]:
         """Packed sequence positions per item (text + 101 + patches + 102), for the sampler."""
@@ -107,9 +154,9 @@ class TTSDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         i = key[0] if isinstance(key, tuple) else key  # (index, epoch) from the training sampler
         p = self.prompts[i]
-        item = pack_utterance(self.text_ids[i], self.store[self.entries[i].utt],
+        item = pack_utterance(self.text_ids[i], self.store[latent_name(self.entries[i])],
                               None if p is None else self.text_ids[p],
-                              None if p is None else self.store[prompt_name(self.entries[p].utt)],
+                              None if p is None else self.store[latent_name(self.entries[p], prompt=True)],
                               patch_size=self.patch, audio_start_id=self.tok.audio_start_id,
                               audio_end_id=self.tok.audio_end_id)
         e = self.entries[i]
@@ -131,22 +178,39 @@ class TTSDataModule(BudgetDataModule):
 
     collate_fn = staticmethod(collate_tts)
 
+    def validate(self) -> None:
+        """Before the run folder is written: both manifests read and checked, the VAE loaded and
+        pinned in the config (path + fingerprint)."""
+        self._entries, self._vae = read_splits(self.config), pinned_vae(self.config)
+
+    def _validated(self) -> tuple[dict[str, list[Entry]], object]:
+        if getattr(self, "_entries", None) is None:
+            self.validate()
+        return self._entries, self._vae
+
     def prepare_data(self) -> None:  # rank zero only: encode what is missing
-        ensure_caches(self.config)
+        entries, vae = self._validated()
+        ensure_caches(self.config, entries=entries, vae=vae)
 
     def setup(self, stage: str | None = None) -> None:
-        caches = ensure_caches(self.config, progress=False)  # already built: only resolves the folders
+        entries, vae = self._validated()
         self.tokenizer = build_tokenizer(self.config.text)
         vocab = self.config.model.lm.vocab_size
         if self.tokenizer.vocab_size > vocab:
             raise ValueError(f"the tokenizer has {self.tokenizer.vocab_size} ids but model.lm.vocab_size is {vocab}")
-        for split in ("train", "val"):
-            entries, _ = read_manifest(self.cfg[f"{split}_manifest"], self.cfg.min_duration, self.cfg.max_duration,
-                                       self.cfg.strict)
+        fingerprint = vae_fingerprint(vae, self.cfg.sample_rate, self.config.model.patch_size)
+        for split in SPLITS:
+            manifest = self.cfg[f"{split}_manifest"]
+            store = LatentStore(cache_dir(manifest, fingerprint))
+            prompts = PROMPTS[split](self.config)
+            kept = [e for e in entries[split] if latent_name(e) in store
+                    and (not prompts or latent_name(e, prompt=True) in store)]
+            if len(kept) < len(entries[split]):  # non-finite latents (named when they were encoded)
+                log.warning(f"{manifest}: {len(entries[split]) - len(kept)} entries left out: not in the latent "
+                            f"cache {store.folder} (their latents were non-finite)")
             prob = self.cfg.prompt_prob if split == "train" else 0.0
-            ds = TTSDataset(entries, LatentStore(caches[split]), self.tokenizer, self.config.model.patch_size,
-                            prob, int(self.config.seed))
-            setattr(self, f"{split}_set", ds)
+            setattr(self, f"{split}_set", TTSDataset(kept, store, self.tokenizer, self.config.model.patch_size,
+                                                     prob, int(self.config.seed)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,10 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = compose(args.exp, args.scale, args.overrides)
         for split, folder in ensure_caches(cfg).items():
-            print(f"[cache] {split}: {folder} ({len(LatentStore(folder).index)} utterances)")
+            print(f"[cache] {split}: {folder} ({len(LatentStore(folder).index)} latents)")
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except CacheInterrupted:  # build_cache said what was saved
+        return 130
     return 0
 
 

@@ -4,11 +4,16 @@ Policy `nonfinite.policy` (config): `skip` drops the batch (no optimizer step; t
 logged as `train/nonfinite_skips`), `stop` raises. Either way the message names the step, the
 loss term(s) and the batch's utterance ids. Under DDP the decision is shared by all ranks, so
 they skip together (no rank waits on a gradient all-reduce the others never start).
+
+`SkipLimit` (every run has it) stops a run that skips more than `nonfinite.max_skip_share` of
+its batches, counted once it has seen `nonfinite.min_batches`: a run whose every batch is bad
+would otherwise never reach its step budget (a skipped batch makes no optimizer step).
 """
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
 
 
 class NonFiniteLoss(RuntimeError):
@@ -49,3 +54,32 @@ def check_terms(module, terms: dict[str, torch.Tensor], batch: dict, policy: str
 
 def grads_finite(parameters) -> bool:
     return all(torch.isfinite(p.grad).all() for p in parameters if p.grad is not None)
+
+
+class SkipLimit(Callback):
+    """Counts the training batches seen and those in which the module skipped anything (its
+    `nonfinite_skips` grew); raises NonFiniteLoss when the skipped share passes `max_share`.
+    The counts are saved in checkpoints, so a resumed run goes on counting."""
+
+    def __init__(self, max_share: float, min_batches: int):
+        self.max_share, self.min_batches = float(max_share), int(min_batches)
+        self.seen = self.skipped = 0
+        self._before = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._before = getattr(pl_module, "nonfinite_skips", 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.seen += 1
+        self.skipped += int(getattr(pl_module, "nonfinite_skips", 0) > self._before)
+        if self.seen >= self.min_batches and self.skipped > self.max_share * self.seen:
+            raise NonFiniteLoss(
+                f"stopping the run: {self.skipped} of its {self.seen} batches were skipped for non-finite "
+                f"losses or gradients, more than nonfinite.max_skip_share={self.max_share:g} (the [nonfinite] "
+                "lines above name the steps and utterances); lower the learning rate or fix the data")
+
+    def state_dict(self) -> dict:
+        return {"seen": self.seen, "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen, self.skipped = int(state.get("seen", 0)), int(state.get("skipped", 0))

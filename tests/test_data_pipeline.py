@@ -49,7 +49,7 @@ def manifest(tmp_path):
 def test_bad_entries_are_counted_and_skipped(manifest, caplog):
     with caplog.at_level(logging.WARNING):
         entries, report = read_manifest(manifest, max_duration=2.0)
-    assert [e.utt for e in entries] == [f"ok{i}" for i in range(6)]
+    assert [e.utt for e in entries] == [f"wavs/ok{i}" for i in range(6)]  # default id: the path, no suffix
     assert report.total == 13
     assert dict(report.bad) == {"missing file": 1, "several channels": 1, "too long": 1, "empty audio": 1,
                                 "unreadable audio": 1, "empty text": 1, "invalid JSON": 1}

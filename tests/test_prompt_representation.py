@@ -17,7 +17,7 @@ import torch
 if importlib.util.find_spec("voxcpm") is None:
     pytest.skip("voxcpm==2.0.3 (installed with --no-deps) is needed for parity", allow_module_level=True)
 
-from datamodules.latents import LatentStore, build_cache, prompt_name  # noqa: E402
+from datamodules.latents import LatentStore, build_cache, latent_name  # noqa: E402
 from datamodules.manifest import read_manifest  # noqa: E402
 from datamodules.tts import TTSDataset  # noqa: E402
 from models import load_audiovae  # noqa: E402
@@ -57,6 +57,12 @@ def corpus(official, tmp_path_factory):
     return root, LatentStore(folder), lengths
 
 
+def _name(root, utt, prompt=False):
+    """The cache name of an utterance of the corpus (the cache is keyed by the audio)."""
+    entries = {e.utt: e for e in read_manifest(root / "train.jsonl")[0]}
+    return latent_name(entries[utt], prompt)
+
+
 def _wav(root, i):
     data, _ = sf.read(str(root / f"u{i}.wav"), dtype="float32")
     return torch.from_numpy(data)
@@ -75,8 +81,8 @@ def test_targets_match_the_official_training_packer(official, corpus):
     for i in range(len(lengths)):
         with torch.no_grad():
             ref, _ = packer.extract_audio_feats(_wav(root, i))  # [1, patches, P, D]
-        ours = to_patches(store[f"u{i}"], official.patch_size)
-        assert store[f"u{i}"].shape[0] % official.patch_size == 0  # no zero frame to add
+        ours = to_patches(store[_name(root, f"u{i}")], official.patch_size)
+        assert store[_name(root, f"u{i}")].shape[0] % official.patch_size == 0  # no zero frame to add
         torch.testing.assert_close(ours, ref[0], atol=1e-5, rtol=0)
 
 
@@ -89,7 +95,7 @@ def test_prompts_match_the_official_inference_prompt_cache(official, corpus, mon
     for i in range(len(lengths)):
         with torch.no_grad():
             ref = official.build_prompt_cache("ab", str(root / f"u{i}.wav"))["audio_feat"]  # [T, P, D]
-        torch.testing.assert_close(to_patches(store[prompt_name(f"u{i}")], official.patch_size), ref,
+        torch.testing.assert_close(to_patches(store[_name(root, f"u{i}", True)], official.patch_size), ref,
                                    atol=1e-5, rtol=0)
 
 
@@ -105,9 +111,9 @@ def test_training_items_hold_no_zero_latent_frame(official, corpus):
         item = ds[i]
         n_text = len(tok.encode(entries[i].text)) * 2 + 1  # prompt text + text + 101
         prompt_utt = entries[ds.prompts[i]].utt
-        n_prompt = store[prompt_name(prompt_utt)].shape[0] // official.patch_size
+        n_prompt = store[_name(root, prompt_utt, True)].shape[0] // official.patch_size
         prompt = item["audio_feats"][n_text:n_text + n_prompt]
-        torch.testing.assert_close(prompt, to_patches(store[prompt_name(prompt_utt)], official.patch_size))
+        torch.testing.assert_close(prompt, to_patches(store[_name(root, prompt_utt, True)], official.patch_size))
         frames = item["audio_feats"][item["audio_mask"]].flatten(0, 1)  # every audio frame
         assert (frames.abs().sum(-1) > 0).all(), "a zero latent frame reached training"
         assert len(item["text_tokens"]) == ds.lengths()[i]

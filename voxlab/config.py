@@ -31,7 +31,8 @@ ALLOW_ENV = "VOXLAB_ALLOW_TARGETS"
 MOVED_TARGETS: dict[str, str] = {"voxlab.init_model.InitFromModel": "callbacks.init_model.InitFromModel"}
 # values read outside this module (lightning_modules/, samplers) that must be checked at compose time
 CHOICES = {"nonfinite.policy": ("skip", "stop")}
-POSITIVE = ("data.max_batch_size", "data.frame_budget")
+POSITIVE = ("data.max_batch_size", "data.frame_budget", "nonfinite.min_batches")
+SHARES = ("nonfinite.max_skip_share", "data.prompt_prob")  # between 0 and 1
 
 OmegaConf.register_new_resolver("add", lambda *xs: sum(xs), replace=True)
 OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
@@ -222,6 +223,11 @@ def check_values(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
             raise ConfigError(f"{key}={value!r}: must be a positive number")
+    for key in SHARES:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 1):
+            raise ConfigError(f"{key}={value!r}: must be a share between 0 and 1")
 
 
 def resolve(cfg: DictConfig, schema: dict | None = None) -> DictConfig:

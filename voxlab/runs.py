@@ -1,7 +1,12 @@
 """Run folders: `runs/<experiment>/version_<N>/`, never overwritten.
 
 A run folder holds `config.yaml` (the resolved config), `status.json`, `checkpoints/`
-(`last.ckpt` and step checkpoints), `tensorboard/`, `csv/` and `eval/`.
+(`last.ckpt` and step checkpoints), `tensorboard/`, `csv/` and `eval/`; a branch (a run continued
+from an older checkpoint of another) also `branch.json` (where it came from).
+
+One process at a time writes a run folder: it holds `<experiment>/.<version>.lock` beside it
+(`run_lock`; outside the folder, so a resume that fails validation leaves the folder exactly as
+it was). New folders are created only after the run's config, data and trainer validated.
 """
 from __future__ import annotations
 
@@ -12,11 +17,16 @@ import time
 from pathlib import Path
 
 from voxlab.checkpoint import CheckpointError, load_checkpoint
+from voxlab.locks import FolderLock
 
 VERSION_RE = re.compile(r"^version_(\d+)$")
 
 
 RUN_DIR_ENV = "VOXLAB_RUN_DIR"
+
+
+class RunFolderError(ValueError):
+    """A run folder that cannot be created or continued, named in the message."""
 
 
 def is_main_process() -> bool:
@@ -27,41 +37,58 @@ def is_main_process() -> bool:
     return True
 
 
-def shared_run_dir(root: str | Path, experiment: str) -> Path:
-    """The run folder of this process. Rank zero creates a new version; the other ranks use the
-    one named by VOXLAB_RUN_DIR (set by rank zero before Lightning launches them, or by the user
-    for torchrun / SLURM launches where every rank starts alone)."""
+def planned_run_dir(root: str | Path, experiment: str) -> Path:
+    """The folder a new run of this process will use, not created yet: VOXLAB_RUN_DIR when set
+    (rank zero sets it before Lightning launches the other ranks; torchrun / SLURM users set it
+    for every rank), else the next free `version_<N>` (rank zero only)."""
     given = os.environ.get(RUN_DIR_ENV)
     if given:
-        path = Path(given)
-        if is_main_process():
-            path.mkdir(parents=True, exist_ok=True)
-        else:
+        return Path(given)
+    if not is_main_process():
+        raise RuntimeError(f"a non-zero rank needs {RUN_DIR_ENV} (the run folder rank zero uses); "
+                           "see the README's multi-node example")
+    parent = Path(root) / experiment
+    taken = [int(m.group(1)) for p in (parent.iterdir() if parent.is_dir() else ()) if (m := VERSION_RE.match(p.name))]
+    return parent / f"version_{max(taken, default=-1) + 1}"
+
+
+def claim_run_dir(path: Path) -> bool:
+    """Create the planned folder; False when another run took that version first (mkdir is
+    atomic: two runs never share one). A shared VOXLAB_RUN_DIR is created by rank zero and
+    awaited by the other ranks."""
+    shared = os.environ.get(RUN_DIR_ENV) == str(path)
+    try:
+        if shared and not is_main_process():
             deadline = time.time() + 120
             while not path.is_dir() and time.time() < deadline:
                 time.sleep(0.5)
             if not path.is_dir():
                 raise FileNotFoundError(f"{RUN_DIR_ENV}={path} was not created by rank zero")
-        return path
-    if not is_main_process():
-        raise RuntimeError(f"a non-zero rank needs {RUN_DIR_ENV} (the run folder rank zero uses); "
-                           "see the README's multi-node example")
-    return new_run_dir(root, experiment)
+            return True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(exist_ok=shared)
+        return True
+    except FileExistsError:
+        return False
+    except PermissionError as err:
+        raise RunFolderError(f"cannot create the run folder {path}: {err.strerror} (is {path.parent} read-only? "
+                             "set run.root to a folder you can write)") from None
+    except OSError as err:
+        raise RunFolderError(f"cannot create the run folder {path}: {err.strerror or err}") from None
 
 
 def new_run_dir(root: str | Path, experiment: str) -> Path:
-    """Create the next free version folder (mkdir is atomic: two runs never share one)."""
-    parent = Path(root) / experiment
-    parent.mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in parent.iterdir() if (m := VERSION_RE.match(p.name))]
-    n = max(taken, default=-1) + 1
+    """Create the next free version folder."""
     while True:
-        path = parent / f"version_{n}"
-        try:
-            path.mkdir()
+        path = planned_run_dir(root, experiment)
+        if claim_run_dir(path):
             return path
-        except FileExistsError:
-            n += 1
+
+
+def run_lock(run_dir: Path) -> FolderLock:
+    """The lock of a run folder, a file beside it (`.version_0.lock`)."""
+    run_dir = Path(run_dir)
+    return FolderLock(run_dir, what="run folder", lock_file=run_dir.parent / f".{run_dir.name}.lock")
 
 
 def list_runs(root: str | Path, experiment: str) -> list[Path]:
@@ -70,6 +97,13 @@ def list_runs(root: str | Path, experiment: str) -> list[Path]:
         return []
     runs = [p for p in parent.iterdir() if VERSION_RE.match(p.name)]
     return sorted(runs, key=lambda p: int(VERSION_RE.match(p.name).group(1)))
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Partial checkpoint files left by a process killed mid-write (call with the run's lock held:
+    a live writer's temporary file is not stale)."""
+    for stale in (Path(run_dir) / "checkpoints").glob(".*.tmp*"):
+        stale.unlink()
 
 
 def write_status(run_dir: Path, state: str, **extra) -> None:
@@ -102,22 +136,36 @@ def newest_loadable_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def resolve_resume(target: str | Path) -> tuple[Path, Path]:
-    """`RESUME=` a run folder or a checkpoint file -> (run folder, checkpoint to resume from)."""
+def checkpoint_step(path: Path) -> int:
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: reads only what it needs
+    return int(obj.get("global_step", 0)) if isinstance(obj, dict) else 0
+
+
+def resolve_resume(target: str | Path) -> tuple[Path, Path | None, bool]:
+    """`RESUME=` a run folder or a checkpoint file -> (run folder, checkpoint to resume from, branch).
+    `branch` is True when the checkpoint is older than the run's newest: continuing it in place
+    would replace the newer `last.ckpt`, so it continues in a new version folder instead. A run
+    interrupted before its first checkpoint (while building the latent cache) resumes from the
+    start (checkpoint None). Reads only: nothing in the folder is changed."""
     target = Path(target)
     if target.is_file():
         run_dir = target.parent.parent if target.parent.name == "checkpoints" else target.parent
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"{target}: cannot find the run's config.yaml in {run_dir}")
         load_checkpoint(target)
-        return run_dir, target
+        newest = newest_loadable_checkpoint(run_dir)
+        older = newest is not None and newest.resolve() != target.resolve() and \
+            checkpoint_step(target) < checkpoint_step(newest)
+        return run_dir, target, older
     if target.is_dir():
         if not (target / "config.yaml").is_file():
             raise FileNotFoundError(f"{target}: not a run folder (no config.yaml)")
-        for stale in (target / "checkpoints").glob(".*.tmp*"):  # left by a process killed mid-write
-            stale.unlink()
         ckpt = newest_loadable_checkpoint(target)
         if ckpt is None:
+            if not checkpoints_newest_first(target) and read_status(target).get("state") == "interrupted":
+                return target, None, False
             raise FileNotFoundError(f"{target}: no loadable checkpoint in {target / 'checkpoints'}")
-        return target, ckpt
+        return target, ckpt, False
     raise FileNotFoundError(f"RESUME={target}: neither a run folder nor a checkpoint file")

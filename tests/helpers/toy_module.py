@@ -21,7 +21,9 @@ class ToyModule(VoxLabModule):
             time.sleep(self.cfg.module.sleep)  # slow enough to be signalled mid-run
         x, y = batch
         loss = torch.nn.functional.mse_loss(self.net(x), y)
-        if self.cfg.module.get("nan_at") is not None and self.global_step == self.cfg.module.nan_at:
+        nan_from = self.cfg.module.get("nan_from")
+        if (self.cfg.module.get("nan_at") is not None and self.global_step == self.cfg.module.nan_at
+                or nan_from is not None and self.global_step >= nan_from):
             loss = loss * float("nan")
         utts = {"utt": [f"toy{batch_idx}_{i}" for i in range(len(x))]}
         if not self.usable({"loss": loss}, utts):
@@ -49,7 +51,7 @@ def toy_experiment(folder, module=None, run=None, trainer=None) -> str:
 
     (folder / "exps").mkdir()
     base = yaml.safe_load(open("experiments/base.yaml"))
-    base.update({"module": {"_target_": "tests.helpers.toy_module.ToyModule", "fail_at": None, "sleep": 0.0, "nan_at": None,
+    base.update({"module": {"_target_": "tests.helpers.toy_module.ToyModule", "fail_at": None, "sleep": 0.0, "nan_at": None, "nan_from": None,
                             **(module or {})},
                  "datamodule": {"_target_": "tests.helpers.toy_module.ToyData"}, "optim": {"lr": 0.1}})
     base["run"].update({"root": str(folder / "runs"), **(run or {})})

@@ -2,7 +2,8 @@
 
 A module asks for a piece by naming it in its constructor (`TTSModule(config, vae, tokenizer,
 lm_init)`); a module that names none is built from the config alone (the AudioVAE module):
-- `vae`: the frozen AudioVAE of `vae.path` (`auto`: the newest finished AudioVAE run of the scale);
+- `vae`: the frozen AudioVAE of `vae.path` (`auto`: the newest finished AudioVAE run of the scale),
+  pinned in the config when the run starts and checked against `vae.fingerprint` on a resume;
 - `tokenizer`: the text frontend of the `text` section;
 - `lm_init`: the pretrained text LM folder of `model.lm_init` (None when the run resumes: its
   weights come from the checkpoint). The tiny LM is pre-trained here when missing, once, by rank
@@ -22,10 +23,9 @@ def build_module(cfg, resuming: bool, main_process: bool):
     wanted = inspect.signature(locate(cfg.module._target_)).parameters
     pieces = {}
     if "vae" in wanted:
-        from datamodules.tts import resolve_vae_path
-        from models import load_audiovae
+        from datamodules.tts import pinned_vae
 
-        pieces["vae"] = load_audiovae(resolve_vae_path(cfg))
+        pieces["vae"] = pinned_vae(cfg)  # exactly the run's VAE (vae.fingerprint), or an error
     if "tokenizer" in wanted:
         from voxlab.text import build_tokenizer
 

@@ -7,20 +7,25 @@ the whole config; the module also the pieces it asks for, built here: voxlab.cli
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from voxlab.config import (ConfigError, build, compose, find_experiment, instantiate, load_run_config,
+from voxlab.config import (ConfigError, build, check_values, compose, find_experiment, instantiate, load_run_config,
                            parse_overrides, resolve, to_yaml, validate_layer)
 from datamodules.manifest import ManifestError
-from voxlab.checkpoint import CheckpointError, read_config_file
+from lightning_modules.nonfinite import NonFiniteLoss
+from voxlab.checkpoint import CheckpointError, check_architecture, read_config_file
 from voxlab.cli.pieces import build_module
 from voxlab.cli.init_model import resolve_init
-from voxlab.runs import RUN_DIR_ENV, is_main_process, resolve_resume, shared_run_dir, write_status
+from voxlab.locks import FolderLock, FolderLocked
+from voxlab.runs import (RUN_DIR_ENV, RunFolderError, checkpoint_step, claim_run_dir, is_main_process,
+                         planned_run_dir, remove_stale_temporaries, resolve_resume, run_lock, write_status)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -41,26 +46,48 @@ def check_saved_config(saved: dict | None, source: Path) -> None:
                    f"{source} (saved config)")
 
 
-def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: str | None = None
-            ) -> tuple[DictConfig, Path, Path | None]:
-    """Config, run folder and checkpoint to resume from. Nothing is built or written for a config
-    that does not validate."""
-    if resume:
-        run_dir, ckpt = resolve_resume(resume)
+@dataclass
+class Plan:
+    """What a `make train` will do, decided before anything is written: the config, the run
+    folder it continues (None: a new version folder, created once everything validated), the
+    checkpoint it starts from, the run it branches from, and the lock it holds."""
+    cfg: DictConfig
+    run_dir: Path | None = None
+    ckpt: Path | None = None
+    branch_of: Path | None = None
+    lock: FolderLock | None = None
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: str | None = None) -> Plan:
+    """Validate the config (and for a resume the saved config, the checkpoint and the overrides).
+    Reads only; a run continued in place is locked first, so no other process writes it meanwhile."""
+    if not resume:
+        if not exp:
+            raise ConfigError("EXP is required (or RESUME=<run folder or checkpoint>)")
+        return Plan(resolve_init(compose(exp, scale, overrides)))  # init.model: voxlab/cli/init_model.py
+    run_dir, ckpt, branch = resolve_resume(resume)
+    plan = Plan(None, None if branch else run_dir, ckpt, run_dir if branch else None)
+    if not branch and is_main_process():  # rank zero owns the run folder
+        plan.lock = run_lock(run_dir).acquire()
+    try:
         saved = OmegaConf.to_container(load_run_config(run_dir))
         check_saved_config(saved, run_dir / "config.yaml")
-        check_saved_config(read_config_file(ckpt), ckpt)
+        if ckpt is not None:
+            check_saved_config(read_config_file(ckpt), ckpt)
         layer = parse_overrides(overrides)
         validate_layer(saved, layer, "command-line override")
-        cfg = resolve(OmegaConf.merge(OmegaConf.create(saved), OmegaConf.create(layer)))
-        if exp and exp != cfg.experiment:
-            raise ConfigError(f"RESUME={resume} is a run of {cfg.experiment!r}, not of EXP={exp!r}")
-        return cfg, run_dir, ckpt
-    if not exp:
-        raise ConfigError("EXP is required (or RESUME=<run folder or checkpoint>)")
-    cfg = resolve_init(compose(exp, scale, overrides))  # init.model: voxlab/cli/init_model.py
-    run_dir = shared_run_dir(cfg.run.root, cfg.experiment)
-    return cfg, run_dir, None
+        plan.cfg = resolve(OmegaConf.merge(OmegaConf.create(saved), OmegaConf.create(layer)))
+        check_values(plan.cfg)
+        if exp and exp != plan.cfg.experiment:
+            raise ConfigError(f"RESUME={resume} is a run of {plan.cfg.experiment!r}, not of EXP={exp!r}")
+    except BaseException:
+        plan.release()
+        raise
+    return plan
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
@@ -75,8 +102,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
                                 auto_insert_metric_name=False, every_n_train_steps=cfg.run.checkpoint_every_steps,
                                 save_top_k=cfg.run.keep_checkpoints, monitor="step", mode="max", save_last=True,
                                 enable_version_counter=False)
+    from lightning_modules.nonfinite import SkipLimit
+
+    skip_limit = SkipLimit(OmegaConf.select(cfg, "nonfinite.max_skip_share", default=0.2),
+                           OmegaConf.select(cfg, "nonfinite.min_batches", default=20))
     callbacks = [step_ckpt, LearningRateMonitor("step"), RunFolder(run_dir),
-                 GracefulStop(run_dir), RngState(), *extra_callbacks]
+                 GracefulStop(run_dir), RngState(), skip_limit, *extra_callbacks]
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None and node.get("_target_"):
             callbacks.append(instantiate(node))
@@ -84,24 +115,63 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     callbacks.append(progress)
     loggers = build_loggers(cfg, run_dir)  # run.loggers: TensorBoard and CSV by default
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks,
-                     plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
-                     enable_progress_bar=show_bar, **trainer_kwargs)
+    try:
+        return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks,
+                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
+                         enable_progress_bar=show_bar, **trainer_kwargs)
+    except Exception as err:  # Lightning checks its options here (MisconfigurationException, ValueError...)
+        given = ", ".join(f"trainer.{k}={v}" for k, v in trainer_kwargs.items())
+        raise ConfigError(f"the trainer settings were refused: {str(err).splitlines()[0]} ({given})") from None
 
 
 def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), resume: str | None = None) -> Path:
-    cfg, run_dir, ckpt = prepare(exp, scale, list(overrides), resume)
+    plan = prepare(exp, scale, list(overrides), resume)
+    try:
+        return _run(plan)
+    finally:
+        plan.release()
+
+
+def _run(plan: Plan) -> Path:
     import lightning as L
 
+    cfg, ckpt = plan.cfg, plan.ckpt
     main_process = is_main_process()
+    # Everything is built (and so checked) before the run folder is created or written.
+    L.seed_everything(int(cfg.seed), workers=True)
+
+    datamodule = build(cfg, "datamodule")
+    if hasattr(datamodule, "validate"):
+        datamodule.validate()  # manifests read; the TTS data also pins its VAE in cfg (path + fingerprint)
+    module = build_module(cfg, resuming=ckpt is not None, main_process=main_process)
+    if ckpt is not None:
+        check_architecture(module, ckpt)
+    if plan.run_dir is None:  # a new version folder (a new run, or a branch of an older checkpoint)
+        parent = plan.branch_of.parent if plan.branch_of else Path(cfg.run.root) / cfg.experiment
+        while True:
+            run_dir = planned_run_dir(parent.parent, parent.name)
+            trainer = build_trainer(cfg, run_dir)
+            if claim_run_dir(run_dir):
+                break
+        if main_process:
+            plan.lock = run_lock(run_dir).acquire()
+    else:
+        run_dir = plan.run_dir
+        trainer = build_trainer(cfg, run_dir)
+        if main_process:
+            remove_stale_temporaries(run_dir)
+    status = write_status if main_process else (lambda *a, **k: None)  # rank zero owns the run folder
     if main_process:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    L.seed_everything(int(cfg.seed), workers=True)
-    datamodule = build(cfg, "datamodule")
-    module = build_module(cfg, resuming=ckpt is not None, main_process=main_process)
-    trainer = build_trainer(cfg, run_dir)
-    print(f"[train] {cfg.experiment} (scale {cfg.scale}) -> {run_dir}" + (f", resuming from {ckpt}" if ckpt else ""))
-    status = write_status if main_process else (lambda *a, **k: None)  # rank zero owns the run folder
+        if plan.branch_of:
+            (run_dir / "branch.json").write_text(json.dumps(
+                {"from_run": str(plan.branch_of), "from_checkpoint": str(ckpt), "from_step": checkpoint_step(ckpt)},
+                indent=2))
+    where = f", resuming from {ckpt}" if ckpt else ""
+    if plan.branch_of:
+        where = (f", branching from {ckpt} (step {checkpoint_step(ckpt)}; {plan.branch_of} keeps its newer "
+                 "checkpoints)")
+    print(f"[train] {cfg.experiment} (scale {cfg.scale}) -> {run_dir}{where}")
     status(run_dir, "running", step=0)
     previous_env = os.environ.get(RUN_DIR_ENV)
     os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning launches for DDP join this run folder
@@ -112,11 +182,15 @@ def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), 
 
         for logger in trainer.loggers:
             logger.finalize("failed")
-        if isinstance(err, (SIGTERMException, KeyboardInterrupt, SystemExit)):
-            status(run_dir, "interrupted", step=trainer.global_step)
+        interrupted = isinstance(err, (SIGTERMException, KeyboardInterrupt, SystemExit))
+        try:
+            status(run_dir, "interrupted" if interrupted else "failed", step=trainer.global_step,
+                   **({} if interrupted else {"error": repr(err)[:2000]}))
+        except OSError as status_err:  # a full disk must not hide the error that stopped the run
+            print(f"[train] could not update {run_dir / 'status.json'}: {status_err}", file=sys.stderr)
+        if interrupted:
             raise TrainingInterrupted(f"{cfg.experiment} stopped at step {trainer.global_step}; "
                                       f"continue with: make train RESUME={run_dir}") from None
-        status(run_dir, "failed", step=trainer.global_step, error=repr(err)[:2000])
         raise
     finally:
         if previous_env is None:
@@ -137,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         train(args.exp or None, args.scale or None, args.overrides, args.resume or None)
-    except (ConfigError, FileNotFoundError, ManifestError, CheckpointError) as err:
+    except (ConfigError, FileNotFoundError, ManifestError, CheckpointError, FolderLocked, RunFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLoss as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except TrainingInterrupted as err:
         print(f"[train] {err}", file=sys.stderr)
         return 130

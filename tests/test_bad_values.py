@@ -1,0 +1,98 @@
+"""Values that are numbers but not usable ones: NaN/inf or absurd peaks in audio (manifest
+entries, voice prompts), guidance and temperature settings that only make noise, and a run
+whose batches keep being skipped for non-finite losses."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import models
+from datamodules.manifest import read_manifest
+from test_inference import make_model
+from voxlab.cli import synth
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    torch.set_num_threads(1)
+    return models.export(make_model(), tmp_path_factory.mktemp("bad_values") / "m")
+
+
+def _speech(n=16000, seed=0):
+    return np.random.default_rng(seed).normal(0, 0.1, n).astype(np.float32)
+
+
+def test_nan_inf_and_absurd_peaks_are_bad_entries_named_in_the_summary(tmp_path):
+    wavs = {"ok.wav": _speech(), "nan.wav": _speech(), "inf.wav": _speech(), "loud.wav": _speech() * 1e5}
+    wavs["nan.wav"][10] = np.nan
+    wavs["inf.wav"][20] = -np.inf
+    for name, wav in wavs.items():
+        sf.write(tmp_path / name, wav, 16000, subtype="FLOAT")
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"audio": n, "text": "hi"}) + "\n" for n in wavs))
+    entries, report = read_manifest(tmp_path / "m.jsonl")
+    assert [e.utt for e in entries] == ["ok"]
+    summary = report.summary()
+    assert report.bad["bad samples"] == 3
+    for line, name in ((2, "nan.wav"), (3, "inf.wav"), (4, "loud.wav")):
+        assert f"m.jsonl:{line}: bad samples: {tmp_path / name}" in summary
+    assert "non-finite samples" in summary and "is over 4 (full scale is 1)" in summary
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cfg", "nan"], "cfg=nan"), (["--cfg", "1e9"], "cfg=1000000000.0"), (["--cfg", "-1"], "cfg=-1.0"),
+    (["--temperature", "nan"], "temperature=nan"), (["--temperature", "inf"], "temperature=inf"),
+    (["--max-len", "0"], "max_len=0"), (["--max-len", "-5"], "max_len=-5"), (["--timesteps", "0"], "timesteps=0"),
+])
+def test_settings_that_only_make_noise_are_errors(folder, tmp_path, capsys, args, message):
+    out = tmp_path / "x.wav"
+    assert synth.main(["--model", str(folder), "--text", "hello", "--out", str(out), "--seed", "0", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_prompt_with_a_nan_sample_is_an_error(folder, tmp_path, capsys):
+    wav = _speech(8000)
+    wav[1234] = np.nan
+    sf.write(tmp_path / "p.wav", wav, 16000, subtype="FLOAT")
+    out = tmp_path / "x.wav"
+    assert synth.main(["--model", str(folder), "--text", "hello", "--out", str(out), "--prompt-wav",
+                       str(tmp_path / "p.wav"), "--prompt-text", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "p.wav" in err and "1 non-finite samples" in err and not out.exists()
+    model = models.load(str(folder))
+    with pytest.raises(ValueError, match="prompt audio: 1 non-finite samples"):
+        model.generate("hello", prompt_wav=wav, prompt_text="hi", max_len=4)
+
+
+def test_a_run_that_keeps_skipping_batches_stops_with_the_reason(tmp_path, capsys):
+    from lightning_modules.nonfinite import NonFiniteLoss
+    from tests.helpers.toy_module import toy_experiment
+    from voxlab.cli.train import main, train
+
+    exp = toy_experiment(tmp_path, run={"checkpoint_every_steps": 1000}, trainer={"max_steps": 200})
+    with pytest.raises(NonFiniteLoss, match=r"3 of its 5 batches were skipped.*nonfinite.max_skip_share=0.2"):
+        train(exp, overrides=["module.nan_from=2", "nonfinite.min_batches=5"])
+    assert main(["--exp", exp, "module.nan_from=2", "nonfinite.min_batches=5"]) == 1
+    err = capsys.readouterr().err
+    assert "error: stopping the run" in err and "Traceback" not in err
+    run = train(exp, overrides=["module.nan_at=3", "trainer.max_steps=30", "nonfinite.min_batches=5"])
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"  # one bad batch in 30 is fine
+
+
+@pytest.mark.timeout(300)
+def test_an_audiovae_run_gone_non_finite_stops_instead_of_hanging(tts_assets):
+    """lr=inf turns the weights non-finite after the first step, so every later loss is NaN: the
+    generator-step budget used to wait for a finite batch forever."""
+    from lightning_modules.nonfinite import NonFiniteLoss
+    from test_exact_resume import vae_overrides
+    from voxlab.cli.train import train
+
+    root, corpus, _ = tts_assets
+    with pytest.raises(NonFiniteLoss, match="batches were skipped"):
+        train("audiovae", "tiny", vae_overrides(root, corpus, steps=1000, runs="nan_vae_runs")
+              + ["optim.generator.lr=.inf", "nonfinite.min_batches=6"])

@@ -1,0 +1,197 @@
+"""A run folder is never damaged by a command that fails, never written by two processes, and
+never loses its newer checkpoints to a resume from an older one; nothing is created for a run
+whose settings do not validate."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tts_overrides
+from tests.helpers.toy_module import toy_experiment
+from voxlab.checkpoint import CheckpointError, load_checkpoint
+from voxlab.cli.train import main, train
+from voxlab.config import ConfigError
+from voxlab.locks import FolderLocked
+from voxlab.runs import run_lock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (and the folder's lock file beside it) -> its content hash."""
+    files = [p for p in folder.rglob("*") if p.is_file()] + list(folder.parent.glob(f".{folder.name}.lock"))
+    return {str(p.relative_to(folder.parent)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture
+def toy(tmp_path):
+    return toy_experiment(tmp_path, run={"checkpoint_every_steps": 2, "keep_checkpoints": -1},
+                          trainer={"max_steps": 6, "log_every_n_steps": 1})
+
+
+def test_a_failed_resume_leaves_the_run_byte_for_byte(tts_assets, capsys):
+    root, corpus, vae_dir = tts_assets
+    quick = [f"run.root={root / 'safe_runs'}", "callbacks.tts_samples._target_=null"]
+    run = train("d256s9", "tiny", tts_overrides(root, corpus, vae_dir, steps=1) + quick)
+    before = snapshot(run)
+    bad = {"model.dit.num_layers=1": (CheckpointError, "different architecture.*weights would be missing"),
+           "model.dit.hidden_dim=48": (CheckpointError, "different architecture.*change shape"),
+           "nonfinite.policy=skp": (ConfigError, "nonfinite.policy='skp'.*did you mean 'skip'"),
+           "trainer.precision=banana": (ConfigError, "trainer settings were refused.*trainer.precision=banana"),
+           "data.max_batch_size=0": (ConfigError, "data.max_batch_size=0"),
+           f"vae.path={root / 'no_such_vae'}": (FileNotFoundError, "no_such_vae")}
+    for override, (kind, message) in bad.items():
+        with pytest.raises(kind, match=message):
+            train(None, overrides=["trainer.max_steps=2", override], resume=str(run))
+        assert snapshot(run) == before, override
+    assert main(["--resume", str(run), "model.dit.num_layers=1"]) == 2
+    assert "different architecture" in capsys.readouterr().err and snapshot(run) == before
+    assert not (run.parent / "version_1").exists()
+    again = train(None, overrides=["trainer.max_steps=2"], resume=str(run))  # and it still resumes
+    assert again == run and load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+
+
+def test_an_older_checkpoint_of_a_run_continues_in_a_new_version(toy):
+    run = train(toy)
+    last = run / "checkpoints" / "last.ckpt"
+    before = snapshot(run)
+    branch = train(None, overrides=["trainer.max_steps=8"], resume=str(run / "checkpoints" / "step_0000002.ckpt"))
+    assert branch == run.parent / "version_1"
+    assert snapshot(run) == before and load_checkpoint(last)["global_step"] == 6
+    record = json.loads((branch / "branch.json").read_text())
+    assert record == {"from_run": str(run), "from_checkpoint": str(run / "checkpoints" / "step_0000002.ckpt"),
+                      "from_step": 2}
+    assert load_checkpoint(branch / "checkpoints" / "last.ckpt")["global_step"] == 8
+    # the run's newest checkpoint named explicitly continues in place
+    assert train(None, overrides=["trainer.max_steps=7"], resume=str(last)) == run
+    assert load_checkpoint(last)["global_step"] == 7
+
+
+def test_a_second_process_on_a_run_stops_naming_the_holder(toy, capsys):
+    run = train(toy)
+    before = snapshot(run)
+    with run_lock(run):  # as another live process would hold it
+        with pytest.raises(FolderLocked, match=rf"in use by pid {os.getpid()} on {socket.gethostname()}"):
+            train(None, overrides=["trainer.max_steps=8"], resume=str(run))
+        assert main(["--resume", str(run), "trainer.max_steps=8"]) == 2
+        assert f"in use by pid {os.getpid()}" in capsys.readouterr().err
+    after = snapshot(run)
+    assert after == before  # the holder's lock file went with it
+    # a lock file left by a killed process (nobody holds its flock) is taken over, with a note
+    (run.parent / f".{run.name}.lock").write_text(json.dumps({"pid": 999999, "host": "elsewhere",
+                                                               "command": "python -m voxlab.cli.train"}))
+    train(None, overrides=["trainer.max_steps=8"], resume=str(run))
+    err = capsys.readouterr().err
+    assert "taking over a stale lock" in err and "pid 999999 on elsewhere" in err
+    assert not (run.parent / f".{run.name}.lock").exists()
+
+
+def test_two_processes_resuming_one_run_never_write_it_together(toy):
+    run = train(toy)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys,time; from voxlab.runs import run_lock; lock = run_lock(sys.argv[1]).acquire(); "
+        "print('held', flush=True); sys.stdin.readline()"), str(run)],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        with pytest.raises(FolderLocked, match=rf"in use by pid {holder.pid}"):
+            train(None, overrides=["trainer.max_steps=8"], resume=str(run))
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 6
+
+
+def test_settings_that_fail_validation_create_no_version_folder(toy, tmp_path, capsys):
+    runs = tmp_path / "runs" / "toy"
+    for override in ("trainer.precision=banana", "trainer.strategy=nope", "nonfinite.min_batches=0"):
+        assert main(["--exp", toy, override]) == 2
+        err = capsys.readouterr().err
+        assert override.split("=")[0] in err and "Traceback" not in err
+        assert not runs.exists() or not any(runs.iterdir()), override
+
+
+def test_a_read_only_runs_folder_is_one_clear_message(toy, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    runs.chmod(0o555)
+    if os.geteuid() == 0:  # root writes into read-only folders; sysfs refuses even root
+        runs = Path("/sys/voxlab_runs")
+    try:
+        assert main(["--exp", toy, f"run.root={runs}"]) == 2
+    finally:
+        (tmp_path / "runs").chmod(0o755)
+    err = capsys.readouterr().err
+    assert f"cannot create the run folder {runs / 'toy' / 'version_0'}" in err and "Traceback" not in err
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_clear_message(toy, tmp_path):
+    """A file-size limit makes the checkpoint write fail as a full disk does (the same short write)."""
+    script = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000)); "
+              "from voxlab.cli.train import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", script, "--exp", toy], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "could not be written" in proc.stderr and "disk full" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    ckpts = tmp_path / "runs" / "toy" / "version_0" / "checkpoints"
+    assert not list(ckpts.glob(".*tmp*"))
+    assert json.loads((ckpts.parent / "status.json").read_text())["state"] == "failed"
+
+
+def _other_weights(ckpt: Path) -> None:
+    """The same checkpoint with every VAE weight nudged: another VAE, as training on would give."""
+    from voxlab.checkpoint import atomic_torch_save
+
+    obj = load_checkpoint(ckpt)
+    obj["state_dict"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in obj["state_dict"].items()}
+    atomic_torch_save(obj, ckpt)
+
+
+def test_a_resume_uses_exactly_the_vae_the_run_started_with(tts_assets):
+    """`vae.path=auto` is pinned when the run starts (path + fingerprint): a newer finished VAE run
+    does not change what a resume encodes with, and a changed or missing VAE stops the resume."""
+    import shutil
+
+    from test_exact_resume import vae_overrides
+
+    root, corpus, vae_dir = tts_assets
+    runs = root / "pinned_runs"
+    first = train("audiovae", "tiny", vae_overrides(root, corpus, steps=1, runs="pinned_runs")
+                  + ["callbacks.audio_logging=null", "trainer.limit_val_batches=0"])
+    tts = train("d256s9", "tiny", tts_overrides(root, corpus, vae_dir, steps=1)
+                + [f"run.root={runs}", "vae.path=auto", "callbacks.tts_samples._target_=null"])
+    saved = yaml.safe_load((tts / "config.yaml").read_text())["vae"]
+    assert saved["path"] == str((first / "checkpoints" / "last.ckpt").resolve()) and len(saved["fingerprint"]) == 16
+    caches = sorted(p.name for p in (corpus / "latents").iterdir())
+    newer = shutil.copytree(first, first.parent / "version_1")  # a newer finished VAE run: `auto` would pick it
+    _other_weights(newer / "checkpoints" / "last.ckpt")
+    train(None, overrides=["trainer.max_steps=2"], resume=str(tts))
+    assert yaml.safe_load((tts / "config.yaml").read_text())["vae"] == saved
+    assert sorted(p.name for p in (corpus / "latents").iterdir()) == caches  # nothing encoded with another VAE
+    _other_weights(first / "checkpoints" / "last.ckpt")  # the pinned VAE changed in place
+    before = snapshot(tts)
+    with pytest.raises(FileNotFoundError, match=f"now holds other weights.*{saved['fingerprint']}"):
+        train(None, overrides=["trainer.max_steps=3"], resume=str(tts))
+    (first / "checkpoints" / "last.ckpt").unlink()
+    with pytest.raises(FileNotFoundError, match=f"started with the VAE of fingerprint {saved['fingerprint']}"):
+        train(None, overrides=["trainer.max_steps=3"], resume=str(tts))
+    assert snapshot(tts) == before
+
+
+def test_a_manifest_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    from datamodules.manifest import ManifestError, read_manifest
+
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"audio": "a.wav", "text": "ok"}\n{"audio": "b.wav", "text": "caf\xe9"}\n')
+    with pytest.raises(ManifestError, match=rf"{path}:2: not UTF-8 text \(byte 0xe9\)"):
+        read_manifest(path)

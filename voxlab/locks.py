@@ -1,0 +1,87 @@
+"""Folder locks: one process at a time writes a run folder or a latent-cache folder.
+
+A lock is a file (`<folder>/.lock` unless told otherwise), held with `flock` (the kernel releases it when the holder dies, even
+after SIGKILL) and holding the holder's pid, host and command for the message a second process
+prints. The holder deletes the file when it lets go; a file left by a killed process is a stale
+lock (nobody holds its flock) and is taken over with a note.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+
+class FolderLocked(RuntimeError):
+    """Another live process holds the folder's lock."""
+
+
+def _holder(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def describe_holder(info: dict) -> str:
+    if not info:
+        return "another process (no details recorded)"
+    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}: {info.get('command')}"
+
+
+class FolderLock:
+    """`with FolderLock(folder, what="run folder"):` ... Raises FolderLocked naming the holder, or
+    with `wait=True` says whom it waits for and blocks until the holder lets go."""
+
+    def __init__(self, folder: str | Path, what: str = "folder", wait: bool = False, lock_file: Path | None = None):
+        self.folder, self.path = Path(folder), Path(lock_file or Path(folder) / ".lock")
+        self.what, self.wait = what, wait
+        self.fd: int | None = None
+
+    def acquire(self) -> "FolderLock":
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = describe_holder(_holder(fd))
+                if not self.wait:
+                    os.close(fd)
+                    raise FolderLocked(f"{self.folder}: this {self.what} is in use by {holder}; "
+                                       f"wait for it to finish (or stop it) and try again") from None
+                print(f"[lock] waiting for {holder}, which holds {self.folder}", file=sys.stderr)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:  # the holder may have deleted the file as it let go: lock the file that is there now
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        stale = _holder(fd)
+        if stale:
+            print(f"[lock] taking over a stale lock on {self.folder} left by {describe_holder(stale)} "
+                  "(that process is gone)", file=sys.stderr)
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        self.path.unlink(missing_ok=True)  # while still held: a waiter then re-checks and takes the new file
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
