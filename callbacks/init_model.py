@@ -13,12 +13,11 @@ def load_init_model(path: str | Path):
     """The TTSModel at `path` with any LoRA adapter merged; ConfigError naming init.model otherwise."""
     import models
     from models.lora import merge_lora
-    from models.tts_io import ModelPathError
-    from models.weights import WeightsError
+    from voxlab.checkpoint import CheckpointError
 
     try:
         model = models.load(path, optimize=False)
-    except (ModelPathError, WeightsError, FileNotFoundError) as err:
+    except (CheckpointError, FileNotFoundError) as err:  # ModelPathError, WeightsError among them
         raise ConfigError(f"init.model={path}: {err}") from None
     if model.backbone.config.get("lora"):
         merge_lora(model.backbone)

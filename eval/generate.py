@@ -129,12 +129,12 @@ def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu
     except ImportError:
         raise EvalError("generation needs the inference code (`models.load`), which this checkout "
                         "does not have yet: score existing wavs with --wavs DIR instead") from None
-    from models.tts_io import ModelPathError
     from voxlab.audio import save_audio
+    from voxlab.checkpoint import CheckpointError
 
     try:
         model = load(str(model_path), device=device, dtype=dtype)
-    except ModelPathError as err:
+    except CheckpointError as err:  # not a model, or an unreadable file
         raise EvalError(str(err)) from None
 
     def generate(items: Sequence[TestItem], out_dir: Path) -> None:

@@ -31,6 +31,7 @@ from eval.normalize import VARIANTS, detect_lang, normalize, zh_punctuation
 from eval.sim import cosine
 from eval.testset import TestItem, read_testset, resolve_meta, summarize, testset_name
 from eval.wer import ErrorCounts, corpus_wer, count_errors, mean_wer, total
+from voxlab.safe_io import atomic_path, write_text_atomic
 
 SR = 16000
 CSV_FIELDS = ["utt", "lang", "reference", "hypothesis", "wer", "S", "D", "I", "N", "sim", "sim_model", "mos",
@@ -78,12 +79,6 @@ def _versions() -> dict:
         except PackageNotFoundError:
             out[pkg] = None
     return out
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def log_metrics(metrics: dict, set_name: str) -> dict[str, float]:
@@ -262,8 +257,8 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_per_utt(out_dir / "per_utt.csv", items, langs, hyps, refs, hyp_norm, counts, sims, durations,
                    ratios, metrics["sim_model"] or "", mos, metrics["mos_model"] or "")
-    _write_atomic(out_dir / "summary.md", render_summary(metrics, items, counts, hyps, sims))
-    _write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(out_dir / "summary.md", render_summary(metrics, items, counts, hyps, sims))
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     sim_text = "-" if metrics["sim"] is None else f"{metrics['sim']:.4f}"
     wer_text = (f"WER unavailable ({no_wer})" if no_wer
                 else f"WER {metrics['wer']:.3f} (corpus {metrics['wer_corpus']:.3f})")
@@ -307,8 +302,7 @@ def _fmt(x: float | None, digits: int = 4) -> str:
 def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durations, ratios, sim_model,
                    mos, mos_model) -> None:
     """One row per utterance; `wer` is the fraction (the protocol's per-utterance value)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for it in items:
@@ -325,7 +319,6 @@ def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durat
             if c is not None:
                 row.update({"wer": _fmt(c.wer), "S": c.S, "D": c.D, "I": c.I, "N": c.N})
             writer.writerow(row)
-    tmp.replace(path)
 
 
 def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) -> str:

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from voxlab.safe_io import atomic_path
+
 WEIGHTS_FILE, CONFIG_FILE = "lora_weights.safetensors", "lora_config.json"
 ATTENTION = ["q_proj", "v_proj", "k_proj", "o_proj"]
 DEFAULTS = {"enable_lm": False, "enable_dit": False, "enable_proj": False, "r": 8, "alpha": 16, "dropout": 0.0,
@@ -150,10 +152,8 @@ def save_adapter(backbone: nn.Module, folder: str | Path, base_model: str | None
     if not state:
         raise AdapterError("the model has no LoRA adapter to save (model.lora is null)")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(folder / WEIGHTS_FILE)
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
     info = {"base_model": None if base_model is None else str(base_model), "lora_config": backbone.config["lora"]}
     (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return folder

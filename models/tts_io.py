@@ -31,9 +31,10 @@ import torch
 from models.official import from_official_config, read_official_config, to_official_config
 from models.tts import TTSModel
 from models.voxcpm import VoxCPMBackbone
-from models.weights import (WeightsError, audiovae_from_payload, load_audiovae, load_error_text, load_strict,
+from models.weights import (WeightsError, audiovae_from_payload, load_audiovae, load_strict,
                             read_state_dict)
-from voxlab.checkpoint import CONFIG_KEY, TOKENIZER_KEY, VAE_KEY, read_config, submodule_state
+from voxlab.checkpoint import (CONFIG_KEY, TOKENIZER_KEY, VAE_KEY, CheckpointError, read_config, read_weights_file,
+                               submodule_state)
 
 BACKBONE_TARGET = "models.voxcpm.VoxCPMBackbone"
 MODEL_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -45,7 +46,7 @@ ACCEPTED = ("MODEL accepts: a Lightning checkpoint of the TTS module (*.ckpt); a
             "tokenizer files)")
 
 
-class ModelPathError(ValueError):
+class ModelPathError(CheckpointError):
     """A MODEL path that cannot be loaded; the message names the file and what is missing."""
 
 
@@ -107,11 +108,7 @@ def _tokenizer(spec: dict, source: str):
 
 
 def _from_checkpoint(path: Path) -> TTSModel:
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated files, pickles with code
-        raise ModelPathError(f"{path}: cannot be read with torch.load(weights_only=True): "
-                             f"{load_error_text(err)}") from None
+    ckpt = read_weights_file(path)
     if not isinstance(ckpt, dict):
         raise ModelPathError(f"{path}: not a checkpoint dict. {ACCEPTED}")
     config = read_config(ckpt)

@@ -23,24 +23,15 @@ import torch
 from torch import nn
 
 from models.audiovae import AudioVAE
-from voxlab.checkpoint import CONFIG_KEY, VAE_KEY, read_config, submodule_state
+from voxlab.checkpoint import CONFIG_KEY, VAE_KEY, CheckpointError, read_config, read_weights_file, submodule_state
 
 CONFIG_NAME = "audiovae_config.json"
 AUDIOVAE_TARGET = "models.audiovae.AudioVAE"
 WEIGHT_NAMES = ("audiovae.safetensors", "audiovae.pth")
 
 
-class WeightsError(ValueError):
-    """A weight file that cannot be used, named in the message."""
-
-
-def load_error_text(err: Exception) -> str:
-    """One line on why torch.load(weights_only=True) failed; a pickle with code is named as such."""
-    text = str(err)
-    if "Weights only load failed" in text or "Unsupported global" in text:
-        return ("refused: the file holds Python objects beyond tensors and plain data (a pickle that could "
-                "run code); only weights-only files or safetensors are loaded")
-    return text.splitlines()[0] if text else type(err).__name__
+class WeightsError(CheckpointError):
+    """Weights that do not fit: not a state dict, or keys / shapes that differ from the module's."""
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -51,11 +42,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path), device="cpu")
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors, non-allowlisted globals, truncated files
-        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): "
-                           f"{load_error_text(err)}") from None
+    obj = read_weights_file(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -151,11 +138,7 @@ def audiovae_from_payload(payload: Mapping, source: str) -> AudioVAE:
 
 
 def _from_checkpoint(path: Path) -> AudioVAE:
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise WeightsError(f"{path}: cannot be read with torch.load(weights_only=True): "
-                           f"{load_error_text(err)}") from None
+    ckpt = read_weights_file(path)
     if isinstance(ckpt, dict) and isinstance(ckpt.get(VAE_KEY), dict):  # a TTS checkpoint: its frozen VAE
         return audiovae_from_payload(ckpt[VAE_KEY], str(path))
     config = read_config(ckpt) if isinstance(ckpt, dict) else None

@@ -118,22 +118,24 @@ def test_resume_refuses_unknown_keys_in_saved_config(tmp_path):
 
 
 def test_truncated_files(tmp_path, tts_ckpt):
+    """One failure, one error type: every reader of a torch file raises CheckpointError."""
+    cut = r": cannot be read with torch.load\(weights_only=True\): truncated or corrupt\?"
     bad_tts = truncate(tts_ckpt, tmp_path / "tts_cut.ckpt")
-    with pytest.raises(ModelPathError, match=rf"{bad_tts}: cannot be read"):
+    with pytest.raises(CheckpointError, match=rf"{bad_tts}{cut}"):
         models.load(bad_tts)
     bad_vae = truncate(vae_checkpoint(tmp_path / "vae.ckpt"), tmp_path / "vae_cut.ckpt")
-    with pytest.raises(WeightsError, match=rf"{bad_vae}: cannot be read"):
+    with pytest.raises(CheckpointError, match=rf"{bad_vae}{cut}"):
         models.load_audiovae(bad_vae)
     export = export_audiovae(AudioVAE(**SMALL_VAE), tmp_path / "export")
     truncate(export / "audiovae.pth", export / "audiovae.pth")
-    with pytest.raises(WeightsError, match=rf"{export / 'audiovae.pth'}: cannot be read"):
+    with pytest.raises(CheckpointError, match=rf"{export / 'audiovae.pth'}{cut}"):
         models.load_audiovae(export)
     from omegaconf import OmegaConf
     config = OmegaConf.to_container(compose("audiovae", "tiny"))
     run = run_folder(tmp_path / "r", config, config)
     ckpt = run / "checkpoints" / "last.ckpt"
     truncate(ckpt, ckpt)
-    with pytest.raises(CheckpointError, match=rf"{ckpt}: not a readable checkpoint \(truncated or corrupt\?\)"):
+    with pytest.raises(CheckpointError, match=rf"{ckpt}{cut}"):
         train(None, resume=str(ckpt))
     with pytest.raises(FileNotFoundError, match=rf"{run}: no loadable checkpoint"):
         train(None, resume=str(run))
@@ -144,15 +146,15 @@ def test_pickle_with_code_payload_is_refused(tmp_path):
     for name in ("evil.ckpt", "evil.pth"):
         payload_file(tmp_path / name, marker)
     refused = r": cannot be read with torch.load\(weights_only=True\): refused: .*could run code"
-    with pytest.raises(ModelPathError, match=rf"{tmp_path / 'evil.ckpt'}{refused}"):
+    with pytest.raises(CheckpointError, match=rf"{tmp_path / 'evil.ckpt'}{refused}"):
         models.load(tmp_path / "evil.ckpt")
     for name in ("evil.ckpt", "evil.pth"):
-        with pytest.raises(WeightsError, match=rf"{tmp_path / name}{refused}"):
+        with pytest.raises(CheckpointError, match=rf"{tmp_path / name}{refused}"):
             models.load_audiovae(tmp_path / name)
     run = tmp_path / "runs" / "audiovae" / "version_0"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text("experiment: audiovae\n")
     payload_file(run / "checkpoints" / "last.ckpt", marker)
-    with pytest.raises(CheckpointError, match=rf"{run / 'checkpoints' / 'last.ckpt'}: refused.*could run code"):
+    with pytest.raises(CheckpointError, match=rf"{run / 'checkpoints' / 'last.ckpt'}{refused}"):
         train(None, resume=str(run / "checkpoints" / "last.ckpt"))
     assert not marker.exists()  # the payload never ran

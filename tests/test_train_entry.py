@@ -64,7 +64,7 @@ def test_checkpoint_safety(tmp_path):
     path = atomic_torch_save({"a": 1}, tmp_path / "x.ckpt")
     assert load_checkpoint(path) == {"a": 1} and not list(tmp_path.glob(".*tmp*"))
     path.write_bytes(path.read_bytes()[:20])
-    with pytest.raises(CheckpointError, match="x.ckpt: not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"x.ckpt: cannot be read with torch.load\(weights_only=True\): truncated"):
         load_checkpoint(path)
     import pickle
 
@@ -74,7 +74,7 @@ def test_checkpoint_safety(tmp_path):
 
     evil = tmp_path / "evil.ckpt"
     evil.write_bytes(pickle.dumps({"state_dict": Payload()}))
-    with pytest.raises(CheckpointError, match="evil.ckpt: refused"):
+    with pytest.raises(CheckpointError, match=r"evil.ckpt: cannot be read with torch.load\(weights_only=True\): refused"):
         load_checkpoint(evil)
     with pytest.raises(FileNotFoundError, match="neither a run folder"):
         resolve_resume(tmp_path / "nothing")
@@ -122,11 +122,8 @@ def test_resume_skips_a_torn_last_checkpoint(exp):
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])  # as if killed mid-write without the atomic rename
     (run / "checkpoints" / ".last.ckpt.tmp999").write_bytes(b"partial")
-    run_dir, ckpt, branch = resolve_resume(run)
-    assert ckpt.name == "step_0000004.ckpt" and not branch
-    assert (run / "checkpoints" / ".last.ckpt.tmp999").exists()  # resolving only reads
-    train(None, resume=str(run))  # with the run's lock held, the stale temporary file goes
-    assert not (run / "checkpoints" / ".last.ckpt.tmp999").exists()
+    run_dir, ckpt = resolve_resume(run)
+    assert ckpt.name == "step_0000004.ckpt" and not (run / "checkpoints" / ".last.ckpt.tmp999").exists()
 
 
 def test_status_follows_the_run(tmp_path):

@@ -3,80 +3,56 @@ Lightning checkpoint (the format section below: every writer and reader uses it)
 
 `atomic_torch_save` (Lightning's writer for every run, callbacks.run_folder.AtomicCheckpointIO)
 writes to a temporary file in the same folder, fsyncs, then renames, so a kill during saving
-never leaves a torn `last.ckpt`; a write that fails (disk full, quota, file-size limit) is one
-CheckpointError naming the file and leaves no temporary file. `load_checkpoint` reads any checkpoint with `weights_only=True` and turns the
+never leaves a torn `last.ckpt`. `load_checkpoint` reads any checkpoint with `weights_only=True` and turns the
 errors of a truncated file or a pickle with a code payload into one clear message.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from voxlab.safe_io import atomic_path
+
 
 class CheckpointError(ValueError):
-    pass
+    """A checkpoint or weight file that cannot be used, named in the message: missing, unreadable
+    (truncated, or a pickle with code: `read_weights_file`), or not what was asked for (its
+    subclasses models.weights.WeightsError and models.tts_io.ModelPathError say which)."""
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        # torch's zip writer reports a failed write as "unexpected pos" without the file or the reason
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
-        raise CheckpointError(f"{path}: could not be written ({reason}): is the disk full, or a quota or file-size "
-                              f"limit reached? Free space in {path.parent} and resume; the previous "
-                              f"{path.name} (if any) is untouched") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save(obj, tmp)
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+def read_weights_file(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """torch.load(weights_only=True) of `path` (`mmap`: only what is used is read): the one reader
+    of torch weight files. CheckpointError naming the file when it is missing, truncated or a
+    pickle with code."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: no such file")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as err:  # pickle errors, non-allowlisted globals, truncated files
         text = str(err)
         if "Weights only load failed" in text or "Unsupported global" in text:
-            raise CheckpointError(
-                f"{path}: refused: the file holds Python objects beyond tensors and plain data "
-                "(a pickle that could run code). Only weights-only checkpoints or safetensors are loaded."
-            ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {text.splitlines()[0]}") from None
+            reason = ("refused: the file holds Python objects beyond tensors and plain data (a pickle that could "
+                      "run code); only weights-only files or safetensors are loaded")
+        else:
+            reason = f"truncated or corrupt? {text.splitlines()[0] if text else type(err).__name__}"
+        raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True): {reason}") from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    obj = read_weights_file(path, map_location)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     return obj
-
-
-def check_architecture(module: torch.nn.Module, path: str | Path) -> None:
-    """A resumed run keeps its architecture: the module built from the (overridden) config must
-    have exactly the checkpoint's weight names and shapes. Checked before the run folder is
-    touched; the checkpoint is memory-mapped, so only its index is read."""
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    saved = {k: tuple(v.shape) for k, v in (obj.get("state_dict") or {}).items()}
-    built = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    if saved == built:
-        return
-    missing, unexpected = sorted(set(saved) - set(built)), sorted(set(built) - set(saved))
-    reshaped = [f"{k} {saved[k]} -> {built[k]}" for k in sorted(set(saved) & set(built)) if saved[k] != built[k]]
-    parts = [f"{len(reshaped)} weights change shape (first: {', '.join(reshaped[:3])})" if reshaped else "",
-             f"{len(missing)} weights would be missing (first: {', '.join(missing[:3])})" if missing else "",
-             f"{len(unexpected)} new weights (first: {', '.join(unexpected[:3])})" if unexpected else ""]
-    raise CheckpointError(f"{path}: the config (with its overrides) builds a different architecture than this "
-                          f"checkpoint holds: {'; '.join(p for p in parts if p)}. A resumed run keeps its "
-                          "architecture: drop the model override, or start a new run with it")
 
 
 # ---- the format (docs/design.md section 2) ------------------------------------------------------
@@ -104,10 +80,7 @@ def read_config(checkpoint: dict) -> dict | None:
 
 def read_config_file(path: str | Path) -> dict | None:
     """`read_config` of a checkpoint file, memory-mapped: only the small config is read."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint: {str(err).splitlines()[0]}") from None
+    obj = read_weights_file(path, mmap=True)
     return read_config(obj) if isinstance(obj, dict) else None
 
 

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from datamodules.recipes.corpora import RECIPES, Utterance
+from voxlab.safe_io import atomic_path
 
 SPLITS = ("train", "val", "test")
 
@@ -69,11 +70,9 @@ def _hold_out(rows: list[Utterance], fraction: float) -> None:
 
 def _write(path: Path, rows: list[Utterance]) -> Path:
     folder = path.parent.resolve()
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for r in rows:
             item = {"utt": r.utt, "audio": Path(os.path.relpath(r.audio.resolve(), folder)).as_posix(),
                     "text": r.text, "duration": round(r.duration, 4), "speaker": r.speaker, "lang": r.lang}
             f.write(json.dumps(item, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +25,7 @@ import soxr
 import torch
 
 from voxlab.audio import AudioError
+from voxlab.safe_io import atomic_path
 
 FORMAT = "voxlab-shards/1"
 INDEX = "shards.json"
@@ -42,14 +42,12 @@ def shard_name(i: int) -> str:
 
 def write_shard(path: Path, samples: list[dict[str, bytes]]) -> dict:
     """Write `samples` (extension -> bytes, one dict per sample) as one tar, whole; returns its stats."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several writers never share a temporary
-    with tarfile.open(tmp, "w") as tar:
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w") as tar:  # several writers never share a temporary
         for n, sample in enumerate(samples):
             for ext, data in sample.items():
                 info = tarfile.TarInfo(f"{n:06d}.{ext}")
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-    tmp.replace(path)
     return {"name": path.name, "count": len(samples), "bytes": path.stat().st_size}
 
 

@@ -16,11 +16,11 @@ import hashlib
 import json
 import math
 import multiprocessing
-import os
 from pathlib import Path
 
 from datamodules.manifest import Entry, read_manifest
 from datamodules.shards.format import FORMAT, INDEX, ShardError, latent_bytes, shard_name, write_shard
+from voxlab.safe_io import write_text_atomic
 
 DTYPE_NAMES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
                "bf16": "bfloat16", "bfloat16": "bfloat16"}
@@ -128,9 +128,7 @@ def _write_one(job) -> None:
         samples.append({"json": json.dumps(meta, ensure_ascii=False).encode(), **data})
     stats = write_shard(out / shard_name(i), samples)
     stats.update(of=total, seconds=sum(r["duration"] for r in rows), settings=spec["settings"], spec=spec)
-    tmp = out / f"{_sidecar(i)}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(stats))
-    tmp.replace(out / _sidecar(i))
+    write_text_atomic(out / _sidecar(i), json.dumps(stats))
 
 
 def _encode_rows(rows: list[dict], spec: dict, vae_path: str) -> dict[str, dict]:
@@ -170,7 +168,5 @@ def finish(out: Path) -> bool:
     index = {k: v for k, v in spec.items() if k != "target_mb"}
     index.update(seconds=sum(s["seconds"] for s in shards), bytes=sum(s["bytes"] for s in shards),
                  shards=[{k: s[k] for k in ("name", "count", "seconds", "bytes")} for s in shards])
-    tmp = out / f"{INDEX}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    tmp.replace(out / INDEX)
+    write_text_atomic(out / INDEX, json.dumps(index, indent=1))
     return True

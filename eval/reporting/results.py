@@ -260,12 +260,12 @@ def data_hours(entry: Entry) -> float | None:
     manifest = (entry.config.get("data") or {}).get("train_manifest")
     if not isinstance(manifest, str) or "${" in manifest or not Path(manifest).is_file():
         return None
-    seconds = 0.0
-    with open(manifest, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    seconds += float(json.loads(line)["duration"])
-                except (ValueError, KeyError, TypeError):
-                    return None  # a line without a duration: the total would be wrong
-    return seconds / 3600.0
+    from datamodules.manifest import ManifestError, read_manifest
+
+    try:
+        entries, report = read_manifest(manifest, check_audio=False)
+    except ManifestError:
+        return None
+    if sum(report.bad.values()):
+        return None  # a line without a usable duration: the total would be wrong
+    return sum(e.duration for e in entries) / 3600.0

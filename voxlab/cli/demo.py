@@ -65,16 +65,15 @@ def _train_or_reuse(exp: str, scale: str, overrides: list[str]) -> Path:
 def _mcd_rows(meta: Path, wavs: Path) -> list[dict]:
     """MCD of every generated wav against the test set's ground-truth wav (5th meta.lst field)."""
     from eval.metrics.mcd import mcd
+    from eval.testset import read_testset
     from voxlab.audio import load_audio
 
     rows = []
-    for line in meta.read_text(encoding="utf-8").splitlines():
-        fields = line.split("|")
-        if len(fields) < 5 or not (wavs / f"{fields[0]}.wav").is_file():
+    for item in read_testset(meta):
+        gen = wavs / f"{item.utt}.wav"
+        if item.gt_wav is None or not gen.is_file():
             continue
-        ref = load_audio(meta.parent / fields[4], 16000)
-        gen = load_audio(wavs / f"{fields[0]}.wav", 16000)
-        rows.append({"utt": fields[0], "mcd_db": round(mcd(ref, gen), 3)})
+        rows.append({"utt": item.utt, "mcd_db": round(mcd(load_audio(item.gt_wav, 16000), load_audio(gen, 16000)), 3)})
     return rows
 
 
