@@ -122,8 +122,11 @@ def test_resume_skips_a_torn_last_checkpoint(exp):
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])  # as if killed mid-write without the atomic rename
     (run / "checkpoints" / ".last.ckpt.tmp999").write_bytes(b"partial")
-    run_dir, ckpt = resolve_resume(run)
-    assert ckpt.name == "step_0000004.ckpt" and not (run / "checkpoints" / ".last.ckpt.tmp999").exists()
+    run_dir, ckpt, branch = resolve_resume(run)
+    assert ckpt.name == "step_0000004.ckpt" and not branch
+    assert (run / "checkpoints" / ".last.ckpt.tmp999").exists()  # resolving only reads
+    train(None, resume=str(run))  # with the run's lock held, the stale temporary file goes
+    assert not (run / "checkpoints" / ".last.ckpt.tmp999").exists()
 
 
 def test_status_follows_the_run(tmp_path):

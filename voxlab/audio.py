@@ -39,6 +39,22 @@ def load_audio(path: str | Path, sample_rate: int, mono: str = "error") -> np.nd
     return np.ascontiguousarray(wav)
 
 
+# Above this a float recording is no recording (a gain or a unit error): 12 dB over full scale.
+MAX_PEAK = 4.0
+
+
+def sample_problem(wav: np.ndarray | torch.Tensor) -> str | None:
+    """Why these samples are unusable (NaN/inf, an absurd peak), or None when they are fine."""
+    wav = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    bad = int((~np.isfinite(wav)).sum())
+    if bad:
+        return f"{bad} non-finite samples (NaN/inf) of {wav.size}"
+    peak = float(np.abs(wav).max()) if wav.size else 0.0
+    if peak > MAX_PEAK:
+        return f"peak {peak:.3g} is over {MAX_PEAK:g} (full scale is 1)"
+    return None
+
+
 def save_audio(path: str | Path, wav: np.ndarray | torch.Tensor, sample_rate: int) -> Path:
     """Write a mono 16-bit PCM wav, written to a temporary name first so a crash leaves no torn file."""
     if isinstance(wav, torch.Tensor):

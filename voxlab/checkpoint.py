@@ -3,7 +3,8 @@ Lightning checkpoint (the format section below: every writer and reader uses it)
 
 `atomic_torch_save` (Lightning's writer for every run, callbacks.run_folder.AtomicCheckpointIO)
 writes to a temporary file in the same folder, fsyncs, then renames, so a kill during saving
-never leaves a torn `last.ckpt`. `load_checkpoint` reads any checkpoint with `weights_only=True` and turns the
+never leaves a torn `last.ckpt`; a write that fails (disk full, quota, file-size limit) is one CheckpointError naming
+the file and leaves no temporary file. `load_checkpoint` reads any checkpoint with `weights_only=True` and turns the
 errors of a truncated file or a pickle with a code payload into one clear message.
 """
 from __future__ import annotations
@@ -24,8 +25,15 @@ class CheckpointError(ValueError):
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     path = Path(path)
-    with atomic_path(path, fsync=True) as tmp:
-        torch.save(obj, tmp)
+    try:
+        with atomic_path(path, fsync=True) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as err:
+        # torch's zip writer reports a failed write as "unexpected pos" without the file or the reason
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+        raise CheckpointError(f"{path}: could not be written ({reason}): is the disk full, or a quota or file-size "
+                              f"limit reached? Free space in {path.parent} and resume; the previous "
+                              f"{path.name} (if any) is untouched") from None
     return path
 
 
@@ -53,6 +61,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     return obj
+
+
+def check_architecture(module: torch.nn.Module, path: str | Path) -> None:
+    """A resumed run keeps its architecture: the module built from the (overridden) config must
+    have exactly the checkpoint's weight names and shapes. Checked before the run folder is
+    touched; the checkpoint is memory-mapped, so only its index is read."""
+    obj = read_weights_file(path, mmap=True)
+    saved = {k: tuple(v.shape) for k, v in (obj.get("state_dict") or {}).items()}
+    built = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    if saved == built:
+        return
+    missing, unexpected = sorted(set(saved) - set(built)), sorted(set(built) - set(saved))
+    reshaped = [f"{k} {saved[k]} -> {built[k]}" for k in sorted(set(saved) & set(built)) if saved[k] != built[k]]
+    parts = [f"{len(reshaped)} weights change shape (first: {', '.join(reshaped[:3])})" if reshaped else "",
+             f"{len(missing)} weights would be missing (first: {', '.join(missing[:3])})" if missing else "",
+             f"{len(unexpected)} new weights (first: {', '.join(unexpected[:3])})" if unexpected else ""]
+    raise CheckpointError(f"{path}: the config (with its overrides) builds a different architecture than this "
+                          f"checkpoint holds: {'; '.join(p for p in parts if p)}. A resumed run keeps its "
+                          "architecture: drop the model override, or start a new run with it")
 
 
 # ---- the format (docs/design.md section 2) ------------------------------------------------------

@@ -29,8 +29,8 @@ class SynthError(ValueError):
     pass
 
 
-def check_inputs(text: str, prompt_wav: str | None, prompt_text: str | None) -> None:
-    """Input errors found before the model is loaded."""
+def check_inputs(text: str, prompt_wav: str | None, prompt_text: str | None, settings: dict | None = None) -> None:
+    """Input errors found before the model is loaded (`settings`: cfg, timesteps, temperature, max_len)."""
     if text is None or not text.strip():
         raise SynthError("TEXT is empty: give the text to synthesise (TEXT=\"...\")")
     if prompt_wav and not (prompt_text and prompt_text.strip()):
@@ -42,9 +42,19 @@ def check_inputs(text: str, prompt_wav: str | None, prompt_text: str | None) -> 
         if not Path(prompt_wav).is_file():
             raise SynthError(f"PROMPT_WAV={prompt_wav}: no such file")
         try:
-            load_audio(prompt_wav, OUT_RATE, mono="mix")
+            samples = load_audio(prompt_wav, OUT_RATE, mono="mix")
         except AudioError as err:
             raise SynthError(f"PROMPT_WAV: {err}") from None
+        from voxlab.audio import sample_problem
+        problem = sample_problem(samples)
+        if problem:
+            raise SynthError(f"PROMPT_WAV={prompt_wav}: {problem}")
+    if settings:
+        from models.tts import check_settings
+        try:
+            check_settings(**settings)
+        except ValueError as err:
+            raise SynthError(str(err)) from None
 
 
 def slug(text: str) -> str:
@@ -120,7 +130,8 @@ def synthesize(model_path: str, text: str, out: str, prompt_wav: str | None = No
         raise SynthError("OUT is empty: give the wav file to write (OUT=out.wav)")
     if stream and retry_badcase:
         raise SynthError("--retry-badcase cannot go with --stream: a streamed chunk is final, nothing can be redone")
-    check_inputs(text, prompt_wav, prompt_text)
+    check_inputs(text, prompt_wav, prompt_text,
+                 {"cfg": cfg, "timesteps": timesteps, "temperature": temperature, "max_len": max_len})
     path = out_path(out, text, overwrite)
     import models
     from models.tts import TextWarning
