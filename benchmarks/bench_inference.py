@@ -10,7 +10,8 @@ TTSModel.set_precision), and prints, in one run:
    patches, ours `stop=False`), VAE decode included; medians of `--repeats` rounds, each ratio
    official RTF / ours;
 2. batched synthesis (what evaluation runs): per-utterance time of ours at batch 1/4/16 (texts of
-   different lengths, so left padding is exercised) against the official one utterance at a time;
+   different lengths, so left padding is exercised) against the official one utterance at a time
+   (sections 2-4 run at the first `--threads` value: on a small shared machine, one);
 3. streaming: time to the first waveform chunk and RTF of ours `generate_streaming` and the
    official `generate_with_prompt_cache_streaming`;
 4. per module of ours (one run at 1 thread, each precision): calls, weight bytes read, time, GB/s:
@@ -235,7 +236,7 @@ def bench_generation(off, ours, args) -> list[dict]:
 
 def bench_batched(off, ours, args, official_s: float) -> list[dict]:
     """Per-utterance seconds of ours at each batch size against the official one-by-one time."""
-    torch.set_num_threads(args.threads[-1])
+    torch.set_num_threads(args.threads[0])
     rows = []
     for name in args.batch_precisions:
         for b in args.batches:
@@ -243,7 +244,7 @@ def bench_batched(off, ours, args, official_s: float) -> list[dict]:
             seconds, _, grow = timed(lambda: run_ours(ours[name], args.patches, args.timesteps, args.cfg,
                                                       texts_for_batch(b)), args.device)
             per_utt = seconds / b
-            rows.append({"section": "batch", "dtype": name, "batch": b, "threads": args.threads[-1],
+            rows.append({"section": "batch", "dtype": name, "batch": b, "threads": args.threads[0],
                          "per_utt_s": per_utt, "official_per_utt_s": official_s, "ratio": official_s / per_utt,
                          "target": TARGETS["batch"] if b == max(args.batches) else None,
                          "load": f"{before} -> {load_avg()}",
@@ -254,7 +255,7 @@ def bench_batched(off, ours, args, official_s: float) -> list[dict]:
 
 
 def bench_streaming(off, ours, args) -> list[dict]:
-    torch.set_num_threads(args.threads[-1])
+    torch.set_num_threads(args.threads[0])
     rows = []
     runs = {"official": lambda: (wav for wav, _, _ in off.generate_with_prompt_cache_streaming(
         target_text=TEXT, prompt_cache=None, max_len=args.patches, inference_timesteps=args.timesteps,
@@ -267,7 +268,7 @@ def bench_streaming(off, ours, args) -> list[dict]:
         seconds, (first, samples), grow = timed(lambda: first_chunk(make()), args.device)
         model = off if name == "official" else ours[name]
         rows.append({"section": "stream", "impl": "official" if name == "official" else "ours",
-                     "dtype": "float32" if name == "official" else name, "threads": args.threads[-1],
+                     "dtype": "float32" if name == "official" else name, "threads": args.threads[0],
                      "first_chunk_s": first, "rtf": seconds / (samples / RATE), "load": f"{before} -> {load_avg()}",
                      "peak_mb": round((resident_bytes(model) + (grow or 0)) / 2**20)})
         print(f"  stream {name:8s}: first chunk {first:.3f} s, RTF {rows[-1]['rtf']:.3f}", file=sys.stderr)
@@ -431,11 +432,11 @@ def main(argv=None) -> int:
             rows += bench_generation(off, ours, args)
         if "batch" not in args.skip:
             last = [r for r in rows if r["section"] == "generate" and r["impl"] == "official"
-                    and r["threads"] == args.threads[-1]]
+                    and r["threads"] == args.threads[0]]
             if last:
                 official_s = last[0]["seconds_median"]
             else:
-                torch.set_num_threads(args.threads[-1])
+                torch.set_num_threads(args.threads[0])
                 run_official(off, 3, args.timesteps, args.cfg)
                 official_s = timed(lambda: run_official(off, args.patches, args.timesteps, args.cfg), args.device)[0]
             rows += bench_batched(off, ours, args, official_s)
