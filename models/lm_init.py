@@ -81,14 +81,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 def lm_vocabulary(folder: Path) -> tuple[dict[str, int], str]:
     """(token text -> id, where it was read) of the tokenizer the LM in `folder` was trained with."""
-    from voxlab.text import CharTokenizer, HFTokenizer
+    from voxlab.text import CharTokenizer, HFTokenizer, build_tokenizer
 
     record = folder / "voxlab_lm.json"
     if record.is_file():
         info = json.loads(record.read_text(encoding="utf-8"))
         if isinstance(info.get("vocabulary"), dict) and "chars" in info["vocabulary"]:
-            chars = info["vocabulary"]["chars"]
-            return CharTokenizer(chars).vocabulary(), f"the {len(chars)} characters recorded in {record}"
+            tok = build_tokenizer(info["vocabulary"], f"{record} (vocabulary)")
+            return tok.vocabulary(), f"the {len(tok.chars)} characters recorded in {record}"
         vocab = Path(info.get("vocab_file") or "")
         if info.get("tokenizer") == "char" and vocab.is_file():  # an LM recorded before the characters were
             return CharTokenizer.from_file(vocab).vocabulary(), f"the character vocabulary {vocab} named in {record}"

@@ -82,7 +82,7 @@ def check_architecture(module: torch.nn.Module, path: str | Path) -> None:
                           "architecture: drop the model override, or start a new run with it")
 
 
-# ---- the format (docs/design.md section 2) ------------------------------------------------------
+# ---- the format (docs/design.md section 2, "A VoxLab checkpoint") ---------------------------------
 # Beside Lightning's own keys (state_dict, optimizer_states, loops, callbacks...):
 CONFIG_KEY = "voxlab_config"        # the resolved run config, written by every VoxLab module
 VAE_KEY = "voxlab_vae"              # TTS: the frozen AudioVAE, {"config": AudioVAE kwargs, "state_dict": ...}

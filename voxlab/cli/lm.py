@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lightning_modules.schedules import lr_lambda
 from voxlab.config import ConfigError, compose
-from voxlab.text import CharTokenizer, EOS_ID
+from voxlab.text import CharTokenizer, EOS_ID, tokenizer_spec
 
 
 def llama_config(lm: dict, vocab_size: int):
@@ -94,7 +94,7 @@ def pretrain_text_lm(out_dir: str | Path, lm: dict, vocab_size: int, text_file: 
                "val_loss": val_loss, "val_perplexity": math.exp(val_loss), "seconds": round(time.time() - start, 1),
                "vocab_file": str(vocab_file), "text_file": str(text_file), "tokenizer": "char"}
     # the characters themselves: LM init checks the TTS tokenizer against them (models.lm_init)
-    record = {**summary, "vocabulary": {"kind": "char", "chars": tok.chars}}
+    record = {**summary, "vocabulary": tokenizer_spec(tok)}
     # written beside the folder, then renamed into place (a previous one, of `make lm` again, set
     # aside first): the folder appears whole, to the ranks waiting for it and after a kill
     tmp, old = (out_dir.with_name(f".{out_dir.name}.{kind}{os.getpid()}") for kind in ("tmp", "old"))
