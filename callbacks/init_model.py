@@ -38,7 +38,10 @@ class InitFromModel(Callback):
         from models.lora import adapter_state_dict
         from models.weights import WeightsError, load_strict
 
-        state = dict(load_init_model(self.model).backbone.state_dict())
+        import torch
+
+        with torch.random.fork_rng():  # building the model draws random numbers: the run's stream is the seed's
+            state = dict(load_init_model(self.model).backbone.state_dict())
         state.update(adapter_state_dict(pl_module.model))  # the run's own, freshly initialised adapters
         try:
             load_strict(pl_module.model, state, f"init.model={self.model}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 
@@ -19,6 +20,7 @@ class OfficialExport(Callback):
         if not trainer.is_global_zero:
             return
         out = Path(trainer.default_root_dir) / self.folder
-        models.export(pl_module.tts_model(), out, overwrite=True)
+        with torch.random.fork_rng():  # building the VAE draws random numbers: the run's stream stays as saved
+            models.export(pl_module.tts_model(), out, overwrite=True)
         pl_module.train()  # tts_model() shares the backbone and left it in eval mode
         print(f"[export] official folder: {out}")

@@ -209,8 +209,9 @@ class TTSDataModule(BudgetDataModule):
                 log.warning(f"{manifest}: {len(entries[split]) - len(kept)} entries left out: not in the latent "
                             f"cache {store.folder} (their latents were non-finite)")
             prob = self.cfg.prompt_prob if split == "train" else 0.0
-            setattr(self, f"{split}_set", TTSDataset(kept, store, self.tokenizer, self.config.model.patch_size,
-                                                     prob, int(self.config.seed)))
+            from datamodules.official_manifest import ReferenceTTSDataset  # TTSDataset + official ref_audio items
+            setattr(self, f"{split}_set", ReferenceTTSDataset(kept, store, self.tokenizer,
+                                                              self.config.model.patch_size, prob, int(self.config.seed)))
 
 
 def main(argv: list[str] | None = None) -> int:
