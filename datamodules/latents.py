@@ -39,6 +39,7 @@ from tqdm import tqdm
 from datamodules.manifest import Entry, read_manifest
 from voxlab.audio import load_audio
 from voxlab.checkpoint import atomic_torch_save, load_checkpoint
+from voxlab.safe_io import write_text_atomic
 from voxlab.locks import FolderLock
 
 PROMPT_SUFFIX = ":prompt"
@@ -143,9 +144,7 @@ def build_cache(manifest: str | Path, vae: torch.nn.Module, sample_rate: int, pa
                 atomic_torch_save(shard, folder / name)
                 n_shards += 1
                 index.update({key: name for key in shard})
-                tmp = folder / "index.json.tmp"
-                tmp.write_text(json.dumps(index))
-                tmp.replace(folder / "index.json")
+                write_text_atomic(folder / "index.json", json.dumps(index))
             if stop:  # said here: Lightning reports an interrupt in prepare_data only as a KeyboardInterrupt
                 message = (f"latent cache building stopped by SIGTERM after {done} of {len(todo)} items of "
                            f"{manifest} (saved in {folder}); running again goes on from there")

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def resolve_vae_path(cfg) -> Path:
     """`vae.path`: a file or run folder, or `auto` = the newest finished AudioVAE run of this scale."""
-    from voxlab.runs import list_runs, read_status
+    from voxlab.runs import find_run
 
     path = cfg.vae.path
     if path and path != "auto":
@@ -50,13 +50,9 @@ def resolve_vae_path(cfg) -> Path:
             raise FileNotFoundError(f"vae.path={path} does not exist (a VAE checkpoint, run folder, "
                                     "export or official audiovae.pth)")
         return path
-    for run in reversed(list_runs(cfg.run.root, cfg.vae.experiment)):
-        cfg_file = run / "config.yaml"
-        if read_status(run).get("state") == "finished" and cfg_file.is_file():
-            from voxlab.config import load_run_config
-
-            if load_run_config(run).get("scale") == cfg.scale and (run / "checkpoints" / "last.ckpt").is_file():
-                return run / "checkpoints" / "last.ckpt"
+    run = find_run(cfg.run.root, cfg.vae.experiment, cfg.scale, finished=True, with_last=True)
+    if run is not None:
+        return run / "checkpoints" / "last.ckpt"
     raise FileNotFoundError(
         f"vae.path=auto found no finished {cfg.vae.experiment!r} run at scale {cfg.scale!r} under "
         f"{cfg.run.root}/: train one first (make train EXP={cfg.vae.experiment} SCALE={cfg.scale}) "

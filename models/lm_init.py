@@ -46,7 +46,9 @@ def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
             out.update(load_file(str(folder / shard)))
         return out
     if binary.is_file():
-        sd = torch.load(binary, map_location="cpu", weights_only=True)
+        from voxlab.checkpoint import read_weights_file
+
+        sd = read_weights_file(binary)
         return sd.get("state_dict", sd)
     raise LMInitError(f"{folder}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin "
                       f"(model.lm_init.path must be a Hugging Face causal-LM folder)")

@@ -16,8 +16,9 @@ import re
 import time
 from pathlib import Path
 
-from voxlab.checkpoint import CheckpointError, load_checkpoint
+from voxlab.checkpoint import CheckpointError, load_checkpoint, read_weights_file
 from voxlab.locks import FolderLock
+from voxlab.safe_io import write_text_atomic
 
 VERSION_RE = re.compile(r"^version_(\d+)$")
 
@@ -99,6 +100,32 @@ def list_runs(root: str | Path, experiment: str) -> list[Path]:
     return sorted(runs, key=lambda p: int(VERSION_RE.match(p.name).group(1)))
 
 
+def find_run(root: str | Path, experiment: str, scale: str | None, overrides: list[str] | None = None,
+             finished: bool = False, with_last: bool = False) -> Path | None:
+    """The newest run of `experiment` under `root` made at `scale` (and with exactly `overrides`,
+    when given); `finished`: only a finished one; `with_last`: only one with `checkpoints/last.ckpt`.
+    A run whose config.yaml cannot be read is passed over."""
+    from voxlab.config import ConfigError, load_run_config
+
+    for run in reversed(list_runs(root, experiment)):
+        try:
+            saved = load_run_config(run)
+        except ConfigError:
+            continue
+        same = saved.get("scale") == scale and (overrides is None or list(saved.get("overrides") or []) == list(overrides))
+        usable = ((not finished or read_status(run).get("state") == "finished")
+                  and (not with_last or (run / "checkpoints" / "last.ckpt").is_file()))
+        if same and usable:
+            return run
+    return None
+
+
+def run_of_checkpoint(path: str | Path) -> Path:
+    """The run folder a checkpoint file belongs to (`<run>/checkpoints/x.ckpt`, or beside it)."""
+    path = Path(path)
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
 def remove_stale_temporaries(run_dir: Path) -> None:
     """Partial checkpoint files left by a process killed mid-write (call with the run's lock held:
     a live writer's temporary file is not stale)."""
@@ -108,9 +135,7 @@ def remove_stale_temporaries(run_dir: Path) -> None:
 
 def write_status(run_dir: Path, state: str, **extra) -> None:
     data = {"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-    tmp = run_dir / ".status.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(run_dir / "status.json")
+    write_text_atomic(Path(run_dir) / "status.json", json.dumps(data, indent=2))
 
 
 def read_status(run_dir: Path) -> dict:
@@ -137,9 +162,7 @@ def newest_loadable_checkpoint(run_dir: Path) -> Path | None:
 
 
 def checkpoint_step(path: Path) -> int:
-    import torch
-
-    obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # mmap: reads only what it needs
+    obj = read_weights_file(path, mmap=True)  # mmap: reads only what it needs
     return int(obj.get("global_step", 0)) if isinstance(obj, dict) else 0
 
 
@@ -151,7 +174,7 @@ def resolve_resume(target: str | Path) -> tuple[Path, Path | None, bool]:
     start (checkpoint None). Reads only: nothing in the folder is changed."""
     target = Path(target)
     if target.is_file():
-        run_dir = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+        run_dir = run_of_checkpoint(target)
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"{target}: cannot find the run's config.yaml in {run_dir}")
         load_checkpoint(target)

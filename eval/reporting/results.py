@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voxlab.runs import run_of_checkpoint
+
 STEP_RE = re.compile(r"^step_(\d+)$")
 
 
@@ -194,7 +196,7 @@ def collect(inputs) -> list[Entry]:
         if path.is_file() and path.name == "sweep.json":
             entries += _sweep_entries(path)
         elif path.is_file() and path.suffix == ".ckpt":
-            run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+            run = run_of_checkpoint(path)
             if not (run / "config.yaml").is_file():
                 raise ReportError(f"{path}: cannot find its run folder (no config.yaml in {run})")
             m = re.search(r"step[_=-]?(\d+)", path.stem)

@@ -41,15 +41,9 @@ def configure(data: str, runs: str, num_utts: int = NUM_UTTS) -> None:
 
 def _finished_run(exp: str, scale: str, overrides: list[str]) -> Path | None:
     """The newest finished run of `exp` at `scale` trained with exactly these overrides."""
-    from voxlab.config import load_run_config
-    from voxlab.runs import list_runs, read_status
+    from voxlab.runs import find_run
 
-    for run in reversed(list_runs(RUNS, exp)):
-        saved = load_run_config(run)
-        if (read_status(run).get("state") == "finished" and saved.get("scale") == scale
-                and list(saved.get("overrides") or []) == list(overrides)):
-            return run
-    return None
+    return find_run(RUNS, exp, scale, overrides, finished=True)
 
 
 def _train_or_reuse(exp: str, scale: str, overrides: list[str]) -> Path:

@@ -15,8 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from voxlab.config import ConfigError, available_experiments, load_run_config, load_yaml
-from voxlab.runs import list_runs, newest_loadable_checkpoint, read_status
+from voxlab.config import ConfigError, available_experiments, load_yaml
+from voxlab.runs import find_run, newest_loadable_checkpoint, read_status
 
 def load_sweep(name: str) -> dict:
     from voxlab import config
@@ -38,18 +38,6 @@ def load_sweep(name: str) -> dict:
     return {"path": path, "experiments": list(exps), "overrides": list(spec.get("overrides") or [])}
 
 
-def matching_run(exp: str, scale: str | None, overrides: list[str], runs_root: str) -> Path | None:
-    """The newest run of `exp` made with the same scale and overrides, if any."""
-    for run in reversed(list_runs(runs_root, exp)):
-        try:
-            cfg = load_run_config(run)
-        except ConfigError:
-            continue
-        if cfg.get("scale") == scale and list(cfg.get("overrides") or []) == overrides:
-            return run
-    return None
-
-
 def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None) -> dict:
     from voxlab.config import compose
     from voxlab.cli.train import train
@@ -64,7 +52,7 @@ def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None
     results: dict[str, dict] = {}
     for i, (exp, cfg) in enumerate(configs.items(), 1):
         print(f"[sweep {name}] {i}/{len(configs)}: {exp}")
-        run = matching_run(exp, scale, overrides, cfg.run.root)
+        run = find_run(cfg.run.root, exp, scale, overrides)
         try:
             if run is not None and read_status(run).get("state") == "finished":
                 print(f"[sweep {name}] {exp}: finished earlier in {run}, skipped")
@@ -75,7 +63,7 @@ def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None
             results[exp] = {"run": str(run), "state": read_status(run).get("state")}
         except Exception as err:  # one failing experiment must not stop the sweep
             traceback.print_exc()
-            run = matching_run(exp, scale, overrides, cfg.run.root)
+            run = find_run(cfg.run.root, exp, scale, overrides)
             results[exp] = {"run": str(run) if run else None, "state": "failed", "error": repr(err)[:500]}
         (record_dir / "sweep.json").write_text(json.dumps(
             {"sweep": name, "scale": scale, "overrides": overrides, "results": results}, indent=2))
