@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -254,6 +255,8 @@ class MiniCPMModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rope = None if cfg.no_rope else RotaryEmbedding(cfg)
+        # training only: recompute each layer's activations in the backward pass (memory for time)
+        self.gradient_checkpointing = False
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings, times scale_emb under muP."""
@@ -293,8 +296,12 @@ class MiniCPMModel(nn.Module):
             if attention_mask is not None:
                 cache.valid = torch.zeros(b, cache.max_length, dtype=torch.bool, device=x.device)
                 cache.valid[:, :s] = attention_mask
+        recompute = self.gradient_checkpointing and cache is None and self.training and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope, mask, is_causal, cache, i, start)
+            if recompute:
+                x = checkpoint(layer, x, rope, mask, is_causal, use_reentrant=False)
+            else:
+                x = layer(x, rope, mask, is_causal, cache, i, start)
         return self.norm(x)
 
     def forward_step(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:

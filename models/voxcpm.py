@@ -32,6 +32,9 @@ Config (`config.model`, `_target_: models.voxcpm.VoxCPMBackbone`; every key is a
   token ids, sampler settings), kept so an export writes them back (`models.official`).
 - `lora`: null, or the official LoRAConfig fields (`models.lora`): adapters on the LMs, the LocDiT
   and/or the projections; every other weight is then frozen.
+- `gradient_checkpointing`: false; true recomputes each TSLM and RALM layer in the backward pass
+  (torch.utils.checkpoint) instead of keeping its activations: less memory for full fine-tuning at
+  the cost of a second forward through the LMs; the loss and gradients are the same.
 
 Packed batch (a dict; `models.packing` builds it), B items of S positions, layout per item
 `[text tokens (prompt text + target text), 101, prompt patches, target patches, 102, padding]`:
@@ -101,7 +104,8 @@ class VoxCPMBackbone(nn.Module):
                  patch_size: int = 2, residual_lm_layers: int = 6, fsq: dict | None = None,
                  residual_input_e: bool = True, condition_on_residual: bool = True, flow: dict | None = None,
                  lm_init: dict | None = None, max_length: int = 4096, audio_start_id: int = 101,
-                 audio_end_id: int = 102, official: dict | None = None, lora: dict | None = None):
+                 audio_end_id: int = 102, official: dict | None = None, lora: dict | None = None,
+                 gradient_checkpointing: bool = False):
         super().__init__()
         lm_cfg = MiniCPMConfig.from_dict(dict(lm), "model.lm")
         if lm_cfg.vocab_size <= 0:
@@ -113,7 +117,7 @@ class VoxCPMBackbone(nn.Module):
                            residual_lm_layers=residual_lm_layers, fsq=fsq_, residual_input_e=residual_input_e,
                            condition_on_residual=condition_on_residual, flow=flow_, lm_init=lm_init_,
                            max_length=max_length, audio_start_id=audio_start_id, audio_end_id=audio_end_id,
-                           official=official, lora=None)
+                           official=official, lora=None, gradient_checkpointing=bool(gradient_checkpointing))
         self.feat_dim, self.patch_size, self.max_length = feat_dim, patch_size, max_length
         self.audio_start_id, self.audio_end_id = audio_start_id, audio_end_id
         self.residual_input_e = residual_input_e
@@ -135,6 +139,9 @@ class VoxCPMBackbone(nn.Module):
         self.stop_proj = nn.Linear(h, h)
         self.stop_actn = nn.SiLU()
         self.stop_head = nn.Linear(h, 2, bias=False)
+        for lm in (self.base_lm, self.residual_lm):
+            if lm is not None:
+                lm.gradient_checkpointing = bool(gradient_checkpointing)
         if lora is not None:
             from models.lora import apply_lora
             apply_lora(self, lora)

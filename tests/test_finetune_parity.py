@@ -80,8 +80,8 @@ def official_trainer_model(folder, lora):
     return model.train()
 
 
-def our_module(folder, exp, lora):
-    overrides = [f"init.model={folder}", "data.train_manifest=unused.jsonl"]
+def our_module(folder, exp, lora, *extra):
+    overrides = [f"init.model={folder}", "data.train_manifest=unused.jsonl", *extra]
     overrides += [f"model.lora.{k}={v}" for k, v in (lora or {}).items()]
     module = TTSModule(resolve_init(compose(exp, None, overrides)))
     module._trainer = types.SimpleNamespace(max_steps=2000)  # configure_optimizers reads the step count
@@ -171,3 +171,27 @@ def test_loss_gradients_and_one_step_equal_the_official(folder, exp, lora, monke
         if p.dim() < 2:  # ours decays no norm or bias; the official decays every trainable parameter
             moved_off = moved_off + lr * wd * before[name]
         torch.testing.assert_close(moved_ours, moved_off, atol=1e-3 * lr, rtol=0, msg=lambda m: f"{name}: {m}")
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(folder):
+    """model.gradient_checkpointing=true recomputes the TSLM/RALM layers in backward: the same numbers."""
+    plain = our_module(folder, "finetune_full", None)
+    recomputing = our_module(folder, "finetune_full", None, "model.gradient_checkpointing=true")
+    recomputing.model.load_state_dict(plain.model.state_dict())
+    batch, _ = batches(plain.model.patch_size, plain.model.feat_dim)
+    runs = []
+    for module in (plain, recomputing):
+        calls = []
+        for lm in (module.model.base_lm, module.model.residual_lm):
+            lm.layers[0].register_forward_pre_hook(lambda *_: calls.append(1))
+        torch.manual_seed(3)  # the flow-matching draws, alike on both
+        loss, _ = our_loss(module, batch, None, None, None)
+        loss.backward()
+        runs.append((loss.detach(), {n: p.grad for n, p in module.model.named_parameters() if p.grad is not None},
+                     len(calls), module.model.base_lm.gradient_checkpointing))
+    (loss_a, grads_a, calls_a, on_a), (loss_b, grads_b, calls_b, on_b) = runs
+    assert (on_a, on_b) == (False, True) and (calls_a, calls_b) == (2, 4)  # recomputed: each LM layer starts twice (a pre-hook: the recompute may stop early)
+    torch.testing.assert_close(loss_b, loss_a, atol=0, rtol=0)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) == len(list(plain.model.parameters()))
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")

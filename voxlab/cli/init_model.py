@@ -6,7 +6,7 @@ run folder or export). Before anything is built, `resolve_init(cfg)` points the 
 - `text` = its tokenizer (an HF folder, or the characters of a character tokenizer),
 - `model.lm_init.mode` = none (the weights come from the model, not from a text LM),
 - the architecture: with `init.architecture: model` (the fine-tuning experiments) the run's
-  `model` section becomes the model's own, keeping the experiment's `model.lora` and any `model.*`
+  `model` section becomes the model's own, keeping the experiment's `model.lora`, `model.gradient_checkpointing` and any `model.*`
   command-line override; with `init.architecture: config` the experiment's model section must
   describe the same network, else a ConfigError names every differing key.
 `InitFromModel` (callbacks/init_model.py, a callback every TTS run has) then copies the model's backbone weights into the
@@ -68,11 +68,12 @@ def resolve_init(cfg: DictConfig) -> DictConfig:
     if not init.get("model"):
         return cfg
     model = load_init_model(init.model)
-    theirs = {k: v for k, v in model.backbone.config.items() if k != "lora"}
+    kept = ("lora", "gradient_checkpointing")  # training settings of the run, not of the network
+    theirs = {k: v for k, v in model.backbone.config.items() if k not in kept}
     plain = OmegaConf.to_container(cfg, resolve=True)
     if init.architecture == "model":
         adopted = {"_target_": plain["model"].get("_target_", "models.voxcpm.VoxCPMBackbone"), **theirs,
-                   "lora": plain["model"].get("lora")}
+                   **{k: plain["model"].get(k) for k in kept if k in plain["model"]}}
         override = parse_overrides(cfg.get("overrides") or []).get("model", {})
         plain["model"] = OmegaConf.to_container(OmegaConf.merge(adopted, override))
     else:
