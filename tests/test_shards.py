@@ -189,6 +189,9 @@ def test_shard_writing_refuses_another_set_and_resumes(audio_shards, tts_assets,
     write_shards(corpus / "train.jsonl", out, target_mb=0.15, progress=False)
     assert (out / "shard-00000.tar").stat().st_mtime_ns == before
     assert read_index(out) == read_index(audio_shards) | {"source": read_index(out)["source"]}
+    (out / "shard-00001.tar").write_bytes((out / "shard-00001.tar").read_bytes()[:700])  # torn by a crash
+    with pytest.raises(ShardError, match="shard-00001.tar"):
+        _epoch0(_stream(out, train=False), 0)
 
 
 def test_latent_cache_at_scale_bf16_built_by_ranks_in_parallel(tts_assets, tmp_path):
@@ -235,3 +238,22 @@ def test_latent_cache_at_scale_bf16_built_by_ranks_in_parallel(tts_assets, tmp_p
     assert finish(split) and read_index(split)["shards"] == one["shards"]
     for name in ("shard-00000.tar", "shard-00001.tar"):
         assert (split / name).read_bytes() == (folder / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_tiny_audiovae_trains_from_shards_as_from_files(tts_assets, audio_shards, tmp_path):
+    """The AudioVAE (random crops, mel-only then adversarial steps) from audio shards: the same
+    losses as from files for the same seed."""
+    from tests.test_exact_resume import _vae_losses, vae_overrides
+    from voxlab.cli.train import train
+
+    root, corpus, _ = tts_assets
+    val = write_shards(corpus / "val.jsonl", tmp_path / "val", target_mb=0.15, progress=False)
+    common = vae_overrides(tmp_path, corpus, steps=3)
+    files = _vae_losses(train("audiovae", "tiny", common))
+    shards = _vae_losses(train("audiovae", "tiny", common + [
+        "datamodule._target_=datamodules.shards.ShardAudioDataModule", f"data.train_shards={audio_shards}",
+        f"data.val_shards={val}", "data.shuffle_buffer=100000"]))
+    assert sorted(files) == sorted(shards) == [1, 2, 3]
+    assert all(files[s][0] == shards[s][0] for s in files), (files, shards)
+    assert all(files[s][1] == shards[s][1] or files[s][1] != files[s][1] for s in files), (files, shards)

@@ -11,6 +11,7 @@ The checkpoint records, for every stream of every rank, the shard and offset rea
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import defaultdict
@@ -37,6 +38,10 @@ def pair_prompts(speakers: list[str], prompt_prob: float, rng: random.Random) ->
         others = [j for j in by_speaker[spk] if j != i] if spk else []
         out.append(rng.choice(others) if others and rng.random() < prompt_prob else None)
     return out
+
+
+def _duration_within(low: float, high: float, meta: dict) -> bool:
+    return low <= meta["duration"] <= high  # the file path's data.min_duration / max_duration
 
 
 def _entry(meta: dict) -> Entry:
@@ -138,7 +143,7 @@ class ShardDataModule(L.LightningDataModule):
 
     def _stream(self, split: str) -> ShardStream:
         trainer, train = self.trainer, split == "train"
-        keep = lambda m: self.cfg.min_duration <= m["duration"] <= self.cfg.max_duration  # noqa: E731
+        keep = functools.partial(_duration_within, float(self.cfg.min_duration), float(self.cfg.max_duration))
         return ShardStream(self.folder(split), self.decoder(split), self.cfg.frame_budget, self.cfg.max_batch_size,
                            int(self.cfg.get("shuffle_buffer", 10_000)), int(self.cfg.shuffle_seed), train,
                            trainer.global_rank if trainer else 0, trainer.world_size if trainer else 1,
@@ -207,16 +212,20 @@ class ShardTTSDataModule(ShardDataModule):
 
     kind = "latents"
 
+    def validate(self) -> None:
+        """Before the run folder is written: the VAE loaded and pinned in the config (path and
+        weights fingerprint, `datamodules.tts.pinned_vae`), so a resume stops if it changed."""
+        self._vae()
+
     def _vae(self) -> tuple[Path, object, str]:
-        """(path, VAE, fingerprint) of the configured VAE, loaded once."""
+        """(path, VAE, cache fingerprint) of the run's pinned VAE, loaded once."""
         if getattr(self, "_vae_cache", None) is None:
             from datamodules.latents import vae_fingerprint
-            from datamodules.tts import resolve_vae_path
-            from models import load_audiovae
+            from datamodules.tts import pinned_vae
 
-            path = resolve_vae_path(self.config)
-            vae = load_audiovae(path)
-            self._vae_cache = (path, vae, vae_fingerprint(vae, self.cfg.sample_rate, self.config.model.patch_size))
+            vae = pinned_vae(self.config)
+            self._vae_cache = (Path(self.config.vae.path), vae,
+                               vae_fingerprint(vae, self.cfg.sample_rate, self.config.model.patch_size))
         return self._vae_cache
 
     def vae_key(self, dtype: str) -> str:

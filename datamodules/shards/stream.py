@@ -55,7 +55,7 @@ class ShardStream(IterableDataset):
             raise ShardError(f"{self.folder}: {len(self.shards)} shards for {self.streams} streams "
                              f"({world_size} ranks x {self.workers} workers): write smaller shards "
                              "(make shards ARGS=--target-mb ...) or use fewer workers")
-        self.keep = keep or (lambda meta: True)
+        self.keep = keep  # a picklable filter of samples by their metadata (None: all)
         self.positions: dict[int, dict] = {}  # logical stream -> where it resumes
         self.rotation = 0
 
@@ -89,7 +89,8 @@ class ShardStream(IterableDataset):
                     items.append(sample)
                     if len(items) == self.buffer:
                         break
-                items = [(meta, sample) for meta, sample in ((meta_of(x), x) for x in items) if self.keep(meta)]
+                metas = [meta_of(x) for x in items]
+                items = [(m, x) for m, x in zip(metas, items) if self.keep is None or self.keep(m)]
                 if not items and start == (shard, offset):
                     break  # this stream's shards of the epoch are used up
                 items.sort(key=lambda item: item[0]["index"])
