@@ -257,3 +257,28 @@ def test_tiny_audiovae_trains_from_shards_as_from_files(tts_assets, audio_shards
     assert sorted(files) == sorted(shards) == [1, 2, 3]
     assert all(files[s][0] == shards[s][0] for s in files), (files, shards)
     assert all(files[s][1] == shards[s][1] or files[s][1] != files[s][1] for s in files), (files, shards)
+
+
+@pytest.mark.slow
+def test_tts_streams_shards_with_ddp_on_two_processes(tts_assets, tmp_path):
+    """Two ranks (gloo): the latent cache at scale is built by both ranks at once (shard i by rank
+    i % 2), each rank streams its own shards, and the checkpoint records both ranks' positions."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root, corpus_src, vae_dir = tts_assets
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_src, corpus, ignore=shutil.ignore_patterns("latents", "shards"))
+    args = tts_overrides(root, corpus, vae_dir, steps=3) + [
+        "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu", f"run.root={tmp_path / 'runs'}",
+        "datamodule._target_=datamodules.shards.ShardTTSDataModule", "data.shard_mb=0.01"]
+    out = subprocess.run([sys.executable, "-m", "voxlab.cli.train", "--exp", "d256s9", "--scale", "tiny", *args],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    built = list((corpus / "latents").glob("*-float32/train-targets+prompts/shards.json"))
+    assert len(built) == 1 and len(read_index(built[0].parent)["shards"]) > 2
+    ckpt = load_checkpoint(tmp_path / "runs" / "d256s9" / "version_0" / "checkpoints" / "last.ckpt")
+    state = ckpt["ShardTTSDataModule"]
+    assert ckpt["global_step"] == 3 and state["streams"] == 2 and sorted(state["positions"]) == ["0", "1"]
