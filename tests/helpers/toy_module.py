@@ -10,7 +10,9 @@ class ToyModule(VoxLabModule):
     def __init__(self, config):
         super().__init__(config)
         self.cfg = config
-        self.net = torch.nn.Linear(4, 1)
+        hidden = config.module.get("hidden")  # an architecture a config can change (resume tests)
+        self.net = torch.nn.Linear(4, 1) if not hidden else torch.nn.Sequential(torch.nn.Linear(4, hidden),
+                                                                                torch.nn.Linear(hidden, 1))
 
     def training_step(self, batch, batch_idx):
         if self.cfg.module.fail_at is not None and self.global_step >= self.cfg.module.fail_at:
@@ -51,7 +53,7 @@ def toy_experiment(folder, module=None, run=None, trainer=None) -> str:
 
     (folder / "exps").mkdir()
     base = yaml.safe_load(open("experiments/base.yaml"))
-    base.update({"module": {"_target_": "tests.helpers.toy_module.ToyModule", "fail_at": None, "sleep": 0.0, "nan_at": None, "nan_from": None,
+    base.update({"module": {"_target_": "tests.helpers.toy_module.ToyModule", "fail_at": None, "sleep": 0.0, "nan_at": None, "nan_from": None, "hidden": None,
                             **(module or {})},
                  "datamodule": {"_target_": "tests.helpers.toy_module.ToyData"}, "optim": {"lr": 0.1}})
     base["run"].update({"root": str(folder / "runs"), **(run or {})})
