@@ -73,7 +73,8 @@ def vctk(root):
         for mic in ("mic1", "mic2"):
             _tone(src / "wav48_silence_trimmed" / spk / f"{stem}_{mic}.flac", 48000)
         _text(src / "txt" / spk / f"{stem}.txt", f"Please call Stella number {n}.\n")
-        want[f"{stem}_mic2"] = (f"Please call Stella number {n}.", spk, "en", None)
+        # raw text: the text frontend spells the number (voxlab/text_frontend.py)
+        want[f"{stem}_mic2"] = (f"Please call Stella number {['one', 'two'][n - 1]}.", spk, "en", None)
     _tone(src / "wav48_silence_trimmed" / "p315" / "p315_001_mic2.flac", 48000)  # as released: no text
     return src, want
 
@@ -99,6 +100,7 @@ def aishell3(root):
 def emilia(root):
     src = root / "Emilia"
     want = {}
+    spoken = {" We met in 2019.": "We met in twenty nineteen."}  # raw text: the text frontend spells it
     for lang, texts in {"EN": [" Well, that's the point.", " We met in 2019."], "ZH": ["我们今天开会。"]}.items():
         batch = f"{lang}_B00000"
         lines = []
@@ -109,7 +111,7 @@ def emilia(root):
             _tone(src / "raw" / lang / wav, 24000, fmt="MP3")
             lines.append(json.dumps({"id": utt, "wav": wav, "text": text, "duration": SECONDS, "speaker": spk,
                                      "language": lang.lower(), "dnsmos": 3.3}, ensure_ascii=False))
-            want[utt] = (text.strip(), spk, lang.lower(), None)
+            want[utt] = (spoken.get(text, text.strip()), spk, lang.lower(), None)
         _text(src / "raw" / lang / f"{batch}.jsonl", "\n".join(lines) + "\n")
     return src, want
 

@@ -6,6 +6,10 @@ official test split) in the manifest format of `datamodules/manifest.py`: audio 
 `out`, every utterance once, ids unique. Corpora without an official split get a held-out val
 set: the `val_fraction` of utterances (at least one) whose id hashes lowest, so the split never
 depends on file order. Existing manifests are never overwritten.
+
+Recipes whose corpus gives raw text (RAW_TEXT) have it normalised for TTS by default (numbers,
+dates, symbols spelled out: voxlab/text_frontend.py, English and Chinese); a corpus's own
+normalised text (LJSpeech, LibriTTS-R) is kept as it is.
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ from pathlib import Path
 
 from datamodules.recipes.corpora import RECIPES, Utterance
 from voxlab.safe_io import atomic_path
+from voxlab.text_frontend import normalize_text
 
 SPLITS = ("train", "val", "test")
+RAW_TEXT = ("vctk", "aishell3", "emilia", "wenetspeech4tts")
 
 
 class RecipeError(ValueError):
@@ -26,9 +32,9 @@ class RecipeError(ValueError):
 
 
 def prepare(dataset: str, src: str | Path, out: str | Path, val_fraction: float = 0.01,
-            **options) -> dict[str, tuple[Path, int, float]]:
+            normalize: bool | None = None, **options) -> dict[str, tuple[Path, int, float]]:
     """Write the manifests of `dataset` found at `src` into `out`; returns split -> (manifest,
-    utterances, hours)."""
+    utterances, hours). `normalize`: the text frontend on each text (None: on for RAW_TEXT)."""
     if dataset not in RECIPES:
         raise RecipeError(f"unknown DATASET={dataset!r}; one of: {', '.join(sorted(RECIPES))}")
     src, out = Path(src), Path(out)
@@ -46,6 +52,11 @@ def prepare(dataset: str, src: str | Path, out: str | Path, val_fraction: float 
     dupes = [u for u, n in Counter(r.utt for r in rows).items() if n > 1]
     if dupes:
         raise RecipeError(f"{src}: {len(dupes)} utterance ids occur twice (first: {dupes[0]})")
+    if normalize is None:
+        normalize = dataset in RAW_TEXT
+    if normalize:
+        for r in rows:
+            r.text = normalize_text(r.text, r.lang)
     _hold_out(rows, val_fraction)
     out.mkdir(parents=True, exist_ok=True)
     written = {}

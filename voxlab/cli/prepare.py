@@ -23,12 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lang", default=None, help="emilia: one language (de en fr ja ko zh), default all present")
     parser.add_argument("--subset", default="Basic", help="wenetspeech4tts: Premium, Standard or Basic")
     parser.add_argument("--workers", type=int, default=1, help="emilia: threads reading the JSONL files")
+    parser.add_argument("--normalize-text", action=argparse.BooleanOptionalAction, default=None,
+                        help="spell out numbers, dates and symbols (English, Chinese); default on for "
+                             "corpora with raw text (vctk aishell3 emilia wenetspeech4tts)")
     args = parser.parse_args(argv)
     if not 0 <= args.val_fraction < 1:
         parser.error("--val-fraction must be in [0, 1)")
     out = Path(args.out or f"data/{args.dataset}")
     try:
-        written = prepare(args.dataset, args.src, out, args.val_fraction, mic=args.mic, lang=args.lang,
+        written = prepare(args.dataset, args.src, out, args.val_fraction, normalize=args.normalize_text, mic=args.mic, lang=args.lang,
                           subset=args.subset, workers=args.workers)
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,0 +1,56 @@
+"""Text frontend for TTS input: numbers, dates, money, percentages and symbols written out as they
+are spoken, in English and Chinese ("$3.50" -> "three point five dollars", "第3章" -> "第三章").
+
+The grammars are WeTextProcessing's (the `wetext` runtime, whose compiled FSTs ship in its wheel:
+no download), and English digits the grammar leaves are spelled by inflect: the two libraries the
+official VoxCPM release normalises with (`generate(normalize=True)`), so that text normalised for
+training reads as the text the released model is given at inference. Two choices differ from that
+release, both because a training transcript must keep saying what its audio says: erhua (儿) is
+kept, and no markdown or emoji cleaning is done. Known defects of the grammars stay as they are
+(e.g. "$1,234.56" loses its "one"); tests/test_text_frontend.py pins the library's outputs.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+LANGS = ("en", "zh")
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+_DIGITS = re.compile(r"\d+")
+# Symbols the Chinese grammar leaves as they are, and how they are read.
+_ZH_SYMBOLS = str.maketrans({"²": "平方", "³": "立方", "√": "根号", "≈": "约等于", "<": "小于"})
+# A space the Chinese grammar leaves between two characters that are not both ASCII is not spoken.
+_ZH_BLANK = re.compile(r"(?<=[^\x00-\x7f]) +|(?<=[\x00-\x7f]) +(?=[^\x00-\x7f])")
+
+
+def language_of(text: str) -> str:
+    """"zh" when the text holds a CJK ideograph, else "en" (the official release's rule)."""
+    return "zh" if _CJK.search(text) else "en"
+
+
+@lru_cache(maxsize=None)
+def _grammar(lang: str):
+    from wetext import Normalizer  # loads its FSTs (a few seconds): only when text is normalised
+
+    return Normalizer(lang=lang, operator="tn", remove_erhua=False)
+
+
+@lru_cache(maxsize=1)
+def _inflect():
+    import inflect
+
+    return inflect.engine()
+
+
+def normalize_text(text: str, lang: str | None = None) -> str:
+    """`text` as spoken. `lang`: the utterance's language ("en", "zh"; None: guessed from the
+    text). Text in another language is returned unchanged (the grammars cover en and zh)."""
+    lang = (lang or language_of(text)).lower()
+    if lang not in LANGS or not text.strip():  # wetext refuses empty input
+        return text
+    if lang == "zh":  # the grammar reads "=" between numbers wrongly (official release's note)
+        text = text.replace("=", "等于")
+    out = _grammar(lang).normalize(text)
+    if lang == "en":
+        return _DIGITS.sub(lambda m: _inflect().number_to_words(m.group()), out)
+    return _ZH_BLANK.sub("", out).translate(_ZH_SYMBOLS)
