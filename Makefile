@@ -26,7 +26,7 @@ MANIFEST ?=
 LORA ?=
 VAL ?=
 
-.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae prepare shards app average finetune
+.PHONY: help install test test-slow data train sweep cache lm eval report synth bench demo analyze tiny-vae prepare shards app average finetune bench-finetune
 
 help: ## list the targets
 	@echo "VoxLab targets (variables in CAPS, e.g. make train EXP=d256s9 SCALE=tiny ARGS=\"optim.lr=1e-4\"):"
@@ -70,6 +70,9 @@ synth: ## zero-shot TTS / voice cloning: MODEL=... TEXT=... OUT=x.wav [PROMPT_WA
 
 bench: ## beside the official (0.5B config, one run): fp32/bf16/int8 ratios at 1 and 2 threads, batched per-utterance time, streaming first chunk, per-module GB/s [ARGS="--patches 25 --repeats 5"]
 	@$(PY) benchmarks/bench_inference.py $(ARGS)
+
+bench-finetune: ## fine-tuning step at 0.5B on CPU beside the official: full, full + gradient checkpointing, LoRA; time and peak memory (~10 min, ~12 GB) [ARGS="--runs ours:lora official:lora --steps 2"]
+	@$(PY) benchmarks/bench_finetune.py $(ARGS)
 
 demo: ## data, shipped tiny VAE (ARGS=--train-vae trains it), latent cache, tiny d256s9, Seed-TTS-Eval on the mini test set, report (CPU, ~20 min)
 	@$(PY) -m voxlab.cli.demo $(ARGS)
