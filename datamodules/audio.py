@@ -12,17 +12,22 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import BudgetDataModule
-from datamodules.manifest import Entry, read_manifest
-from voxlab.audio import load_audio, peak_normalize
+from datamodules.manifest import Entry, read_configured
+from voxlab.audio import AudioError, load_audio, peak_normalize, sample_problem
 
 log = logging.getLogger(__name__)
 
 
 class AudioDataset(Dataset):
+    """`lazy` (data.validate=lazy: the manifest's audio was not checked up front): an entry whose
+    audio turns out unreadable or unusable is skipped when it is met, for the next one that reads,
+    and counted in `skipped` (per process: each loader worker counts its own)."""
+
     def __init__(self, entries: list[Entry], sample_rate: int, crop_samples: int | None = None,
-                 peak_norm: bool = False, seed: int = 0):
+                 peak_norm: bool = False, seed: int = 0, lazy: bool = False):
         self.entries, self.sample_rate = entries, sample_rate
         self.crop_samples, self.peak_norm, self.seed = crop_samples, peak_norm, seed
+        self.lazy, self.skipped = lazy, 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -34,8 +39,22 @@ class AudioDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
-        entry = self.entries[index]
-        return self.item(load_audio(entry.audio, self.sample_rate), entry, index, epoch)
+        if not self.lazy:
+            entry = self.entries[index]
+            return self.item(load_audio(entry.audio, self.sample_rate), entry, index, epoch)
+        for step in range(len(self.entries)):  # the next entry that reads: deterministic, so resumes hold
+            i = (index + step) % len(self.entries)
+            try:
+                wav = load_audio(self.entries[i].audio, self.sample_rate)
+                problem = sample_problem(wav)
+            except AudioError as err:
+                problem = str(err)
+            if problem is None:
+                return self.item(wav, self.entries[i], i, epoch)
+            self.skipped += 1
+            log.warning("data.validate=lazy: skipped %s (manifest line %d): %s (%d skipped so far)",
+                        self.entries[i].utt, self.entries[i].line, problem, self.skipped)
+        raise AudioError("data.validate=lazy: no entry of the manifest has usable audio")
 
     def item(self, wav: np.ndarray, entry: Entry, index: int, epoch: int) -> dict:
         """The training item of `entry` (`index` in its manifest) from its samples: the file path and
@@ -68,9 +87,10 @@ class AudioDataModule(BudgetDataModule):
     collate_fn = staticmethod(collate_audio)
 
     def _dataset(self, manifest: str, crop: bool) -> AudioDataset:
-        entries, _ = read_manifest(manifest, self.cfg.min_duration, self.cfg.max_duration, self.cfg.strict)
+        entries, _ = read_configured(self.cfg, manifest)
         crop_samples = int(self.cfg.crop_seconds * self.cfg.sample_rate) if crop and self.cfg.crop_seconds else None
-        return AudioDataset(entries, self.cfg.sample_rate, crop_samples, self.cfg.peak_normalize, int(self.config.seed))
+        return AudioDataset(entries, self.cfg.sample_rate, crop_samples, self.cfg.peak_normalize, int(self.config.seed),
+                            lazy=self.cfg.get("validate", "full") == "lazy")
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):

@@ -14,6 +14,7 @@ from datamodules.sampler import FrameBudgetBatchSampler
 
 class BudgetDataModule(L.LightningDataModule):
     collate_fn = None  # set by subclasses
+    lazy_ok = True  # data.validate=lazy is honoured (the waveform path); False: audio always checked up front
 
     def __init__(self, config):
         super().__init__()
@@ -23,10 +24,10 @@ class BudgetDataModule(L.LightningDataModule):
     def validate(self) -> None:
         """Both manifests read and checked before the run folder is written (a missing or
         non-UTF-8 manifest, or a bad line with data.strict, fails here)."""
-        from datamodules.manifest import read_manifest
+        from datamodules.manifest import read_configured
 
         for key in ("train_manifest", "val_manifest"):
-            read_manifest(self.cfg[key], self.cfg.min_duration, self.cfg.max_duration, self.cfg.strict)
+            read_configured(self.cfg, self.cfg[key], lazy_ok=type(self).lazy_ok)
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         sampler = FrameBudgetBatchSampler(dataset.lengths(), self.cfg.frame_budget, self.cfg.max_batch_size,

@@ -7,6 +7,11 @@
 mid-epoch: bad entries are counted by kind and shown in one summary with the first offending
 lines, then skipped (default) or fatal (`strict=True`). Files stored as floats (or decoded to
 floats) are read whole and refused when they hold NaN/inf or an absurd peak; integer PCM cannot.
+At scale: the lines are checked by `workers` processes in chunks, and each line's outcome is
+cached beside the manifest (`<manifest>.checked.json`), keyed by the manifest's text, the check's
+settings and each audio file's size and mtime, so the next run reads no header that did not
+change. `data.validate=lazy` (`read_configured`) reads only the lines; the waveform dataset then
+skips an entry whose audio turns out bad when it is met, counting it.
 
 An entry's id is its `utt`, or by default its audio path relative to the manifest without the
 suffix (`spk1/0001`): a bare file stem would give two speakers' `0001.wav` the same id.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +29,7 @@ from pathlib import Path
 import soundfile as sf
 
 from voxlab.audio import sample_problem
+from voxlab.safe_io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -70,27 +77,30 @@ class ManifestReport:
 
 
 def read_manifest(path: str | Path, min_duration: float = 0.0, max_duration: float = float("inf"),
-                  strict: bool = False, check_audio: bool = True) -> tuple[list[Entry], ManifestReport]:
+                  strict: bool = False, check_audio: bool = True, workers: int = 1,
+                  cache: bool = True) -> tuple[list[Entry], ManifestReport]:
     """Parse and validate a manifest. With `check_audio`, each file's header is read (cheap):
-    missing, unreadable, empty, multi-channel or over-long audio are bad entries."""
+    missing, unreadable, empty, multi-channel or over-long audio are bad entries. `workers`
+    processes check the lines in parallel; with `cache`, the outcome is kept beside the manifest
+    (see `_cached_outcomes`) so the next call reads no audio header that did not change."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found (run `make data` for the embedded corpus)")
+    lines = _read_lines(path)
+    check = (str(path), float(min_duration), float(max_duration), check_audio)
+    outcomes = _cached_outcomes(path, lines, check, workers) if cache else _check_lines(lines, check, workers)
     report = ManifestReport(path)
     entries: list[Entry] = []
     seen: set[str] = set()
-    for lineno, raw in enumerate(_read_lines(path), start=1):
-        if not raw.strip():
-            continue
+    for lineno, _, _, outcome in outcomes:
         report.total += 1
-        entry = _parse_line(raw, lineno, path, report, min_duration, max_duration, check_audio)
-        if entry is None:
-            continue
-        if entry.utt in seen:
-            report.add(lineno, "duplicate utt", entry.utt)
-            continue
-        seen.add(entry.utt)
-        entries.append(entry)
+        if not isinstance(outcome, Entry):
+            report.add(lineno, *outcome)
+        elif outcome.utt in seen:
+            report.add(lineno, "duplicate utt", outcome.utt)
+        else:
+            seen.add(outcome.utt)
+            entries.append(outcome)
     if sum(report.bad.values()):
         if strict:
             raise ManifestError(report.summary() + "\n(data.strict=true: fix these lines or set data.strict=false to skip them)")
@@ -98,6 +108,141 @@ def read_manifest(path: str | Path, min_duration: float = 0.0, max_duration: flo
     if not entries:
         raise ManifestError(f"{path}: no usable entries\n{report.summary()}")
     return entries, report
+
+
+VALIDATE = ("full", "lazy")
+
+
+def read_configured(data, manifest, lazy_ok: bool = True) -> tuple[list[Entry], ManifestReport]:
+    """`read_manifest` with a config's `data` section: durations, strict, `validate` (full: every
+    audio header read up front; lazy: only the lines, the audio checked when it is met, which
+    needs each line's `duration`) and `validate_workers`. `lazy_ok`: False where a path needs
+    every audio up front (the latent cache encodes them all)."""
+    mode = data.get("validate", "full")
+    if mode not in VALIDATE:
+        raise ManifestError(f"data.validate={mode!r}: one of {', '.join(VALIDATE)}")
+    return read_manifest(manifest, data.min_duration, data.max_duration, data.strict,
+                         check_audio=mode == "full" or not lazy_ok, workers=int(data.get("validate_workers", 1)))
+
+
+class _LineOutcome:
+    """What `_parse_line` reports about one line: (kind, detail) of its first problem, if any."""
+
+    def __init__(self):
+        self.bad: tuple[str, str] | None = None
+
+    def add(self, lineno: int, kind: str, detail: str) -> None:
+        self.bad = self.bad or (kind, detail)
+
+
+def _check_chunk(chunk: list[tuple[int, str]], check: tuple) -> list[tuple]:
+    """(line number, its audio files, their stamps, Entry or (kind, detail)) of each line of `chunk`."""
+    path, min_duration, max_duration, check_audio = check
+    path = Path(path)
+    out = []
+    for lineno, raw in chunk:
+        files = _files(path, raw) if check_audio else ()
+        stamps = _stamps(files)  # before the check: a file changed during it is checked again next time
+        seen = _LineOutcome()
+        entry = _parse_line(raw, lineno, path, seen, min_duration, max_duration, check_audio)
+        out.append((lineno, files, stamps, entry or seen.bad))
+    return out
+
+
+def _check_lines(numbered: list[tuple[int, str]] | list[str], check: tuple, workers: int) -> list[tuple]:
+    if numbered and isinstance(numbered[0], str):
+        numbered = [(n, raw) for n, raw in enumerate(numbered, start=1) if raw.strip()]
+    if workers <= 1 or len(numbered) < 2 * CHUNK:
+        return _check_chunk(numbered, check)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [numbered[i:i + CHUNK] for i in range(0, len(numbered), CHUNK)]
+    # fork: the workers only parse JSON and read audio headers (no threads of ours to inherit)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return [o for part in pool.map(_check_chunk, chunks, [check] * len(chunks)) for o in part]
+
+
+CHUNK = 2000  # lines per task of a parallel check
+
+
+def _files(manifest: Path, raw: str) -> tuple[str, ...]:
+    """The audio files a line names (resolved once: a later run only stats them)."""
+    from datamodules.official_manifest import resolve_audio
+
+    try:
+        item = json.loads(raw)
+        return tuple(str(resolve_audio(manifest, item[k])) for k in ("audio", "ref_audio")
+                     if isinstance(item.get(k), str))
+    except (json.JSONDecodeError, AttributeError):
+        return ()
+
+
+def _stamps(files: tuple[str, ...]) -> tuple[str, ...]:
+    """"<bytes>:<mtime ns>" (or "absent") of each file: when one changes, its line is checked again."""
+    out = []
+    for name in files:
+        try:
+            st = os.stat(name)
+            out.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            out.append("absent")
+    return tuple(out)
+
+
+def cache_path(manifest: Path) -> Path:
+    return manifest.with_name(manifest.name + ".checked.json")
+
+
+CACHE_VERSION = 2  # raise when what a check decides changes: older caches are then ignored
+
+
+def _cached_outcomes(path: Path, lines: list[str], check: tuple, workers: int) -> list[tuple]:
+    """The per-line outcomes of the last check when the manifest's text and the check's settings
+    are the same; only lines whose audio files changed (size or mtime) are checked again. The
+    cache is ours (`<manifest>.checked.json`, written whole; JSON, not pickle, so a shared data
+    folder cannot run code): a folder we may not write to only costs the next run a full check."""
+    import hashlib
+
+    key = [CACHE_VERSION, hashlib.sha256("\n".join(lines).encode()).hexdigest(), list(check)]
+    store = cache_path(path)
+    try:
+        cached = json.loads(store.read_text(encoding="utf-8"))
+        outcomes = [(n, tuple(files), tuple(stamps), _decode(o)) for n, files, stamps, o in cached["outcomes"]] \
+            if cached["key"] == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        outcomes = None
+    if outcomes is None:
+        outcomes = _check_lines(lines, check, workers)
+    else:
+        changed = [(n, lines[n - 1]) for n, files, stamps, _ in outcomes if _stamps(files) != stamps]
+        if not changed:
+            return outcomes
+        fresh = {o[0]: o for o in _check_lines(changed, check, workers)}
+        outcomes = [fresh.get(o[0], o) for o in outcomes]
+    try:
+        with atomic_path(store) as tmp:
+            tmp.write_text(json.dumps({"key": key, "outcomes": [(n, f, st, _encode(o)) for n, f, st, o in outcomes]},
+                                      ensure_ascii=False), encoding="utf-8")
+    except OSError as err:
+        log.info("%s: the check's outcome is not cached (%s)", path, err)
+    return outcomes
+
+
+def _encode(outcome):
+    """An Entry as a dict (paths as text), a bad line's (kind, detail) as a list."""
+    if not isinstance(outcome, Entry):
+        return list(outcome)
+    d = dict(vars(outcome), audio=str(outcome.audio))
+    d["ref_audio"] = None if outcome.ref_audio is None else _encode(outcome.ref_audio)
+    return d
+
+
+def _decode(value):
+    if isinstance(value, list):
+        return tuple(value)
+    ref = value.pop("ref_audio")
+    return Entry(**dict(value, audio=Path(value["audio"]), ref_audio=None if ref is None else _decode(ref)))
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from datamodules.base import BudgetDataModule
 
 from datamodules.latents import CacheInterrupted, LatentStore, build_cache, cache_dir, latent_name, vae_fingerprint
-from datamodules.manifest import Entry, read_manifest
+from datamodules.manifest import Entry, read_configured
 from models.packing import collate_packed, pack_utterance
 from voxlab.text import build_tokenizer
 
@@ -93,8 +93,8 @@ def read_splits(cfg) -> dict[str, list[Entry]]:
     """The train and val manifests, read and checked (with data.strict, a bad line fails here,
     before anything is encoded)."""
     d = cfg.data
-    return {split: read_manifest(d[f"{split}_manifest"], d.min_duration, d.max_duration, d.strict)[0]
-            for split in SPLITS}
+    # every file is encoded up front, so its audio is checked up front too (data.validate=lazy or not)
+    return {split: read_configured(d, d[f"{split}_manifest"], lazy_ok=False)[0] for split in SPLITS}
 
 
 def ensure_caches(cfg, progress: bool = True, entries: dict[str, list[Entry]] | None = None,
