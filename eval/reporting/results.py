@@ -265,7 +265,7 @@ def data_hours(entry: Entry) -> float | None:
     from datamodules.manifest import ManifestError, read_manifest
 
     try:
-        entries, report = read_manifest(manifest, check_audio=False)
+        entries, report = read_manifest(manifest, check_audio=False, cache=False)  # a report writes nothing beside it
     except ManifestError:
         return None
     if sum(report.bad.values()):
