@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from voxlab.text_frontend import language_of, normalize_text
+from voxlab.text_frontend import language_of, normalize_text, normalize_texts
 
 # What WeTextProcessing's grammars (wetext 0.1.8) + inflect say, defects included ("$3.50" reads
 # "three point five", the day of "12月2日" reads 两日): these are what the recipes write.
@@ -36,6 +36,11 @@ def test_language_is_guessed_and_others_are_left_alone():
     assert normalize_text("Kapitel 3", "de") == "Kapitel 3"  # no grammar for German: unchanged
     assert normalize_text("  ", "en") == "  "  # the grammar refuses empty input
     assert normalize_text("一点儿", "zh") == "一点儿"  # a transcript keeps its erhua
+
+
+def test_worker_processes_give_the_same_texts_in_order():
+    pairs = [(text, lang) for text, lang, _ in SPOKEN]
+    assert normalize_texts(pairs, workers=2) == [spoken for *_, spoken in SPOKEN]
 
 
 def _official_normalizer():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from datamodules.recipes.corpora import RECIPES, Utterance
 from voxlab.safe_io import atomic_path
-from voxlab.text_frontend import normalize_text
+from voxlab.text_frontend import normalize_texts
 
 SPLITS = ("train", "val", "test")
 RAW_TEXT = ("vctk", "aishell3", "emilia", "wenetspeech4tts")
@@ -55,8 +55,9 @@ def prepare(dataset: str, src: str | Path, out: str | Path, val_fraction: float 
     if normalize is None:
         normalize = dataset in RAW_TEXT
     if normalize:
-        for r in rows:
-            r.text = normalize_text(r.text, r.lang)
+        spoken = normalize_texts([(r.text, r.lang) for r in rows], int(options.get("workers", 1)))
+        for r, text in zip(rows, spoken):
+            r.text = text
     _hold_out(rows, val_fraction)
     out.mkdir(parents=True, exist_ok=True)
     written = {}

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mic", default="mic2", help="vctk 0.92: mic1 or mic2")
     parser.add_argument("--lang", default=None, help="emilia: one language (de en fr ja ko zh), default all present")
     parser.add_argument("--subset", default="Basic", help="wenetspeech4tts: Premium, Standard or Basic")
-    parser.add_argument("--workers", type=int, default=1, help="emilia: threads reading the JSONL files")
+    parser.add_argument("--workers", type=int, default=1, help="emilia: threads reading the JSONL files; every recipe: processes normalising the text")
     parser.add_argument("--normalize-text", action=argparse.BooleanOptionalAction, default=None,
                         help="spell out numbers, dates and symbols (English, Chinese); default on for "
                              "corpora with raw text (vctk aishell3 emilia wenetspeech4tts)")
