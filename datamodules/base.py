@@ -7,9 +7,19 @@ sampler (which the data fetcher runs ahead of training). A resumed run's sampler
 from __future__ import annotations
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from datamodules.sampler import FrameBudgetBatchSampler
+
+
+def private_generator(seed: int) -> torch.Generator:
+    """A DataLoader's own RNG. Each new iterator (every epoch, every validation) draws its worker
+    seed from the loader's generator, by default from torch's global RNG, which the model's noise
+    also draws from: an epoch boundary would shift training's randomness, and file and shard
+    loaders (which make iterators at different times) would diverge. The worker seed carries no
+    data randomness here (datasets draw theirs from (seed, epoch, index)), so it need not be saved."""
+    return torch.Generator().manual_seed(seed)
 
 
 class BudgetDataModule(L.LightningDataModule):
@@ -33,7 +43,8 @@ class BudgetDataModule(L.LightningDataModule):
         sampler = FrameBudgetBatchSampler(dataset.lengths(), self.cfg.frame_budget, self.cfg.max_batch_size,
                                           shuffle=shuffle, seed=int(self.cfg.shuffle_seed), with_epoch=shuffle)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=type(self).collate_fn,
-                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0)
+                          num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0,
+                          generator=private_generator(int(self.cfg.shuffle_seed)))
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, shuffle=True)

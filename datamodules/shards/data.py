@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from datamodules.audio import AudioDataset, collate_audio
+from datamodules.base import private_generator
 from datamodules.manifest import Entry
 from datamodules.shards.format import ShardError, decode_audio, latent_of, read_index
 from datamodules.shards.stream import STATE_KEY, WINDOW_STRIDE, ShardStream
@@ -151,7 +152,8 @@ class ShardDataModule(L.LightningDataModule):
 
     def _loader(self, stream: ShardStream) -> DataLoader:
         n = self.cfg.num_workers
-        return DataLoader(stream, batch_size=None, num_workers=n, persistent_workers=n > 0)
+        return DataLoader(stream, batch_size=None, num_workers=n, persistent_workers=n > 0,
+                          generator=private_generator(int(self.cfg.shuffle_seed)))
 
     def train_dataloader(self) -> DataLoader:
         stream = self._stream("train")
