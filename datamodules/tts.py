@@ -111,19 +111,26 @@ SPLITS = ("train", "val")
 PROMPTS = {"train": lambda cfg: float(cfg.data.prompt_prob) > 0, "val": lambda cfg: False}  # val: no prompts
 
 
+def pair_prompts(speakers: list[str], prompt_prob: float, rng: random.Random) -> list[int | None]:
+    """For each item, another item of the same speaker as its prompt with probability
+    `prompt_prob` (None: no prompt; an empty speaker never gets one). TTSDataset draws it over a
+    whole manifest, the shard stream over each window."""
+    by_speaker = defaultdict(list)
+    for i, spk in enumerate(speakers):
+        by_speaker[spk].append(i)
+    out: list[int | None] = []
+    for i, spk in enumerate(speakers):
+        others = [j for j in by_speaker[spk] if j != i] if spk else []
+        out.append(rng.choice(others) if others and rng.random() < prompt_prob else None)
+    return out
+
+
 class TTSDataset(Dataset):
     def __init__(self, entries: list[Entry], store: LatentStore, tokenizer, patch_size: int,
                  prompt_prob: float = 0.0, seed: int = 0):
         self.entries, self.store, self.tok, self.patch = entries, store, tokenizer, patch_size
         self.text_ids = [tokenizer.encode(e.text) for e in entries]
-        by_speaker = defaultdict(list)
-        for i, e in enumerate(entries):
-            by_speaker[e.speaker].append(i)
-        rng = random.Random(seed)
-        self.prompts: list[int | None] = []
-        for i, e in enumerate(entries):
-            others = [j for j in by_speaker[e.speaker] if j != i] if e.speaker else []
-            self.prompts.append(rng.choice(others) if others and rng.random() < prompt_prob else None)
+        self.prompts = pair_prompts([e.speaker for e in entries], prompt_prob, random.Random(seed))
         needed = [(e, False) for e in entries] + [(entries[p], True) for p in self.prompts if p is not None]
         missing = [e.utt + (" (prompt form)" if prompt else "") for e, prompt in needed
                    if latent_name(e, prompt) not in store]

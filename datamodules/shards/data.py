@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 import random
-from collections import defaultdict
 from pathlib import Path
 
 import lightning as L
@@ -26,19 +25,7 @@ from datamodules.base import private_generator
 from datamodules.manifest import Entry
 from datamodules.shards.format import ShardError, decode_audio, latent_of, read_index
 from datamodules.shards.stream import STATE_KEY, WINDOW_STRIDE, ShardStream
-
-
-def pair_prompts(speakers: list[str], prompt_prob: float, rng: random.Random) -> list[int | None]:
-    """For each item, another item of the same speaker as its prompt with probability
-    `prompt_prob` (the draw `datamodules.tts.TTSDataset` makes over a whole manifest)."""
-    by_speaker = defaultdict(list)
-    for i, spk in enumerate(speakers):
-        by_speaker[spk].append(i)
-    out: list[int | None] = []
-    for i, spk in enumerate(speakers):
-        others = [j for j in by_speaker[spk] if j != i] if spk else []
-        out.append(rng.choice(others) if others and rng.random() < prompt_prob else None)
-    return out
+from datamodules.tts import pair_prompts
 
 
 def _duration_within(low: float, high: float, meta: dict) -> bool:
