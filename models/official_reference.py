@@ -1,7 +1,8 @@
 """Test helper: build the official `voxcpm` package's model offline (random weights).
 
 The package imports torchaudio at module level; absent heavy modules get an empty stand-in (with
-a `__spec__`, so importlib checks pass). Only code paths that never touch them are used here.
+a `__spec__`, so importlib checks pass); torchaudio's has `load` (soundfile), which the official
+prompt cache calls. Only code paths that touch nothing else of them are used here.
 
 - `import_official()` -> namespace with VoxCPMModel, VoxCPMConfig, AudioVAE, AudioVAEConfig.
 - `tiny_tokenizer()` -> a LlamaTokenizerFast built offline (Metaspace BPE over ASCII + a few
@@ -40,7 +41,17 @@ def install_stubs() -> None:
             pass
         mod = types.ModuleType(name)
         mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        if name == "torchaudio":  # the official prompt cache reads the prompt wav with torchaudio.load
+            mod.load = _soundfile_load
         sys.modules[name] = mod
+
+
+def _soundfile_load(path) -> tuple[torch.Tensor, int]:
+    """torchaudio.load's result ([channels, samples] float32, rate), read with soundfile."""
+    import soundfile as sf
+
+    x, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return torch.from_numpy(x.T.copy()), rate
 
 
 def import_official() -> types.SimpleNamespace:

@@ -200,14 +200,19 @@ class TTSModel(nn.Module):
     @torch.inference_mode()
     def synthesize_batch(self, texts: Sequence[str], prompt_wavs: Sequence | None = None,
                          prompt_texts: Sequence[str | None] | None = None, cfg: float = 2.0, timesteps: int = 10,
-                         temperature: float = 1.0, seed: int | Sequence[int] | None = None, max_len: int = 4096,
-                         min_len: int = MIN_LEN, stop: bool = True, retry_badcase: bool = False,
-                         retry_badcase_max_times: int = RETRY_MAX_TIMES,
+                         temperature: float = 1.0, seed: int | Sequence[int] | None = None,
+                         max_len: int | Sequence[int] = 4096, min_len: int = MIN_LEN, stop: bool = True,
+                         retry_badcase: bool = False, retry_badcase_max_times: int = RETRY_MAX_TIMES,
                          retry_badcase_ratio_threshold: float = LENGTH_RATIO) -> list[Synthesis]:
-        """Synthesise every text; item i uses seed + i (or seed[i]); `stop=False` ignores the stop
-        head (every item runs to its length cap: benchmarks); retry_badcase: see the module doc."""
-        check_settings(cfg, timesteps, temperature, max_len)
+        """Synthesise every text; item i uses seed + i (or seed[i]) and max_len (or max_len[i]);
+        `stop=False` ignores the stop head (every item runs to its length cap: benchmarks, or a
+        duration fixed per item); retry_badcase: see the module doc."""
         n = len(texts)
+        max_lens = list(max_len) if isinstance(max_len, (list, tuple)) else [max_len] * n
+        if len(max_lens) != n:
+            raise ValueError(f"{n} texts but {len(max_lens)} max_len values")
+        for cap in max_lens or [4096]:
+            check_settings(cfg, timesteps, temperature, cap)
         if n == 0:
             return []
         prompt_wavs = list(prompt_wavs) if prompt_wavs is not None else [None] * n
@@ -218,7 +223,7 @@ class TTSModel(nn.Module):
             raise ValueError(f"retry_badcase_max_times must be at least 1, got {retry_badcase_max_times}")
         items = [self._prepare(t, w, pt) for t, w, pt in zip(texts, prompt_wavs, prompt_texts)]
         ratio = float(retry_badcase_ratio_threshold)
-        caps = [min(int(len(it["target_ids"]) * ratio + LENGTH_PAD), max_len) for it in items]
+        caps = [min(int(len(it["target_ids"]) * ratio + LENGTH_PAD), cap) for it, cap in zip(items, max_lens)]
         if seed is None:
             gens = None
         else:

@@ -158,6 +158,20 @@ def test_batched_equals_one_by_one(model, prompt_wav):
         assert b.wav.numel() == b.patches.shape[0] * 2 * model.vae.hop_length
 
 
+def test_per_item_max_len_in_a_batch_equals_each_item_alone(model, prompt_wav):
+    caps = [3, 7, 5]
+    texts, wavs, ptexts = TEXTS[:3], [None, str(prompt_wav), None], [None, "a b", None]
+    batched = model.synthesize_batch(texts, wavs, ptexts, seed=0, max_len=caps, stop=False)
+    assert [s.patches.shape[0] for s in batched] == caps
+    for i, cap in enumerate(caps):
+        one = model.synthesize_batch([texts[i]], [wavs[i]], [ptexts[i]], seed=i, max_len=cap, stop=False)[0]
+        assert (one.patches - batched[i].patches).abs().max() <= TOL
+    with pytest.raises(ValueError, match="3 texts but 2 max_len"):
+        model.synthesize_batch(texts, max_len=[3, 4])
+    with pytest.raises(ValueError, match="max_len=0"):
+        model.synthesize_batch(texts, max_len=[3, 0, 4])
+
+
 def test_length_cap_and_stop(model):
     r = model.synthesize_batch(["a b", "a b"], seed=0, stop=False)
     assert [x.patches.shape[0] for x in r] == [6 * 3 + 10] * 2   # "a b": 3 tokens

@@ -44,18 +44,9 @@ def save_official_folder(off, folder) -> None:
     off.text_tokenizer.tokenizer.save_pretrained(str(folder))
 
 
-def _torchaudio_load(path):
-    """The official prompt path calls torchaudio.load (a stand-in module here): soundfile instead."""
-    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return torch.from_numpy(x.T.copy()), sr
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import_official()
-    import torchaudio
-    if not hasattr(torchaudio, "load"):
-        torchaudio.load = _torchaudio_load
+    import_official()  # its torchaudio stand-in reads wavs with soundfile
     off = build_official(small_official_config(), seed=0, tokenizer=tiny_tokenizer())
     with torch.no_grad():
         tune_stop(off, bias=0.30, direction_seed=6)  # the cases stop by the head after 5, 25, 20, 13 patches
