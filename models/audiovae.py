@@ -13,6 +13,9 @@ Module structure and parameter names follow the official release so its `audiova
 Weight norm is written out here (g * v / ||v||, norm over every dim but 0, as the legacy
 `torch.nn.utils.weight_norm` does) so the parameters carry the official names without the
 deprecated hook API. Every conv pads on the left only, so no output depends on later input.
+Without autograd (inference, encoding the latent cache) the normed weights are computed once and
+reused until a parameter changes, 1x1 convs run as matrix products and Snake works in place: the
+same outputs (within float rounding), measured here about 10-20% faster at paper size on CPU.
 """
 from __future__ import annotations
 
@@ -48,7 +51,16 @@ class _WeightNormMixin:
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.weight_v * (self.weight_g / _norm_except_dim0(self.weight_v))
+        if torch.is_grad_enabled():
+            return self.weight_v * (self.weight_g / _norm_except_dim0(self.weight_v))
+        # Inference: g*v/||v|| once, not at every call (for the widest layers that product costs
+        # about as much as the conv); recomputed when either parameter is changed or replaced.
+        v, g = self.weight_v, self.weight_g
+        key = (v.data_ptr(), v._version, g.data_ptr(), g._version, v.dtype)
+        if self.__dict__.get("_weight_key") != key:
+            self.__dict__["_weight_cached"] = v * (g / _norm_except_dim0(v))
+            self.__dict__["_weight_key"] = key
+        return self.__dict__["_weight_cached"]
 
 
 class CausalConv1d(_WeightNormMixin, nn.Module):
@@ -62,8 +74,16 @@ class CausalConv1d(_WeightNormMixin, nn.Module):
         self._init_weight_norm((out_ch, in_ch // groups, kernel_size), in_ch // groups * kernel_size, bias, out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (self.left_pad, 0))
-        return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return self.conv(F.pad(x, (self.left_pad, 0)))
+
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution of already padded input. A 1x1 conv is a matrix product: torch's CPU
+        conv takes a slow unfolded path for it, the GEMM is several times faster."""
+        w = self.weight
+        if w.shape[-1] == 1 and self.stride == 1 and self.groups == 1:
+            y = torch.matmul(w[:, :, 0], x)
+            return y if self.bias is None else y.add_(self.bias[:, None])
+        return F.conv1d(x, w, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 class CausalConvTranspose1d(_WeightNormMixin, nn.Module):
@@ -88,7 +108,11 @@ class Snake1d(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).pow(2)
+        inv = (self.alpha + 1e-9).reciprocal()
+        if torch.is_grad_enabled():
+            return x + inv * torch.sin(self.alpha * x).pow(2)
+        s = torch.mul(self.alpha, x).sin_()  # inference: the same values with two buffers fewer
+        return torch.addcmul(x, inv, s.mul_(s))
 
 
 class ResidualUnit(nn.Module):
@@ -267,8 +291,7 @@ class StreamingDecoder:
         if isinstance(m, CausalConv1d):
             if m.stride != 1:
                 raise ValueError("streaming decode supports stride-1 causal convs only")
-            x = self._with_context(m, x, m.left_pad)
-            return F.conv1d(x, m.weight, m.bias, 1, 0, m.dilation, m.groups)
+            return m.conv(self._with_context(m, x, m.left_pad))
         if isinstance(m, CausalConvTranspose1d):
             frames = x.shape[-1]
             x = self._with_context(m, x, 1)  # the previous frame's upsampled tail lands in this chunk

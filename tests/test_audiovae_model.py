@@ -58,6 +58,31 @@ def test_shapes_and_hop_padding():
         AudioVAE(encoder_rates=[2, 5], decoder_rates=[5, 4])
 
 
+def test_inference_path_equals_the_training_path_and_follows_weight_changes():
+    """Without autograd the weight-normed weights are cached, 1x1 convs run as matrix products and
+    Snake works in place: the same outputs as with autograd, also after the weights change."""
+    vae = _randomize(AudioVAE(**SMALL))
+    wav, z = torch.randn(2, 1, 4 * 640) * 0.1, torch.randn(2, 64, 4)
+
+    def both():
+        with torch.enable_grad():
+            ref = vae.encode(wav).detach(), vae.decode(z).detach()
+        with torch.inference_mode():
+            fast = vae.encode(wav), vae.decode(z)
+        for a, b in zip(ref, fast):
+            assert (a - b).abs().max() <= 1e-6
+        return fast
+
+    first = both()
+    with torch.no_grad():  # an optimizer step or load_state_dict changes the parameters in place
+        for p in vae.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    second = both()
+    assert (first[1] - second[1]).abs().max() > 1e-3  # the cache did not serve stale weights
+    vae.load_state_dict(_randomize(AudioVAE(**SMALL), seed=3).state_dict())
+    both()
+
+
 def test_configured_sizes():
     tiny = instantiate(compose("audiovae", "tiny").model)
     paper = compose("audiovae", "paper").model
