@@ -79,19 +79,22 @@ MAX_AUTO_BATCH = 32  # beyond this the LocDiT's many rows are compute-bound: no 
 def plan_batches(model, items: Sequence[TestItem], batch_size: int = 0, memory_gb: float = 2.0,
                  max_len: int = 4096) -> list[list[TestItem]]:
     """Items sorted by target length (less padding, similar stop times), cut into batches of
-    `batch_size`, or with batch_size 0 into the largest batches whose estimated memory
-    (`model.item_memory` of the batch's longest item x its size) fits in `memory_gb`."""
+    `batch_size`, or with batch_size 0 into the largest batches whose estimated memory fits in
+    `memory_gb`: the batch's size x its largest `model.item_memory` (KV caches) plus its largest
+    `model.decode_memory` (items are decoded one at a time)."""
     ordered = sorted(items, key=lambda it: len(it.target_text))
     if batch_size > 0:
         return [ordered[i:i + batch_size] for i in range(0, len(ordered), batch_size)]
-    budget, batches, current, worst = memory_gb * 2**30, [], [], 0
+    budget, batches, current, worst, worst_decode = memory_gb * 2**30, [], [], 0, 0
     for it in ordered:
-        need = model.item_memory(it.target_text, it.prompt_text, _seconds(it.prompt_wav), max_len)
-        if current and (len(current) >= MAX_AUTO_BATCH or (len(current) + 1) * max(worst, need) > budget):
+        args = (it.target_text, it.prompt_text, _seconds(it.prompt_wav), max_len)
+        need, decode = model.item_memory(*args), model.decode_memory(*args)
+        if current and (len(current) >= MAX_AUTO_BATCH
+                        or (len(current) + 1) * max(worst, need) + max(worst_decode, decode) > budget):
             batches.append(current)
-            current, worst = [], 0
+            current, worst, worst_decode = [], 0, 0
         current.append(it)
-        worst = max(worst, need)
+        worst, worst_decode = max(worst, need), max(worst_decode, decode)
     return batches + [current] if current else batches
 
 

@@ -150,24 +150,35 @@ class TTSModel(nn.Module):
 
     def item_memory(self, text: str, prompt_text: str | None = None, prompt_seconds: float = 0.0,
                     max_len: int = 4096) -> int:
-        """Estimated bytes one utterance needs in a batch (for choosing batch sizes): its KV-cache rows
-        in both LMs (prefix + the length cap) and three live tensors of the VAE decoder's widest
-        layer (channels x samples) over its audio (items are decoded one at a time, so counting the
-        decoder for each is on the safe side); the per-patch LocDiT work is small beside these."""
-        bb, vae = self.backbone, self.vae
-        target = len(self.encode_text(clean_text(text)))
-        ids = len(self.encode_text(clean_text((prompt_text or "") + text)))
-        prompt = math.ceil(prompt_seconds * self.sample_rate / (bb.patch_size * vae.hop_length))
-        cap = min(int(target * LENGTH_RATIO + LENGTH_PAD), max_len)
+        """Estimated bytes one utterance adds to a batch (for choosing batch sizes): its KV-cache rows
+        in both LMs (prefix + the length cap); the per-patch LocDiT work is small beside these."""
+        bb = self.backbone
+        ids, prompt, cap = self._memory_lengths(text, prompt_text, prompt_seconds, max_len)
         elem = torch.finfo(self._dtype).bits // 8
         per_position = sum(2 * lm.config.num_hidden_layers * lm.config.num_key_value_heads * lm.config.head_dim * elem
                            for lm in (bb.base_lm, bb.residual_lm) if lm is not None)
+        return per_position * (ids + 1 + prompt + cap)
+
+    def decode_memory(self, text: str, prompt_text: str | None = None, prompt_seconds: float = 0.0,
+                      max_len: int = 4096) -> int:
+        """Estimated bytes of decoding one utterance: three live tensors of the VAE decoder's widest
+        layer (channels x samples). Items are decoded one at a time, so a batch needs its
+        largest item's, once."""
+        vae = self.vae
+        _, prompt, cap = self._memory_lengths(text, prompt_text, prompt_seconds, max_len)
         widest, width, rate = vae.decoder_dim, vae.decoder_dim, 1
         for r in vae.decoder_rates:
             width, rate = width // 2, rate * r
             widest = max(widest, width * rate)
-        frames = (cap + min(CONTEXT_PATCHES, prompt)) * bb.patch_size
-        return per_position * (ids + 1 + prompt + cap) + 3 * 4 * widest * frames
+        return 3 * 4 * widest * (cap + min(CONTEXT_PATCHES, prompt)) * self.backbone.patch_size
+
+    def _memory_lengths(self, text, prompt_text, prompt_seconds, max_len) -> tuple[int, int, int]:
+        """(prefix text ids, prompt patches, length cap) of an utterance."""
+        bb, vae = self.backbone, self.vae
+        target = len(self.encode_text(clean_text(text)))
+        ids = len(self.encode_text(clean_text((prompt_text or "") + text)))
+        prompt = math.ceil(prompt_seconds * self.sample_rate / (bb.patch_size * vae.hop_length))
+        return ids, prompt, min(int(target * LENGTH_RATIO + LENGTH_PAD), max_len)
 
     # ---- inputs -----------------------------------------------------------------------------------
     def encode_text(self, text: str) -> list[int]:

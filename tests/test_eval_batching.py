@@ -1,5 +1,5 @@
 """Batched evaluation synthesis: batches chosen by a memory budget (eval.generate.plan_batches with
-TTSModel.item_memory), and the wavs a batch makes equal the ones made one utterance at a time."""
+TTSModel.item_memory, decode_memory), and the wavs a batch makes equal the ones made one utterance at a time."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,15 +31,19 @@ def test_item_memory_grows_with_text_and_prompt(model):
     assert 0 < short < longer
     assert model.item_memory("a b", "we test", 2.0) > model.item_memory("a b", "we test", 0.1)
     assert model.item_memory("a b c d e f g h", max_len=3) < longer  # the length cap bounds it
+    assert 0 < model.decode_memory("a b") < model.decode_memory("a b c d e f g h")
+    assert model.decode_memory("a b c d e f g h", max_len=3) < model.decode_memory("a b c d e f g h")
 
 
 def test_batches_fit_the_memory_budget(model, items):
-    need = {it.utt: model.item_memory(it.target_text, it.prompt_text, sf.info(str(it.prompt_wav)).duration)
-            for it in items}
-    budget_gb = 2.5 * max(need.values()) / GB  # room for two of the largest
+    args = {it.utt: (it.target_text, it.prompt_text, sf.info(str(it.prompt_wav)).duration) for it in items}
+    need = {u: model.item_memory(*a) for u, a in args.items()}
+    decode = {u: model.decode_memory(*a) for u, a in args.items()}
+    budget_gb = (2.5 * max(need.values()) + max(decode.values())) / GB  # room for two of the largest
     batches = plan_batches(model, items, batch_size=0, memory_gb=budget_gb)
     assert sorted(it.utt for b in batches for it in b) == sorted(need)
-    assert all(len(b) * max(need[it.utt] for it in b) <= budget_gb * GB for b in batches)
+    assert all(len(b) * max(need[it.utt] for it in b) + max(decode[it.utt] for it in b) <= budget_gb * GB
+               for b in batches)
     assert max(len(b) for b in batches) >= 2 and len(batches) < len(items)
     flat = [it for b in batches for it in b]
     assert [len(it.target_text) for it in flat] == sorted(len(it.target_text) for it in items)
