@@ -9,9 +9,12 @@ TTSModel.set_precision), and prints, in one run:
    `--patches` patches (stop head disabled: the official gets a never-stop head and max_len =
    patches, ours `stop=False`), VAE decode included; medians of `--repeats` rounds, each ratio
    official RTF / ours;
-2. batched synthesis (what evaluation runs): per-utterance time of ours at batch 1/4/16 (texts of
-   different lengths, so left padding is exercised) against the official one utterance at a time
-   (sections 2-4 run at the first `--threads` value: on a small shared machine, one);
+2. batched synthesis (what evaluation runs): the first `--batch-items` items of a Seed-TTS-Eval
+   test set (`--testset`, default the mini English set of `make data`): voice cloning, each item
+   made at its ground truth's length; the official one item at a time (prompt cache, generate),
+   ours in the evaluation's batches (`eval.generate.plan_batches`) of `--batches` sizes, 0 = as many
+   as `--memory-gb` allows; per-utterance seconds and ratios (sections 2-4 run at the first
+   `--threads` value);
 3. streaming: time to the first waveform chunk and RTF of ours `generate_streaming` and the
    official `generate_with_prompt_cache_streaming`;
 4. per module of ours (one run at 1 thread, each precision): calls, weight bytes read, time, GB/s:
@@ -24,7 +27,7 @@ official's preallocated KV caches) + the peak resident-set growth during the run
 timings on a shared machine are disturbed, so compare within a round.
 
     .venv/bin/python benchmarks/bench_inference.py [--patches 12] [--repeats 3] [--threads 1 2]
-        [--batches 1 4 16] [--precisions float32 bfloat16 int8] [--skip batch stream profile]
+        [--batches 1 4 0] [--testset meta.lst] [--batch-items 8] [--precisions float32 bfloat16 int8] [--skip batch stream profile]
         [--model runs/d256s9/version_1] [--size 0.5b|small] [--json out.json]
 
 `--size small` runs the tiny test configuration (a smoke run in seconds).
@@ -171,12 +174,6 @@ def build(device: str, size: str, precisions: list[str]):
     return off, ours
 
 
-def texts_for_batch(n: int) -> list[str]:
-    """n texts of different lengths (left padding in the batch)."""
-    words = TEXT.split()
-    return [" ".join(words[: max(3, len(words) - i % len(words))]) for i in range(n)]
-
-
 def run_official(off, patches, timesteps, cfg, text=TEXT):
     wav, _, feats = off.generate_with_prompt_cache(target_text=text, prompt_cache=None, max_len=patches,
                                                    inference_timesteps=timesteps, cfg_value=cfg)
@@ -234,23 +231,81 @@ def bench_generation(off, ours, args) -> list[dict]:
     return rows
 
 
-def bench_batched(off, ours, args, official_s: float) -> list[dict]:
-    """Per-utterance seconds of ours at each batch size against the official one-by-one time."""
+def eval_items(args, model) -> tuple[list, dict[str, int]]:
+    """The test set's first `--batch-items` items and each one's length in patches: its ground
+    truth's duration (random weights never stop, so both implementations make exactly that many).
+    `--testset none` (the default at `--size small`): texts of different lengths, no prompt,
+    `--patches` each."""
+    import soundfile as sf
+
+    from eval.testset import TestItem, read_testset
+
+    if args.testset == "none":
+        words = TEXT.split()
+        items = [TestItem(f"text{i}", "", None, " ".join(words[:max(3, len(words) - i)]))
+                 for i in range(args.batch_items)]
+        return items, {it.utt: args.patches for it in items}
+    items = read_testset(args.testset, limit=args.batch_items)
+    seconds_per_patch = model.backbone.patch_size * model.vae.hop_length / model.sample_rate
+    return items, {it.utt: max(3, round(sf.info(str(it.gt_wav)).duration / seconds_per_patch)) for it in items}
+
+
+def run_official_items(off, items, patches, timesteps, cfg) -> None:
+    """One item at a time, as the official package clones a voice: prompt cache, then generate."""
+    for it in items:
+        cache = off.build_prompt_cache(prompt_text=it.prompt_text, prompt_wav_path=str(it.prompt_wav)) \
+            if it.prompt_wav else None
+        _, _, feats = off.generate_with_prompt_cache(target_text=it.target_text, prompt_cache=cache,
+                                                     max_len=patches[it.utt], inference_timesteps=timesteps,
+                                                     cfg_value=cfg)
+        context = 0 if cache is None else 2  # its latents start with the 2 prompt patches decoded in front
+        assert feats.shape[0] - context == patches[it.utt], (feats.shape, patches[it.utt])
+
+
+def run_ours_items(model, batches, patches, timesteps, cfg) -> None:
+    for part in batches:
+        caps = [patches[it.utt] for it in part]
+        out = model.synthesize_batch([it.target_text for it in part],
+                                     [str(it.prompt_wav) if it.prompt_wav else None for it in part],
+                                     [it.prompt_text or None for it in part], cfg=cfg, timesteps=timesteps, max_len=caps,
+                                     stop=False, seed=0)
+        assert [s.patches.shape[0] for s in out] == caps
+
+
+def bench_batched(off, ours, args) -> list[dict]:
+    """Per-utterance seconds on the test set's items (voice cloning, each at its ground truth's
+    length): the official one by one against ours in the evaluation's batches (`eval.generate.
+    plan_batches`: sorted by text length; batch 0 = as many as the memory budget allows)."""
+    from eval.generate import plan_batches
+
     torch.set_num_threads(args.threads[0])
-    rows = []
+    first = next(iter(ours.values()))
+    items, patches = eval_items(args, first)
+    n, total = len(items), sum(patches.values())
+    print(f"  {n} items of {args.testset}: {total} patches ({total * 0.08 / n:.2f} s of audio per item)",
+          file=sys.stderr)
+    warm = items[:1], {items[0].utt: 3}
+    run_official_items(off, *warm, args.timesteps, args.cfg)
+    before = load_avg()
+    official_s = timed(lambda: run_official_items(off, items, patches, args.timesteps, args.cfg), args.device)[0] / n
+    rows = [{"section": "batch", "impl": "official", "dtype": "float32", "batch": 1, "threads": args.threads[0],
+             "per_utt_s": official_s, "items": n, "patches": total, "load": f"{before} -> {load_avg()}"}]
+    print(f"  official one by one: {official_s:.2f} s per utterance", file=sys.stderr)
     for name in args.batch_precisions:
+        run_ours_items(ours[name], [warm[0]], warm[1], args.timesteps, args.cfg)
         for b in args.batches:
+            batches = plan_batches(ours[name], items, b, args.memory_gb)
             before = load_avg()
-            seconds, _, grow = timed(lambda: run_ours(ours[name], args.patches, args.timesteps, args.cfg,
-                                                      texts_for_batch(b)), args.device)
-            per_utt = seconds / b
-            rows.append({"section": "batch", "dtype": name, "batch": b, "threads": args.threads[0],
-                         "per_utt_s": per_utt, "official_per_utt_s": official_s, "ratio": official_s / per_utt,
-                         "target": TARGETS["batch"] if b == max(args.batches) else None,
+            seconds, _, grow = timed(lambda: run_ours_items(ours[name], batches, patches, args.timesteps, args.cfg),
+                                     args.device)
+            per_utt = seconds / n
+            rows.append({"section": "batch", "impl": "ours", "dtype": name, "batch": b, "threads": args.threads[0],
+                         "sizes": [len(part) for part in batches], "per_utt_s": per_utt,
+                         "official_per_utt_s": official_s, "ratio": official_s / per_utt, "target": TARGETS["batch"],
                          "load": f"{before} -> {load_avg()}",
                          "peak_mb": round((resident_bytes(ours[name]) + (grow or 0)) / 2**20)})
-            print(f"  batch {b:2d} {name}: {per_utt:.2f} s per utterance (official one-by-one {official_s:.2f} s)",
-                  file=sys.stderr)
+            print(f"  ours {name} batch {b or 'auto'} {rows[-1]['sizes']}: {per_utt:.2f} s per utterance, "
+                  f"{official_s / per_utt:.2f}x", file=sys.stderr)
     return rows
 
 
@@ -376,10 +431,13 @@ def print_report(rows: list[dict], args) -> None:
                   f"  {ratio}  peak {r['peak_mb']:6d} MB  [{r['load']}]{_target(r)}")
     bat = [r for r in rows if r["section"] == "batch"]
     if bat:
-        print(f"\n2. batched synthesis, {bat[0]['threads']} thread(s): per-utterance seconds "
-              f"(official one utterance at a time: {bat[0]['official_per_utt_s']:.2f} s)")
-        for r in bat:
-            print(f"   ours {SHORT[r['dtype']]:4s} batch {r['batch']:2d}: {r['per_utt_s']:6.2f} s/utt  ratio "
+        off_row, ours_rows = bat[0], bat[1:]
+        print(f"\n2. batched synthesis, {off_row['threads']} thread(s), {off_row['items']} test-set items "
+              f"({off_row['patches']} patches): per-utterance seconds (official one by one: "
+              f"{off_row['per_utt_s']:.2f} s) [{off_row['load']}]")
+        for r in ours_rows:
+            size = f"batch {r['batch']:2d}" if r["batch"] else "batch auto"
+            print(f"   ours {SHORT[r['dtype']]:4s} {size} {r['sizes']}: {r['per_utt_s']:6.2f} s/utt  ratio "
                   f"{r['ratio']:5.2f}x  peak {r['peak_mb']:6d} MB  [{r['load']}]{_target(r)}")
     st = [r for r in rows if r["section"] == "stream"]
     if st:
@@ -413,7 +471,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--precisions", nargs="+", default=["float32", "bfloat16", "int8"],
                    choices=["float32", "bfloat16", "int8"])
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 0],
+                   help="batch sizes of section 2; 0: as many as --memory-gb allows (what `make eval` does)")
+    p.add_argument("--testset", default=None,
+                   help="section 2's items (voice cloning at each ground truth's length); default: the mini "
+                        "English set of `make data` (0.5b), none (small: texts alone, --patches each)")
+    p.add_argument("--batch-items", type=int, default=8, help="how many of its items")
+    p.add_argument("--memory-gb", type=float, default=2.0, help="batch 0's memory budget (`make eval`'s default)")
     p.add_argument("--batch-precisions", nargs="+", default=None, help="default: float32 and int8 where run")
     p.add_argument("--skip", nargs="*", default=[], choices=["generate", "batch", "stream", "profile"])
     p.add_argument("--model", default=None, help="also: max latent difference of this trained model per precision")
@@ -421,6 +485,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="0.5b", choices=["0.5b", "small"])
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    if args.testset is None:
+        args.testset = str(ROOT / "data/corpus/seedtts/en/meta.lst") if args.size == "0.5b" else "none"
     if args.device != "cpu":
         args.precisions = [x for x in args.precisions if x != "int8"]  # int8 is a CPU kernel
     args.batch_precisions = args.batch_precisions or [x for x in ("float32", "int8") if x in args.precisions]
@@ -431,15 +497,7 @@ def main(argv=None) -> int:
         if "generate" not in args.skip:
             rows += bench_generation(off, ours, args)
         if "batch" not in args.skip:
-            last = [r for r in rows if r["section"] == "generate" and r["impl"] == "official"
-                    and r["threads"] == args.threads[0]]
-            if last:
-                official_s = last[0]["seconds_median"]
-            else:
-                torch.set_num_threads(args.threads[0])
-                run_official(off, 3, args.timesteps, args.cfg)
-                official_s = timed(lambda: run_official(off, args.patches, args.timesteps, args.cfg), args.device)[0]
-            rows += bench_batched(off, ours, args, official_s)
+            rows += bench_batched(off, ours, args)
         if "stream" not in args.skip:
             rows += bench_streaming(off, ours, args)
         if "profile" not in args.skip:
