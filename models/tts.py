@@ -59,6 +59,7 @@ RETRY_MAX_TIMES = 3                   # official retry_badcase_max_times (runs i
 MIN_LEN = 2                           # official: the stop head counts once the step index is > 2
 CONTEXT_PATCHES = 2                   # prompt patches decoded in front of a cloned voice
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")  # TTSModel.set_precision
+PROMPT_CACHE = 512                    # prompt files whose latent patches a model keeps (a few kB each)
 log = logging.getLogger(__name__)
 
 
@@ -186,10 +187,27 @@ class TTSModel(nn.Module):
 
     def prompt_patches(self, wav) -> torch.Tensor:
         """Prompt audio (a path, or samples at the model's rate) -> latent patches [n, P, D].
-        Left-padded to whole patches, so the real audio ends right before the target."""
-        if isinstance(wav, (str, Path)):
-            from voxlab.audio import load_audio
-            wav = load_audio(wav, self.sample_rate, mono="mix")
+        Left-padded to whole patches, so the real audio ends right before the target. A path's
+        patches are kept (the last PROMPT_CACHE files, keyed by path, size, mtime and the VAE's
+        weights and the backbone's dtype): an evaluation during training clones the same prompt
+        voices at every checkpoint with the same VAE, and encoding them is a large share of it."""
+        if not isinstance(wav, (str, Path)):
+            return self._encode_prompt(wav)
+        from voxlab.audio import load_audio
+        try:
+            stat = Path(wav).stat()
+        except OSError:  # load_audio says what is wrong with it
+            return self._encode_prompt(load_audio(wav, self.sample_rate, mono="mix"))
+        vae_state = tuple((t.data_ptr(), t._version) for t in self.vae.parameters())
+        key = (str(Path(wav).resolve()), stat.st_size, stat.st_mtime_ns, vae_state, self._dtype, self.device)
+        cache = self.__dict__.setdefault("_prompt_cache", {})
+        if key not in cache:
+            cache[key] = self._encode_prompt(load_audio(wav, self.sample_rate, mono="mix"))
+            while len(cache) > PROMPT_CACHE:
+                cache.pop(next(iter(cache)))
+        return cache[key]
+
+    def _encode_prompt(self, wav) -> torch.Tensor:
         wav = torch.as_tensor(np.asarray(wav, dtype=np.float32) if not torch.is_tensor(wav) else wav).float()
         wav = wav.reshape(-1)
         if wav.numel() == 0:

@@ -299,6 +299,31 @@ def test_load_errors_name_the_problem(model, tmp_path):
         models.load(folder)
 
 
+def test_prompt_latents_are_kept_until_the_file_or_the_vae_changes(tmp_path, monkeypatch):
+    import os
+
+    model = make_model()  # its VAE's weights are changed below
+    wav = tmp_path / "p.wav"
+    sf.write(wav, (np.random.default_rng(1).standard_normal(400) * 0.1).astype(np.float32), 16000)
+    calls = []
+    encode = model.vae.encode
+    monkeypatch.setattr(model.vae, "encode", lambda x, *a: calls.append(1) or encode(x, *a))
+    with torch.inference_mode():
+        first = model.prompt_patches(str(wav))
+        assert torch.equal(model.prompt_patches(wav), first) and len(calls) == 1  # kept
+        sf.write(wav, (np.random.default_rng(2).standard_normal(400) * 0.1).astype(np.float32), 16000)
+        os.utime(wav, ns=(1, 1))  # an edited file: another mtime
+        changed = model.prompt_patches(str(wav))
+        assert len(calls) == 2 and not torch.equal(changed, first)
+    with torch.no_grad():  # any change to the VAE's weights
+        next(model.vae.encoder.parameters()).add_(0.5)
+    with torch.inference_mode():
+        model.prompt_patches(str(wav))
+    assert len(calls) == 3
+    with pytest.raises(ValueError, match="missing.wav: cannot read audio"):
+        model.prompt_patches(str(tmp_path / "missing.wav"))
+
+
 def test_generation_input_errors(model, tmp_path, prompt_wav):
     with pytest.raises(ValueError, match="text is empty"):
         model.generate("  ")
