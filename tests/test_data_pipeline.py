@@ -105,6 +105,61 @@ def test_sampler_resumes_mid_epoch():
     assert head + list(resumed) == full
 
 
+def test_sampler_default_batches_are_pinned():
+    # the batches of the sampler as it was before bucket_size / jitter became settings
+    lengths = [(i * 37) % 91 + 10 for i in range(40)]
+    sampler = FrameBudgetBatchSampler(lengths, 300, max_batch_size=8, seed=4, bucket_size=16)
+    assert sampler.all_batches(0) == [[17, 7, 27], [26, 4, 39], [9, 19, 24], [33, 1, 38, 21], [5, 15, 30, 13, 18, 28],
+                                      [32, 10, 20, 25, 3, 35, 8], [34, 22], [0, 37, 23, 6], [11, 16, 31, 14], [12],
+                                      [36, 29, 2]]
+    assert sampler.all_batches(0) == FrameBudgetBatchSampler(lengths, 300, max_batch_size=8, seed=4, bucket_size=16,
+                                                             jitter=0.1).all_batches(0)
+
+
+def test_sampler_exact_sort_and_bigger_buckets_pad_less():
+    from datamodules.sampler import padding_share
+
+    rng = np.random.default_rng(4)
+    lengths = [int(n) for n in np.concatenate([rng.integers(40, 80, 300), rng.integers(90, 200, 300)])]
+    exact = FrameBudgetBatchSampler(lengths, 2048, seed=1, bucket_size=len(lengths), jitter=0.0).all_batches(0)
+    # one bucket sorted by the exact length: the batches are runs of the sorted lengths
+    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in exact)
+    assert all(hi <= lo_next for (_, hi), (lo_next, _) in zip(spans, spans[1:]))
+    shares = [padding_share(lengths, FrameBudgetBatchSampler(lengths, 2048, seed=1, bucket_size=size).all_batches(0))
+              for size in (64, 256, 1024)]
+    assert shares[0] > shares[1] > shares[2] > 0
+    assert padding_share(lengths, exact) < shares[2]
+
+
+@pytest.mark.parametrize("settings", [{"bucket_size": 256}, {"jitter": 0.0}, {"bucket_size": 1000, "jitter": 0.3}])
+def test_sampler_settings_keep_resume_and_rank_split(settings):
+    lengths = list(np.random.default_rng(7).integers(20, 300, 401))
+    full = list(FrameBudgetBatchSampler(lengths, 1500, seed=2, **settings))
+    assert _flatten(full) == list(range(401))
+    first = FrameBudgetBatchSampler(lengths, 1500, seed=2, **settings)
+    it = iter(first)
+    head = [next(it) for _ in range(4)]
+    resumed = FrameBudgetBatchSampler(lengths, 1500, seed=2, **settings)
+    resumed.seek(4)
+    assert head + list(resumed) == full
+    per_rank = [list(FrameBudgetBatchSampler(lengths, 1500, seed=2, rank=r, world_size=3, **settings)) for r in range(3)]
+    assert len({len(b) for b in per_rank}) == 1
+    assert _flatten(sum(per_rank, [])) == list(range(401))
+
+
+def test_padding_share_and_batchmate_repeat():
+    from datamodules.sampler import batchmate_repeat, padding_share
+
+    assert padding_share([10, 6, 4], [[0, 1], [2]]) == pytest.approx(1 - 20 / 24)
+    assert batchmate_repeat([[0, 1, 2], [3]], [[0, 1, 2], [3]]) == 1.0
+    assert batchmate_repeat([[0, 1, 2], [3]], [[0, 3], [1], [2]]) == 0.0
+    assert batchmate_repeat([[0, 1, 2]], [[1, 0], [2]]) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        FrameBudgetBatchSampler([1, 2], 10, bucket_size=0)
+    with pytest.raises(ValueError):
+        FrameBudgetBatchSampler([1, 2], 10, jitter=-0.1)
+
+
 def test_dataset_resamples_crops_and_collates(tmp_path):
     _wav(tmp_path / "a.wav", 1.0, sr=22050)
     _wav(tmp_path / "b.wav", 0.5)
