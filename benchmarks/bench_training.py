@@ -39,7 +39,8 @@ the next epoch (shuffling), and the official fixed-size random batches for compa
 
     .venv/bin/python benchmarks/bench_training.py [--sizes tiny paper] [--repeats 3] [--threads 1]
         [--patches 50] [--text-tokens 40] [--no-optim] [--json out.json]
-        [--batches 2] [--frame-budget [SIZE=]N ...] [--sampler key=value ...] [--skip batch1]
+        [--batches 2] [--frame-budget [SIZE=]N ...] [--sampler key=value ...] [--corpus-copies 1]
+        [--skip batch1 batched]
 """
 from __future__ import annotations
 
