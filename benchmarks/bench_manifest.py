@@ -3,8 +3,8 @@ time (the waveform datamodule's setup and first loader) and peak memory for N sy
 the first run (no cached check) and the second (the check cached beside the manifest); lazily
 (data.validate=lazy: files need not exist) for each N, and fully (every audio header read) for
 --full-size lines naming the embedded corpus's real files, serial and with 2 worker processes.
-Each measurement runs in a fresh process; the load average is printed beside it. Writes only
-under --work.
+Each measurement runs in a fresh process; the load average is printed beside it, and the sizes
+of the manifest and of its cached check after it. Writes only under --work.
 
     .venv/bin/python benchmarks/bench_manifest.py [--sizes 10000 100000 1000000] [--full-size 10000]
 """
@@ -71,6 +71,8 @@ def report(label: str, manifest: Path, mode: str, workers: int) -> None:
         seconds, peak, before = measure(manifest, mode, workers)
         print(f"{label:34s} {run:6s} run: {seconds:8.2f} s, peak {peak:8.1f} MiB "
               f"({peak - before:+.1f} over the imports) ({load()})", flush=True)
+    print(f"{label:34s} manifest {manifest.stat().st_size / 2 ** 20:.1f} MiB, "
+          f"its cached check {cache_path(manifest).stat().st_size / 2 ** 20:.1f} MiB", flush=True)
 
 
 def main() -> None:

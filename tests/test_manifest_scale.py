@@ -88,3 +88,127 @@ def test_lazy_validation_skips_and_counts_a_bad_entry(corpus, monkeypatch):
         [e.utt for i, e in enumerate(entries) if i != gone] and dataset.skipped == 1
     with pytest.raises(manifest_module.ManifestError, match="data.validate='eager'"):
         read_configured(OmegaConf.merge(data, {"validate": "eager"}), corpus)
+
+
+def _fields(e):
+    """Every field of an entry, its reference's too, and the types a cached read must keep."""
+    ref = None if e.ref_audio is None else _fields(e.ref_audio)
+    return (e.utt, e.audio, type(e.audio), e.text, e.duration, type(e.duration), e.speaker, e.lang, e.line,
+            e.stamp, e.dataset_id, ref)
+
+
+def _everything(entries, report):
+    return [_fields(e) for e in entries], (report.total, dict(report.bad), report.examples, report.summary())
+
+
+def _direct(path, check_audio):
+    """The entries and the report straight from the check's Entries, as `read_manifest` made them
+    before it had columns: the reference the column and cache round trips are held to."""
+    outcomes = manifest_module._check_lines(manifest_module._read_lines(path),
+                                            (str(path), 0.0, float("inf"), check_audio), 1)
+    report, entries, seen = manifest_module.ManifestReport(path), [], set()
+    for lineno, _, _, outcome in outcomes:
+        report.total += 1
+        if not isinstance(outcome, manifest_module.Entry):
+            report.add(lineno, *outcome)
+        elif outcome.utt in seen:
+            report.add(lineno, "duplicate utt", outcome.utt)
+        else:
+            seen.add(outcome.utt)
+            entries.append(outcome)
+    return entries, report
+
+
+@pytest.fixture
+def mixed(corpus):
+    """`corpus` plus a duplicate utt, an empty line, official fields (ref_audio, dataset_id) and a bad
+    reference, so that every column of the cache is filled."""
+    more = [json.dumps({"audio": "wavs/u3.wav", "text": "the same id", "utt": "wavs/u3", "duration": 0.25}), "",
+            json.dumps({"audio": "wavs/u4.wav", "text": "with a reference", "ref_audio": "wavs/u1.wav",
+                        "dataset_id": 2, "speaker": "s1", "lang": "en", "duration": 0.3, "utt": "ref1"}),
+            json.dumps({"audio": "wavs/u5.wav", "text": "bad reference", "ref_audio": "wavs/none.wav",
+                        "duration": 0.3, "utt": "ref2"})]
+    corpus.write_text(corpus.read_text() + "\n".join(more) + "\n")
+    return corpus
+
+
+@pytest.mark.parametrize("check_audio", [True, False])
+def test_a_cached_read_gives_what_a_check_gives_field_for_field(mixed, monkeypatch, check_audio):
+    direct = _everything(*_direct(mixed, check_audio))
+    checked = _everything(*read_manifest(mixed, check_audio=check_audio, cache=False))
+    assert not cache_path(mixed).exists() and checked == direct
+    first = _everything(*read_manifest(mixed, check_audio=check_audio))  # checks, writes the cache
+    calls = _count_headers(monkeypatch)
+    monkeypatch.setattr(manifest_module, "_parse_line", lambda *a: pytest.fail("a cached read parsed a line"))
+    manifest_module._RECENT.clear()  # as in a new process: the cache file is read
+    cached = _everything(*read_manifest(mixed, check_audio=check_audio))
+    monkeypatch.setattr(manifest_module, "_unpack", lambda *a: pytest.fail("the same cache file parsed again"))
+    again = _everything(*read_manifest(mixed, check_audio=check_audio))  # this process's last read of it
+    assert checked == first == cached == again and calls == []
+    entries, report = read_manifest(mixed, check_audio=check_audio)
+    assert report.bad["duplicate utt"] == 1 and [e.utt for e in entries].count("wavs/u3") == 1
+    assert any(e.ref_audio is not None and e.dataset_id == 2 for e in entries)
+    assert report.total == 14 and ("missing file" in report.bad) == check_audio
+    monkeypatch.undo()
+
+    wav = mixed.parent / "wavs" / "u1.wav"  # a touched reference: its line and u1's are checked again
+    os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 10**9))
+    assert _everything(*read_manifest(mixed, check_audio=check_audio)) == _everything(*_direct(mixed, check_audio))
+
+
+def test_a_stale_or_damaged_cache_is_checked_again(mixed):
+    expected = _everything(*read_manifest(mixed, cache=False))
+    store = cache_path(mixed)
+    for damaged in ('{"key": [2, "old"], "outcomes": []}',  # an older layout
+                    None,  # cut short: a column missing
+                    "not json at all\n"):
+        read_manifest(mixed)
+        manifest_module._RECENT.clear()
+        if damaged is None:
+            store.write_text("\n".join(store.read_text().splitlines()[:-1]) + "\n")
+        else:
+            store.write_text(damaged)
+        assert _everything(*read_manifest(mixed)) == expected
+        assert store.read_text().startswith('{"key": [')  # written again, whole
+        assert _everything(*read_manifest(mixed)) == expected
+
+
+def test_entry_is_a_slotted_record_with_a_path():
+    import pickle
+
+    e = manifest_module.Entry("u1", "wavs/u1.wav", "hello", 1.5, line=3)
+    assert e.audio == manifest_module.Path("wavs/u1.wav") and isinstance(e.audio, manifest_module.Path)
+    assert e == manifest_module.Entry("u1", manifest_module.Path("wavs/u1.wav"), "hello", 1.5, line=3)
+    assert e != manifest_module.Entry("u1", "wavs/u1.wav", "hello", 1.5, line=4)
+    assert pickle.loads(pickle.dumps(e)) == e and "audio=PosixPath('wavs/u1.wav')" in repr(e)
+    with pytest.raises(AttributeError):
+        e.extra = 1  # slots: a typo cannot add a field
+    with pytest.raises(TypeError):
+        hash(e)
+
+
+def test_a_manifest_of_bad_lines_only_is_cached_and_still_refused(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("{not json\n" + json.dumps({"audio": "x.wav", "text": ""}) + "\n")
+    for _ in range(2):  # checked, then read from the cache: the same refusal
+        with pytest.raises(manifest_module.ManifestError, match="no usable entries") as err:
+            read_manifest(path)
+        assert "invalid JSON: 1" in str(err.value) and "empty text: 1" in str(err.value)
+    assert cache_path(path).is_file()
+
+
+def test_the_cache_packs_its_columns(mixed):
+    """Numbers as bytes, few distinct texts as an index, other texts joined: and back unchanged, a
+    text holding NUL included."""
+    columns = manifest_module._columns(manifest_module._check_lines(manifest_module._read_lines(mixed),
+                                                                    (str(mixed), 0.0, 1e9, True), 1))
+    for name, value in columns.items():
+        packed = json.loads(json.dumps(manifest_module._pack(name, value)))
+        assert manifest_module._unpack(packed) == value, name
+    assert "i" in manifest_module._pack("line", columns["line"])  # not consecutive: an empty line
+    assert manifest_module._pack("line", [3, 4, 5]) == {"from": 3, "count": 3}
+    assert "joined" in manifest_module._pack("utt", columns["utt"])
+    assert "index" in manifest_module._pack("lang", ["en"] * 5 + ["zh"])
+    assert manifest_module._pack("stamp", [""] * 4) == {"same": "", "count": 4}
+    assert manifest_module._pack("text", ["a\0b", "c"]) == ["a\0b", "c"]
+    assert manifest_module._pack("dataset_id", [2 ** 70, 0]) == [2 ** 70, 0]
