@@ -26,7 +26,7 @@ official's preallocated KV caches) + the peak resident-set growth during the run
 /proc/self/clear_refs). The machine's load average (/proc/loadavg) is printed beside each section:
 timings on a shared machine are disturbed, so compare within a round.
 
-    .venv/bin/python benchmarks/bench_inference.py [--patches 12] [--repeats 3] [--threads 1 2]
+    .venv/bin/python benchmarks/bench_inference.py [--patches 12] [--repeats 3] [--threads 2 1]
         [--batches 1 4 0] [--testset meta.lst] [--batch-items 8] [--precisions float32 bfloat16 int8] [--skip batch stream profile]
         [--model runs/d256s9/version_1] [--size 0.5b|small] [--json out.json]
 
@@ -481,7 +481,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--timesteps", type=int, default=10)
     p.add_argument("--cfg", type=float, default=2.0)
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=int, nargs="+", default=[2, 1],
+                   help="section 1 runs each; sections 2-4 the first (default 2: this machine's cores)")
     p.add_argument("--precisions", nargs="+", default=["float32", "bfloat16", "int8"],
                    choices=["float32", "bfloat16", "int8"])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 0],
@@ -491,7 +492,7 @@ def main(argv=None) -> int:
                         "English set of `make data` (0.5b), none (small: texts alone, --patches each)")
     p.add_argument("--batch-items", type=int, default=8, help="how many of its items")
     p.add_argument("--memory-gb", type=float, default=2.0, help="batch 0's memory budget (`make eval`'s default)")
-    p.add_argument("--batch-precisions", nargs="+", default=None, help="default: float32 and int8 where run")
+    p.add_argument("--batch-precisions", nargs="+", default=None, help="default: every --precisions")
     p.add_argument("--skip", nargs="*", default=[], choices=["generate", "batch", "stream", "profile"])
     p.add_argument("--model", default=None, help="also: max latent difference of this trained model per precision")
     p.add_argument("--device", default="cpu")
@@ -502,7 +503,7 @@ def main(argv=None) -> int:
         args.testset = str(ROOT / "data/corpus/seedtts/en/meta.lst") if args.size == "0.5b" else "none"
     if args.device != "cpu":
         args.precisions = [x for x in args.precisions if x != "int8"]  # int8 is a CPU kernel
-    args.batch_precisions = args.batch_precisions or [x for x in ("float32", "int8") if x in args.precisions]
+    args.batch_precisions = args.batch_precisions or list(args.precisions)
     print(f"start: {load_avg()}", file=sys.stderr)
     off, ours = build(args.device, args.size, args.precisions)
     rows: list[dict] = []

@@ -13,6 +13,12 @@ from torch.utils.data import DataLoader
 from datamodules.sampler import FrameBudgetBatchSampler
 
 
+def bucketing(cfg) -> dict:
+    """The sampler's length buckets from `config.data`; a run saved before these keys existed
+    resumes with the values it trained with (64, 0.1)."""
+    return {"bucket_size": int(cfg.get("bucket_size", 64)), "jitter": float(cfg.get("length_jitter", 0.1))}
+
+
 def private_generator(seed: int) -> torch.Generator:
     """A DataLoader's own RNG. Each new iterator (every epoch, every validation) draws its worker
     seed from the loader's generator, by default from torch's global RNG, which the model's noise
@@ -41,7 +47,8 @@ class BudgetDataModule(L.LightningDataModule):
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         sampler = FrameBudgetBatchSampler(dataset.lengths(), self.cfg.frame_budget, self.cfg.max_batch_size,
-                                          shuffle=shuffle, seed=int(self.cfg.shuffle_seed), with_epoch=shuffle)
+                                          shuffle=shuffle, seed=int(self.cfg.shuffle_seed), with_epoch=shuffle,
+                                          **bucketing(self.cfg))
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=type(self).collate_fn,
                           num_workers=self.cfg.num_workers, persistent_workers=self.cfg.num_workers > 0,
                           generator=private_generator(int(self.cfg.shuffle_seed)))

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from datamodules.audio import AudioDataset, collate_audio
-from datamodules.base import private_generator
+from datamodules.base import bucketing, private_generator
 from datamodules.manifest import Entry
 from datamodules.shards.format import ShardError, decode_audio, latent_of, read_index
 from datamodules.shards.stream import STATE_KEY, WINDOW_STRIDE, ShardStream
@@ -135,7 +135,7 @@ class ShardDataModule(L.LightningDataModule):
         return ShardStream(self.folder(split), self.decoder(split), self.cfg.frame_budget, self.cfg.max_batch_size,
                            int(self.cfg.get("shuffle_buffer", 10_000)), int(self.cfg.shuffle_seed), train,
                            trainer.global_rank if trainer else 0, trainer.world_size if trainer else 1,
-                           self.cfg.num_workers, keep=keep)
+                           self.cfg.num_workers, keep=keep, **bucketing(self.cfg))
 
     def _loader(self, stream: ShardStream) -> DataLoader:
         n = self.cfg.num_workers

@@ -43,12 +43,13 @@ class ShardStream(IterableDataset):
 
     def __init__(self, folder: str | Path, decoder, frame_budget: int, max_batch_size: int, buffer: int,
                  seed: int, train: bool, rank: int = 0, world_size: int = 1, workers: int = 0,
-                 bucket_size: int = 64, keep: Callable[[dict], bool] | None = None):
+                 bucket_size: int = 64, keep: Callable[[dict], bool] | None = None, jitter: float = 0.1):
         self.folder = Path(folder)
         self.index = read_index(self.folder)
         self.shards = [s["name"] for s in self.index["shards"]]
         self.decoder, self.frame_budget, self.max_batch_size = decoder, frame_budget, max_batch_size
         self.buffer, self.seed, self.train, self.bucket_size = max(1, buffer), seed, train, bucket_size
+        self.jitter = jitter
         self.rank, self.world_size, self.workers = rank, world_size, max(1, workers)
         self.streams = self.world_size * self.workers
         if len(self.shards) < self.streams:
@@ -98,7 +99,7 @@ class ShardStream(IterableDataset):
                 built = self.decoder.window(items, window_id) if items else None
                 rng = random.Random(self.seed * 100_003 + epoch + WINDOW_STRIDE * window_id) if self.train else None
                 batches = budget_batches(built.lengths, self.frame_budget, self.max_batch_size, self.bucket_size,
-                                         rng) if built else []
+                                         rng, self.jitter) if built else []
                 for j in range(skip, len(batches)):
                     batch = built.batch(batches[j], epoch)
                     last = j + 1 == len(batches)
