@@ -147,7 +147,7 @@ def timed(fn, device: str) -> tuple[float, object, int | None]:
 
 
 # ---- models -----------------------------------------------------------------------------------
-def build(device: str, size: str, precisions: list[str]):
+def build(device: str, size: str, precisions: list[str], vae_dtype: str = "float32"):
     t0 = time.perf_counter()
     cfg, vae_cfg = (official_0_5b_config(), {}) if size == "0.5b" else (small_official_config(), SMALL_VAE)
     off = build_official(cfg, vae_config=vae_cfg)  # {}: the real-size AudioVAE
@@ -164,6 +164,7 @@ def build(device: str, size: str, precisions: list[str]):
         model = TTSModel(bb if name == precisions[-1] else copy.deepcopy(bb), vae, tok).to(device)
         model.set_precision(name)
         ours[name] = model.optimize() if device == "cpu" else model
+    next(iter(ours.values())).set_vae_precision(vae_dtype)  # the VAE is shared by ours' models
     off.to(device)
     if device != "cpu":  # the official caches live on its configured device
         off.base_lm.setup_cache(1, cfg["max_length"], device, torch.float32)
@@ -495,6 +496,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch-precisions", nargs="+", default=None, help="default: every --precisions")
     p.add_argument("--skip", nargs="*", default=[], choices=["generate", "batch", "stream", "profile"])
     p.add_argument("--model", default=None, help="also: max latent difference of this trained model per precision")
+    p.add_argument("--vae-dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="ours' AudioVAE weights (the official's stays float32)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--size", default="0.5b", choices=["0.5b", "small"])
     p.add_argument("--json", default=None)
@@ -505,7 +508,7 @@ def main(argv=None) -> int:
         args.precisions = [x for x in args.precisions if x != "int8"]  # int8 is a CPU kernel
     args.batch_precisions = args.batch_precisions or list(args.precisions)
     print(f"start: {load_avg()}", file=sys.stderr)
-    off, ours = build(args.device, args.size, args.precisions)
+    off, ours = build(args.device, args.size, args.precisions, args.vae_dtype)
     rows: list[dict] = []
     with torch.inference_mode():
         if "generate" not in args.skip:

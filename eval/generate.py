@@ -123,7 +123,7 @@ def generate_items(model, items: Sequence[TestItem], settings: dict, batch_size:
 
 
 def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu", batch_size: int = 0,
-                      memory_gb: float = 2.0, dtype: str | None = None) -> GenerateFn:
+                      memory_gb: float = 2.0, dtype: str | None = None, vae_dtype: str | None = None) -> GenerateFn:
     """A generate_fn for MODEL through the project's inference API (`models.load(path, dtype=...)`,
     docs/design.md section 2), batched (`plan_batches`); loaded now so that a bad MODEL fails before
     anything is generated."""
@@ -136,7 +136,7 @@ def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu
     from voxlab.checkpoint import CheckpointError
 
     try:
-        model = load(str(model_path), device=device, dtype=dtype)
+        model = load(str(model_path), device=device, dtype=dtype, vae_dtype=vae_dtype)
     except CheckpointError as err:  # not a model, or an unreadable file
         raise EvalError(str(err)) from None
 

@@ -51,11 +51,13 @@ class ModelPathError(CheckpointError):
 
 
 def load(path: str | Path, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-         optimize: bool = True, lora: str | Path | None = None) -> TTSModel:
+         optimize: bool = True, lora: str | Path | None = None,
+         vae_dtype: str | torch.dtype | None = None) -> TTSModel:
     """A TTSModel in eval mode. `dtype` ("float32", "bfloat16", "int8", or a torch dtype) sets the
-    backbone's weights (TTSModel.set_precision; the VAE stays float32, as the official code keeps
-    it); `optimize` packs CPU weights (models.cpu_linear); `lora` loads a LoRA adapter folder
-    (ours or the official trainer's: models.lora.load_adapter) before any of that."""
+    backbone's weights (TTSModel.set_precision); `vae_dtype` ("float32", the default as in the
+    official code, or "bfloat16") the AudioVAE's (TTSModel.set_vae_precision); `optimize` packs CPU
+    weights (models.cpu_linear); `lora` loads a LoRA adapter folder (ours or the official
+    trainer's: models.lora.load_adapter) before any of that."""
     path = Path(path)
     if path.is_dir():
         if (path / "config.json").is_file() or (path / OURS_MODEL).is_file():
@@ -80,6 +82,8 @@ def load(path: str | Path, device: str | torch.device | None = None, dtype: str 
         model.to(device)
     if dtype is not None:
         model.set_precision(dtype)
+    if vae_dtype is not None:
+        model.set_vae_precision(vae_dtype)
     if optimize and model.device.type == "cpu":
         model.optimize()
     return model.eval()

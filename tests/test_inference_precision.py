@@ -49,3 +49,28 @@ def test_reduced_precision_latents_close_to_float32(reference, dtype, tmp_path):
 def test_unknown_precision_is_refused(tmp_path):
     with pytest.raises(ValueError, match="choose one of float32, bfloat16"):
         make_model().set_precision("int4")
+
+
+def test_bfloat16_vae_encodes_prompts_and_decodes_close_to_float32(reference, tmp_path):
+    """`models.load(..., vae_dtype="bfloat16")`: the backbone's latents are the float32 VAE's
+    (without a prompt the VAE only decodes), the waveform float32 and close to the float32 VAE's,
+    cloning and streaming run, and the VAE's weights are bfloat16."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = models.export(make_model(), tmp_path / "m")
+    model = models.load(folder, vae_dtype="bfloat16")
+    assert next(model.vae.parameters()).dtype == torch.bfloat16
+    got = model.synthesize_batch(TEXTS[:2], temperature=0.0, max_len=10, stop=False)
+    for ref, out in zip(reference, got):
+        assert torch.equal(ref.patches, out.patches) and out.wav.dtype == torch.float32
+        err = (ref.wav - out.wav).abs().max().item()
+        assert 0 < err <= 0.05 * max(ref.wav.abs().max().item(), 1e-3), err  # rounded, not broken
+    wav = tmp_path / "p.wav"
+    sf.write(wav, (np.random.default_rng(0).standard_normal(800) * 0.1).astype(np.float32), 16000)
+    cloned = model.synthesize_batch([TEXTS[0]], [str(wav)], ["a b"], temperature=0.0, max_len=4, stop=False)[0]
+    streamed = torch.cat(list(model.generate_streaming(TEXTS[0], str(wav), "a b", temperature=0.0, max_len=4,
+                                                       stop=False)))
+    assert (streamed - cloned.wav).abs().max() <= 1e-2  # bf16 convs: chunked and whole differ by rounding
+    with pytest.raises(ValueError, match="choose float32 or bfloat16"):
+        model.set_vae_precision("int8")

@@ -4,7 +4,7 @@ per audio second, model loading excluded).
 
     python -m voxlab.cli.synth --model MODEL --text TEXT --out OUT [--prompt-wav W --prompt-text T]
         [--cfg 2.0] [--timesteps 10] [--temperature 1.0] [--seed S] [--max-len 4096] [--device cpu]
-        [--retry-badcase] [--dtype float32|bfloat16|int8] [--stream]
+        [--retry-badcase] [--dtype float32|bfloat16|int8] [--vae-dtype float32|bfloat16] [--stream]
 
 MODEL: a TTS Lightning checkpoint, a run folder, an exported folder or an official VoxCPM folder.
 OUT: a new wav file; an existing one only with --overwrite, and only if it is a readable wav (no
@@ -119,8 +119,9 @@ def write_wav(path: Path, chunks, sr: int, overwrite: bool) -> int:
 def synthesize(model_path: str, text: str, out: str, prompt_wav: str | None = None, prompt_text: str | None = None,
                cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0, seed: int | None = None,
                max_len: int = 4096, device: str | None = None, retry_badcase: bool = False,
-               overwrite: bool = False, dtype: str | None = None, stream: bool = False) -> dict:
-    """Load MODEL (backbone weights in `dtype`), synthesise, write `out` (16 kHz PCM wav); with
+               overwrite: bool = False, dtype: str | None = None, stream: bool = False,
+               vae_dtype: str | None = None) -> dict:
+    """Load MODEL (backbone weights in `dtype`, the VAE's in `vae_dtype`), synthesise, write `out` (16 kHz PCM wav); with
     `stream`, chunk by chunk as `generate_streaming` yields them. Returns the figures it prints
     (first_chunk_s: seconds to the first audio) and the warnings (unknown characters, length cap)
     under "warnings"."""
@@ -136,7 +137,7 @@ def synthesize(model_path: str, text: str, out: str, prompt_wav: str | None = No
     import models
     from models.tts import TextWarning
 
-    model = models.load(model_path, device=device, dtype=dtype)
+    model = models.load(model_path, device=device, dtype=dtype, vae_dtype=vae_dtype)
     kw = dict(prompt_wav=prompt_wav or None, prompt_text=prompt_text or None, cfg=cfg, timesteps=timesteps,
               temperature=temperature, seed=seed, max_len=max_len)
     times: dict[str, float] = {}
@@ -179,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the weights load, cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "int8"), default=None,
-                   help="backbone weights (int8: CPU only); the VAE stays float32")
+                   help="backbone weights (int8: CPU only)")
+    p.add_argument("--vae-dtype", choices=("float32", "bfloat16"), default=None,
+                   help="AudioVAE weights (default float32; bfloat16 encodes and decodes about 2x faster on CPU)")
     p.add_argument("--stream", action="store_true",
                    help="write the audio chunk by chunk as it is generated; prints the time to the first chunk")
     p.add_argument("--retry-badcase", action="store_true",
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         r = synthesize(args.model, args.text, args.out, args.prompt_wav, args.prompt_text, args.cfg, args.timesteps,
                        args.temperature, args.seed, args.max_len, args.device, retry_badcase=args.retry_badcase,
-                       overwrite=args.overwrite, dtype=args.dtype, stream=args.stream)
+                       overwrite=args.overwrite, dtype=args.dtype, stream=args.stream, vae_dtype=args.vae_dtype)
     except (SynthError, ModelPathError, WeightsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
