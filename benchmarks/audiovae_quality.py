@@ -13,6 +13,7 @@ after the VAE: the WER of the reconstructions beside the WER of the originals, a
 Resemblyzer scores are not comparable with the protocol's WavLM-ECAPA SIM.
 
     .venv/bin/python benchmarks/audiovae_quality.py MODEL [--testsets META ...] [--manifest M.jsonl] [--n 32]
+        [--dtype float32|bfloat16]
 
 MODEL: a run folder, a VAE checkpoint, an export folder or an official audiovae.pth.
 """
@@ -95,11 +96,13 @@ def main() -> None:
     p.add_argument("--whisper", default="auto", help="English ASR for --wer (see eval/asr)")
     p.add_argument("--no-wer", dest="wer", action="store_false", help="skip the WER of reconstructions")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="the VAE's weights (bfloat16: what `--vae-dtype bfloat16` generates with)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    vae = load_audiovae(args.model)
+    vae = load_audiovae(args.model).to(getattr(torch, args.dtype))
     entries = utterances(args.manifest, args.testsets)[: args.n]
     sim = ResemblyzerSim()
     mel = MelSpectrogram(vae.sample_rate, n_fft=1024, hop_length=256, n_mels=80, log=True)
@@ -109,7 +112,7 @@ def main() -> None:
     for i, (entry, wav) in enumerate(zip(entries, originals)):
         x = torch.from_numpy(wav)[None, None]
         with torch.inference_mode():
-            y = vae.decode(vae.encode(x))[..., : x.shape[-1]]
+            y = vae.decode(vae.encode(x.to(next(vae.parameters()).dtype))).float()[..., : x.shape[-1]]
         recons.append(y.reshape(-1).numpy())
         recon_cos.append(cosine(sim.embed(y.reshape(-1).numpy()), embeds[i]))
         mel_l1.append(float(F.l1_loss(mel(y), mel(x))))
