@@ -267,7 +267,7 @@ def run_ours_items(model, batches, patches, timesteps, cfg, keep_prompts: bool =
     """keep_prompts: the prompt latents of an earlier run are reused (an evaluation during training
     at its second checkpoint); else encoded again, as a first evaluation does."""
     if not keep_prompts:
-        model.__dict__.pop("_prompt_cache", None)
+        model.forget_prompts()
     for part in batches:
         caps = [patches[it.utt] for it in part]
         out = model.synthesize_batch([it.target_text for it in part],
