@@ -38,10 +38,21 @@ def available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def bf16_packing_available() -> bool:
+    """oneDNN packs bf16 weights only on CPUs with bf16 instructions (AVX512-BF16, AVX-NE-CONVERT);
+    on others (AVX2 only) its reorder raises, so bf16 layers stay on F.linear there."""
+    return available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+_BF16_PACKING = bf16_packing_available()
+
+
 def _packed_path(x: torch.Tensor, w: torch.Tensor) -> bool:
     if x.device.type != "cpu" or x.dtype != w.dtype or x.requires_grad or torch.is_grad_enabled():
         return False
-    return x.dtype == torch.bfloat16 or (x.dtype == torch.float32 and x.numel() > x.shape[-1])
+    if x.dtype == torch.bfloat16:  # a layer packed in float32, then cast to bf16 (model.bfloat16())
+        return _BF16_PACKING
+    return x.dtype == torch.float32 and x.numel() > x.shape[-1]
 
 
 def _forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -64,7 +75,8 @@ def pack_linears(module: nn.Module, min_weight: int | None = None) -> int:
     min_weight = MIN_PACKED_WEIGHT if min_weight is None else min_weight
     n = 0
     for m in module.modules():
-        if type(m) is nn.Linear and "forward" not in m.__dict__ and m.weight.numel() >= min_weight:
+        if (type(m) is nn.Linear and "forward" not in m.__dict__ and m.weight.numel() >= min_weight
+                and (_BF16_PACKING or m.weight.dtype != torch.bfloat16)):
             m.forward = types.MethodType(_forward, m)
             n += 1
     return n
