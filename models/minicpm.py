@@ -193,14 +193,21 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=False)
+        self.register_module("qkv_proj", None)  # int8 inference: q, k, v as one layer (models.cpu_linear)
+
+    def _qkv(self, x):
+        if self.qkv_proj is not None:
+            return self.qkv_proj(x).split(self.qkv_proj.splits, dim=-1)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
     def forward(self, x, rope, mask, is_causal, cache: KVCache | None = None, layer: int = 0, start: int = 0):
         """x: [B, S, H]. With `cache`, the S new keys/values go to slots start..start+S and the
         queries attend to every filled slot (mask: [B, 1, S or 1, slots] bool or None)."""
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = self._qkv(x)
+        q = q.reshape(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.reshape(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.reshape(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
@@ -221,8 +228,12 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.register_module("gate_up_proj", None)  # int8 inference: gate and up as one layer
 
     def forward(self, x):
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 

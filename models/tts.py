@@ -156,7 +156,11 @@ class TTSModel(nn.Module):
             return self
         bb.to(getattr(torch, name))
         if cpu and name == "bfloat16":
-            from models.cpu_linear import pack_linears
+            from models.cpu_linear import bf16_packing_available, pack_linears
+            if not bf16_packing_available():
+                log.warning("this CPU has no bfloat16 instructions (AVX512-BF16 or AVX-NE-CONVERT): bfloat16 "
+                            "weights run slower than float32 on it (README, Generation speed); int8 is the "
+                            "faster reduced precision here")
             pack_linears(bb, min_weight=0)
         return self
 

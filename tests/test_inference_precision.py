@@ -34,19 +34,40 @@ def test_reduced_precision_latents_close_to_float32(reference, dtype, tmp_path):
         pytest.skip("this torch build has no fbgemm/x86 quantized engine")
     folder = models.export(make_model(), tmp_path / "m")
     model = models.load(folder, dtype=dtype)
-    layer = model.backbone.base_lm.layers[0].mlp.gate_proj
-    if dtype == "int8":
-        assert isinstance(layer, Int8Linear) and isinstance(model.backbone.feat_decoder.estimator.decoder
-                                                            .layers[0].self_attn.q_proj, Int8Linear)
+    mlp = model.backbone.base_lm.layers[0].mlp
+    if dtype == "int8":  # q/k/v and gate/up fused into one int8 layer each
+        layer = mlp.gate_up_proj
+        attn = model.backbone.feat_decoder.estimator.decoder.layers[0].self_attn
+        assert isinstance(layer, Int8Linear) and isinstance(attn.qkv_proj, Int8Linear)
+        assert isinstance(attn.o_proj, Int8Linear) and not hasattr(attn, "q_proj") and not hasattr(mlp, "up_proj")
         assert model.backbone.lm_to_dit_proj.weight.dtype == torch.float32  # projections stay float
     else:
-        assert layer.weight.dtype == torch.bfloat16
+        assert mlp.gate_proj.weight.dtype == torch.bfloat16
     got = model.synthesize_batch(TEXTS[:2], temperature=0.0, max_len=10, stop=False)
     for ref, out in zip(reference, got):
         assert out.patches.dtype == torch.float32 or dtype == "bfloat16"
         err = (ref.patches - out.patches.float()).abs().max().item()
         assert 0 < err <= LATENT_TOL[dtype], f"{dtype}: max latent difference {err:.3g}"
         assert out.wav.shape == ref.wav.shape
+
+
+@pytest.mark.skipif(not int8_available(), reason="this torch build has no fbgemm/x86 quantized engine")
+@torch.no_grad()
+def test_fused_int8_layer_equals_its_parts_bitwise():
+    """One Int8Linear over q, k and v (and a bias on one part only) gives exactly the separate
+    layers' outputs: same rows, same per-row scales, the input's one scale shared."""
+    torch.manual_seed(0)
+    parts = [torch.nn.Linear(64, n, bias=b) for n, b in ((64, False), (16, True), (16, False))]
+    fused = Int8Linear(*parts)
+    assert fused.splits == [64, 16, 16] and "64 + 16 + 16" in repr(fused)
+    for rows in (1, 5, 40):
+        x = torch.randn(rows, 64) * 3
+        apart = torch.cat([Int8Linear(p)(x) for p in parts], dim=-1)
+        assert torch.equal(fused(x), apart)
+        exact = torch.cat([p(x) for p in parts], -1)
+        assert (apart - exact).abs().max() < 0.05 * exact.abs().max()  # and close to float (7-bit inputs on AVX2)
+    with pytest.raises(ValueError, match="same in_features"):
+        Int8Linear(parts[0], torch.nn.Linear(32, 8))
 
 
 def test_unknown_precision_is_refused(tmp_path):
