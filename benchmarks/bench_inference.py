@@ -431,10 +431,23 @@ def _target(row) -> str:
     return f"  target {t:g}x: {'reached' if row['ratio'] >= t else 'not reached'}"
 
 
+def cpu_summary() -> str:
+    """The CPU's vector level and whether oneDNN has bf16 instructions on it: the bf16 and int8
+    ratios depend on both (without bf16 instructions bf16 weights run slower than fp32)."""
+    from models.cpu_linear import bf16_packing_available
+
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+    bf16 = "with" if bf16_packing_available() else "without"
+    return f"{name}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}, {bf16} bf16 instructions"
+
+
 def print_report(rows: list[dict], args) -> None:
     audio = f" ({args.patches * 0.08:.2f} s audio)" if args.size == "0.5b" else ""
     print(f"\n{args.size}, {args.device}, {args.patches} patches{audio}, "
           f"{args.timesteps} steps, cfg {args.cfg}, medians of {args.repeats} rounds (load = 1/5/15-min averages)")
+    print(f"CPU: {cpu_summary()}")
     gen = [r for r in rows if r["section"] == "generate"]
     if gen:
         print("\n1. generation (RTF = compute s per audio s; ratio = official fp32 RTF / ours, per round)")
@@ -507,7 +520,7 @@ def main(argv=None) -> int:
     if args.device != "cpu":
         args.precisions = [x for x in args.precisions if x != "int8"]  # int8 is a CPU kernel
     args.batch_precisions = args.batch_precisions or list(args.precisions)
-    print(f"start: {load_avg()}", file=sys.stderr)
+    print(f"start: {load_avg()}; {cpu_summary()}", file=sys.stderr)
     off, ours = build(args.device, args.size, args.precisions, args.vae_dtype)
     rows: list[dict] = []
     with torch.inference_mode():
@@ -523,7 +536,8 @@ def main(argv=None) -> int:
         rows += latent_differences(args.model, args.precisions, args.patches)
     print_report(rows, args)
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str) + "\n")
+        out = {"args": vars(args), "cpu": cpu_summary(), "rows": rows}
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str) + "\n")
     return 0
 
 
