@@ -116,8 +116,14 @@ class TTSModel(nn.Module):
 
     def optimize(self, lms: bool = False) -> "TTSModel":
         """CPU: pre-packed oneDNN weights for the many-row Linear calls (LocEnc, LocDiT; the LMs too
-        with `lms=True`, useful for large batches, at the cost of a second copy of their weights)."""
+        with `lms=True`, useful for large batches, at the cost of a second copy of their weights),
+        and glibc malloc told to keep large freed blocks (models.cpu_memory: the AudioVAE's big
+        activations otherwise page-fault anew at every call; process-wide)."""
         from models.cpu_linear import pack_linears
+        from models.cpu_memory import keep_large_blocks
+
+        if self.device.type == "cpu":
+            keep_large_blocks()
 
         bb = self.backbone
         for part in (bb.feat_encoder, bb.feat_decoder) + ((bb.base_lm, bb.residual_lm) if lms else ()):
