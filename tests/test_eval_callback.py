@@ -69,18 +69,25 @@ def _trainer(run_dir, step):
                            strategy=SimpleNamespace(broadcast=lambda obj, src=0: obj))
 
 
-def test_callback_restores_modes_and_rng_and_decides_asr(trained, tmp_path, monkeypatch):
-    from callbacks.evaluation import SeedTTSEvalCallback
+def _trained_module(run):
+    """The TTS module of `run`'s last checkpoint, as training left it."""
     from voxlab.checkpoint import load_checkpoint
     from voxlab.config import load_run_config, locate
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty_cache"))  # whisper large-v3 absent
-    run, corpus = trained
     cfg = load_run_config(run)
     module = locate(cfg.module._target_)(cfg)
     ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
     module.load_state_dict(ckpt["state_dict"])
     module.on_load_checkpoint(ckpt)
+    return module
+
+
+def test_callback_restores_modes_and_rng_and_decides_asr(trained, tmp_path, monkeypatch):
+    from callbacks.evaluation import SeedTTSEvalCallback
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty_cache"))  # whisper large-v3 absent
+    run, corpus = trained
+    module = _trained_module(run)
     module.train()
     module.model.feat_encoder.eval()  # a part kept in eval mode on purpose must stay so
 
@@ -107,6 +114,32 @@ def test_callback_restores_modes_and_rng_and_decides_asr(trained, tmp_path, monk
     trainer.global_step = 7
     cb.on_train_batch_end(trainer, module, None, None, 0)  # not a multiple of every_n_steps
     assert not (tmp_path / "eval/en/step_0000007").exists()
+
+
+def test_callback_generates_with_a_reduced_precision_copy(trained, tmp_path, monkeypatch):
+    from callbacks.evaluation import SeedTTSEvalCallback
+    from models.cpu_linear import Int8Linear
+
+    run, corpus = trained
+    module = _trained_module(run)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(ValueError, match="dtype"):
+        SeedTTSEvalCallback([str(corpus / "seedtts/en/meta.lst")], dtype="float16")
+    cb = SeedTTSEvalCallback([str(corpus / "seedtts/en/meta.lst")], asr="none", sim="none", limit=2, max_len=4,
+                             timesteps=2, dtype="int8")
+    trainer = _trainer(tmp_path, 3)
+    cb.setup(trainer, module, "fit")
+    calls = []
+    forward = Int8Linear.forward
+    monkeypatch.setattr(Int8Linear, "forward", lambda self, x: calls.append(1) or forward(self, x))
+    cb.evaluate(trainer, module)
+    assert calls  # generated with int8 weights
+    m = json.loads((tmp_path / "eval/en/step_0000003/metrics.json").read_text(encoding="utf-8"))
+    assert m["generation"]["dtype"] == "int8" and m["n_generated"] == 2
+    after = module.state_dict()  # the training weights are untouched
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(isinstance(mod, Int8Linear) for mod in module.modules())
+    assert len(cb.prompt_cache) == 2  # the prompts' latents, kept for the next evaluation
 
 
 @pytest.mark.slow
