@@ -27,7 +27,7 @@ official's preallocated KV caches) + the peak resident-set growth during the run
 timings on a shared machine are disturbed, so compare within a round.
 
     .venv/bin/python benchmarks/bench_inference.py [--patches 12] [--repeats 3] [--threads 2 1]
-        [--batches 1 4 0] [--testset meta.lst] [--batch-items 8] [--precisions float32 bfloat16 int8] [--skip batch stream profile]
+        [--batches 1 4 16] [--testset meta.lst] [--batch-items 16] [--precisions float32 bfloat16 int8] [--skip batch stream profile]
         [--model runs/d256s9/version_1] [--size 0.5b|small] [--json out.json]
 
 `--size small` runs the tiny test configuration (a smoke run in seconds).
@@ -499,12 +499,12 @@ def main(argv=None) -> int:
                    help="section 1 runs each; sections 2-4 the first (default 2: this machine's cores)")
     p.add_argument("--precisions", nargs="+", default=["float32", "bfloat16", "int8"],
                    choices=["float32", "bfloat16", "int8"])
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 0],
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16],
                    help="batch sizes of section 2; 0: as many as --memory-gb allows (what `make eval` does)")
     p.add_argument("--testset", default=None,
                    help="section 2's items (voice cloning at each ground truth's length); default: the mini "
                         "English set of `make data` (0.5b), none (small: texts alone, --patches each)")
-    p.add_argument("--batch-items", type=int, default=8, help="how many of its items")
+    p.add_argument("--batch-items", type=int, default=16, help="how many of its items")
     p.add_argument("--memory-gb", type=float, default=2.0, help="batch 0's memory budget (`make eval`'s default)")
     p.add_argument("--batch-precisions", nargs="+", default=None, help="default: every --precisions")
     p.add_argument("--skip", nargs="*", default=[], choices=["generate", "batch", "stream", "profile"])
