@@ -30,7 +30,6 @@ import shutil
 import sys
 import traceback
 from contextlib import contextmanager
-from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,6 @@ import numpy as np
 import torch
 
 ASR_MODES = ("auto", "required", "none")
-GENERATION_DTYPES = (None, "float32", "bfloat16", "int8")
 
 
 @dataclass
@@ -79,6 +77,7 @@ class SeedTTSEvalCallback(L.Callback):
                  seed: int = 0, max_len: int = 4096, batch_size: int = 0, memory_gb: float = 2.0,
                  device: str | None = None, dtype: str | None = None):
         from eval.backends import EvalConfig
+        from eval.generate import DTYPES
 
         if asr not in ASR_MODES:
             raise ValueError(f"SeedTTSEvalCallback: asr must be one of {ASR_MODES}, got {asr!r}")
@@ -97,10 +96,9 @@ class SeedTTSEvalCallback(L.Callback):
         self.settings = {"cfg": float(cfg), "timesteps": int(timesteps), "temperature": float(temperature),
                          "seed": int(seed), "max_len": int(max_len)}
         self.batch_size, self.memory_gb, self.device = int(batch_size), float(memory_gb), device
-        if dtype not in GENERATION_DTYPES:
-            raise ValueError(f"SeedTTSEvalCallback: dtype must be null or one of {GENERATION_DTYPES[1:]}, got {dtype!r}")
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"SeedTTSEvalCallback: dtype must be null or one of {DTYPES}, got {dtype!r}")
         self.dtype = dtype
-        self.prompt_cache: dict = {}  # the reduced-precision copies' encoded prompts, kept across evaluations
         self.sets: list[_TestSet] = []
         self.backends = None        # rank zero, loaded at the first evaluation and kept
         self.last_step: int | None = None
@@ -194,15 +192,13 @@ class SeedTTSEvalCallback(L.Callback):
 
     def _generation_model(self, pl_module):
         """The training weights themselves (`dtype` null), or a copy of them in `dtype`, made at each
-        evaluation since the weights change between them (CPU: packed; the AudioVAE shared)."""
+        evaluation since the weights change between them (CPU: packed; the AudioVAE and the kept
+        prompt latents shared with the training model's wrapper)."""
         model = pl_module.tts_model()
         if self.dtype is None:
             return model
-        from models.tts import TTSModel
-
         with torch.no_grad():
-            copy = TTSModel(deepcopy(model.backbone), model.vae, model.tokenizer).set_precision(self.dtype)
-        copy.__dict__["_prompt_cache"] = self.prompt_cache  # its keys hold the VAE's weights and the dtype
+            copy = model.with_precision(self.dtype)
         return copy.optimize() if copy.device.type == "cpu" else copy
 
     def _score(self, trainer, ts: _TestSet, step: int, wavs: dict, device: torch.device) -> dict[str, float]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from eval.backends import ASR_CHOICES, EvalConfig
 from eval.errors import EvalError
+from eval.generate import DTYPES
 from eval.mos import MOS_CHOICES
 from eval.normalize import VARIANTS
 from eval.sim import SIM_CHOICES
@@ -37,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--batch-size", type=int, default=0,
                      help="generation: utterances per batch (0: as many as --memory-gb allows, at most 32)")
     src.add_argument("--memory-gb", type=float, default=2.0, help="generation: memory budget of one batch")
-    src.add_argument("--dtype", choices=("float32", "bfloat16", "int8"), default=None,
+    src.add_argument("--dtype", choices=DTYPES, default=None,
                      help="generation: backbone weights (models.load dtype; int8 on CPU only)")
     src.add_argument("--vae-dtype", choices=("float32", "bfloat16"), default=None,
                      help="generation: AudioVAE weights (default float32; bfloat16 encodes and decodes about 2x faster on CPU)")

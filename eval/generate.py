@@ -18,6 +18,7 @@ from eval.testset import TestItem
 
 GenerateFn = Callable[[Sequence[TestItem], Path], None]
 SIDECAR = ".gen.json"
+DTYPES = ("float32", "bfloat16", "int8")  # backbone weights an evaluation may generate with (`--dtype`)
 
 
 def _canonical(obj) -> str:

@@ -40,6 +40,7 @@ import math
 import re
 import unicodedata
 import warnings
+from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -130,6 +131,13 @@ class TTSModel(nn.Module):
             if part is not None:
                 pack_linears(part)
         return self
+
+    def with_precision(self, precision: str | torch.dtype) -> "TTSModel":
+        """A copy whose backbone is in `precision` (set_precision; this model's stays as it is),
+        sharing this model's AudioVAE, tokenizer and kept prompt latents (their keys hold the dtype)."""
+        copy = TTSModel(deepcopy(self.backbone), self.vae, self.tokenizer)
+        copy.__dict__["_prompt_cache"] = self.__dict__.setdefault("_prompt_cache", {})
+        return copy.set_precision(precision)
 
     def set_vae_precision(self, precision: str | torch.dtype) -> "TTSModel":
         """The AudioVAE's weights for inference: "float32" (the default, as the official code keeps

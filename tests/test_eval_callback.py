@@ -139,7 +139,7 @@ def test_callback_generates_with_a_reduced_precision_copy(trained, tmp_path, mon
     after = module.state_dict()  # the training weights are untouched
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert not any(isinstance(mod, Int8Linear) for mod in module.modules())
-    assert len(cb.prompt_cache) == 2  # the prompts' latents, kept for the next evaluation
+    assert len(module.tts_model().__dict__["_prompt_cache"]) == 2  # the prompts' latents, kept for the next one
 
 
 @pytest.mark.slow
