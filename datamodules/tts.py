@@ -35,6 +35,8 @@ from models.packing import collate_packed, pack_utterance
 from voxlab.text import build_tokenizer
 
 log = logging.getLogger(__name__)
+# the tiny VAE the repository ships (its README says how it was made): `auto` at tiny scale falls back to it
+SHIPPED_TINY_VAE = Path(__file__).resolve().parents[1] / "assets" / "tiny_audiovae"
 
 
 def resolve_vae_path(cfg) -> Path:
@@ -53,6 +55,10 @@ def resolve_vae_path(cfg) -> Path:
     run = find_run(cfg.run.root, cfg.vae.experiment, cfg.scale, finished=True, with_last=True)
     if run is not None:
         return run / "checkpoints" / "last.ckpt"
+    if cfg.scale == "tiny" and (SHIPPED_TINY_VAE / "audiovae.pth").is_file():
+        print(f"[vae] vae.path=auto: no finished {cfg.vae.experiment!r} run at scale tiny under {cfg.run.root}/, "
+              f"so the VAE the repository ships: {SHIPPED_TINY_VAE}", flush=True)
+        return SHIPPED_TINY_VAE
     raise FileNotFoundError(
         f"vae.path=auto found no finished {cfg.vae.experiment!r} run at scale {cfg.scale!r} under "
         f"{cfg.run.root}/: train one first (make train EXP={cfg.vae.experiment} SCALE={cfg.scale}) "

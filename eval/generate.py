@@ -146,3 +146,32 @@ def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu
             save_audio(Path(out_dir) / f"{utt}.wav", wav, sr)
 
     return generate
+
+
+def reference_generate_fn(vae_path: str | Path | None = None) -> GenerateFn:
+    """A generate_fn that writes each item's ground-truth wav (the 5th meta.lst field) as it is
+    (`vae_path` None: the scores real speech gets, the protocol's floor) or resynthesised through
+    an AudioVAE (encode, decode: the ceiling a backbone decoded by that VAE can reach)."""
+    from voxlab.audio import load_audio, save_audio
+
+    vae = None
+    if vae_path is not None:
+        import torch
+
+        from models import load_audiovae
+        vae = load_audiovae(vae_path)
+
+    def generate(items: Sequence[TestItem], out_dir: Path) -> None:
+        for item in items:
+            if item.gt_wav is None:
+                raise EvalError(f"{item.utt} (line {item.line_no}): no ground-truth wav (5th meta.lst field) to "
+                                "score as the reference")
+            sr = 16000 if vae is None else int(vae.sample_rate)
+            wav = load_audio(item.gt_wav, sr)
+            if vae is not None:
+                with torch.inference_mode():
+                    x = torch.as_tensor(wav, dtype=torch.float32).view(1, 1, -1)
+                    wav = vae.decode(vae.encode(x))[0, 0, :x.shape[-1]].numpy()
+            save_audio(Path(out_dir) / f"{item.utt}.wav", wav, sr)
+
+    return generate

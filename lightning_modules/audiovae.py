@@ -27,6 +27,7 @@ from models.losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, discrimin
 from lightning_modules.base import VoxLabModule
 from lightning_modules.schedules import lr_lambda
 from voxlab.audio import MelSpectrogram
+from models.weights import build_audiovae
 from voxlab.config import instantiate
 
 ADVERSARIAL_TERMS = ("adv/gen_loss", "adv/feat_loss")
@@ -47,7 +48,7 @@ class AudioVAEModule(VoxLabModule):
         super().__init__(config, config.module.lambdas)
         self.cfg = self.config
         m = config.module
-        self.vae = instantiate(config.model)
+        self.vae = build_audiovae(OmegaConf.to_container(config.model, resolve=True), "config model")
         self.discriminator = instantiate(config.discriminator)
         self.vae_ema = copy.deepcopy(self.vae).requires_grad_(False) if m.ema.enabled else None
         sr = int(config.data.sample_rate)
@@ -129,6 +130,9 @@ class AudioVAEModule(VoxLabModule):
 
         out = self.vae(audio)
         recon = out["audio"][..., : audio.shape[-1]]
+        # a decoder with lookahead (iSTFT) fades its last samples: the loss sees the complete part
+        keep = audio.shape[-1] - self.vae.lookahead_samples
+        audio, recon = audio[..., :keep], recon[..., :keep]
         logs: dict[str, torch.Tensor] = {}
 
         if adversarial:  # discriminator step on the detached reconstruction

@@ -6,8 +6,9 @@ loss term(s) and the batch's utterance ids. Under DDP the decision is shared by 
 they skip together (no rank waits on a gradient all-reduce the others never start).
 
 `SkipLimit` (every run has it) stops a run that skips more than `nonfinite.max_skip_share` of
-its batches, counted once it has seen `nonfinite.min_batches`: a run whose every batch is bad
-would otherwise never reach its step budget (a skipped batch makes no optimizer step).
+its batches, counted once it has seen `nonfinite.min_batches` (a shorter run is judged at its
+end): a run whose every batch is bad would otherwise never reach its step budget (a skipped batch
+makes no optimizer step), or end "finished" without an update. The error names the step.
 """
 from __future__ import annotations
 
@@ -72,11 +73,23 @@ class SkipLimit(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.seen += 1
         self.skipped += int(getattr(pl_module, "nonfinite_skips", 0) > self._before)
-        if self.seen >= self.min_batches and self.skipped > self.max_share * self.seen:
-            raise NonFiniteLoss(
-                f"stopping the run: {self.skipped} of its {self.seen} batches were skipped for non-finite "
-                f"losses or gradients, more than nonfinite.max_skip_share={self.max_share:g} (the [nonfinite] "
-                "lines above name the steps and utterances); lower the learning rate or fix the data")
+        if self.seen >= self.min_batches and self._too_many():
+            self._stop(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        # a run shorter than min_batches is judged at its end: one whose batches were (nearly) all
+        # skipped made no update and must not end as finished
+        if self.seen and self._too_many():
+            self._stop(trainer)
+
+    def _too_many(self) -> bool:
+        return self.skipped > self.max_share * self.seen
+
+    def _stop(self, trainer) -> None:
+        raise NonFiniteLoss(
+            f"stopping the run at step {trainer.global_step}: {self.skipped} of its {self.seen} batches were "
+            f"skipped for non-finite losses or gradients, more than nonfinite.max_skip_share={self.max_share:g} "
+            "(the [nonfinite] lines above name the steps and utterances); lower the learning rate or fix the data")
 
     def state_dict(self) -> dict:
         return {"seen": self.seen, "skipped": self.skipped}

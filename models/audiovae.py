@@ -204,6 +204,9 @@ class AudioVAE(nn.Module):
 
     Constructor arguments are the official `AudioVAEConfig` fields (see `config()`)."""
 
+    decoder_kind = "waveform"
+    lookahead_samples = 0  # every output sample depends on latents up to its own frame only
+
     def __init__(self, encoder_dim: int = 128, encoder_rates: Sequence[int] = (2, 5, 8, 8),
                  latent_dim: int | None = 64, decoder_dim: int = 1536,
                  decoder_rates: Sequence[int] = (8, 8, 5, 2), depthwise: bool = True,
@@ -230,6 +233,14 @@ class AudioVAE(nn.Module):
                     latent_dim=self.latent_dim, decoder_dim=self.decoder_dim,
                     decoder_rates=list(self.decoder_rates), depthwise=self.depthwise,
                     sample_rate=self.sample_rate, use_noise_block=self.use_noise_block)
+
+    def decode_bytes_per_frame(self) -> int:
+        """float32 bytes of the widest decoder activation (channels x samples) per latent frame."""
+        widest, width, rate = self.decoder_dim, self.decoder_dim, 1
+        for r in self.decoder_rates:
+            width, rate = width // 2, rate * r
+            widest = max(widest, width * rate)
+        return 4 * widest
 
     def preprocess(self, wav: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """[B,T] or [B,1,T] -> [B,1,T'] right-padded with zeros to a multiple of the hop."""
@@ -280,6 +291,10 @@ class StreamingDecoder:
 
     def push(self, z: torch.Tensor) -> torch.Tensor:
         return self._run(self.decoder.model, z)
+
+    def flush(self) -> torch.Tensor:
+        """Nothing is held back: every pushed frame's samples are already out."""
+        return torch.zeros(1, 1, 0)
 
     def _run(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if isinstance(m, (nn.Sequential, DecoderBlock)):

@@ -57,7 +57,7 @@ class MultiResolutionSTFTLoss(nn.Module):
         if wav.shape[-1] <= n_fft // 2:  # the centred STFT's reflect padding needs a longer input
             wav = F.pad(wav, (0, n_fft // 2 + 1 - wav.shape[-1]))
         spec = torch.stft(wav, n_fft, hop, window=getattr(self, f"window_{n_fft}"), return_complex=True)
-        return spec.abs().clamp(min=self.eps)
+        return (spec.real.square() + spec.imag.square() + self.eps ** 2).sqrt()  # finite gradient at |0|
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         with torch.autocast(fake.device.type, enabled=False):

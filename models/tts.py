@@ -194,13 +194,9 @@ class TTSModel(nn.Module):
         """Estimated bytes of decoding one utterance: three live tensors of the VAE decoder's widest
         layer (channels x samples). Items are decoded one at a time, so a batch needs its
         largest item's, once."""
-        vae = self.vae
         _, prompt, cap = self._memory_lengths(text, prompt_text, prompt_seconds, max_len)
-        widest, width, rate = vae.decoder_dim, vae.decoder_dim, 1
-        for r in vae.decoder_rates:
-            width, rate = width // 2, rate * r
-            widest = max(widest, width * rate)
-        return 3 * 4 * widest * (cap + min(CONTEXT_PATCHES, prompt)) * self.backbone.patch_size
+        frames = (cap + min(CONTEXT_PATCHES, prompt)) * self.backbone.patch_size
+        return 3 * self.vae.decode_bytes_per_frame() * frames
 
     def _memory_lengths(self, text, prompt_text, prompt_seconds, max_len) -> tuple[int, int, int]:
         """(prefix text ids, prompt patches, length cap) of an utterance."""
@@ -334,7 +330,9 @@ class TTSModel(nn.Module):
         """One utterance as waveform chunks [chunk_patches x P x hop samples, the last maybe shorter],
         each yielded as soon as its patches are made. The causal VAE decodes each chunk once, carrying
         its layers' left context (AudioVAE.stream_decoder), so the joined chunks are `generate`'s
-        waveform with the same settings (no bad-case retry: a chunk once yielded is final)."""
+        waveform with the same settings (no bad-case retry: a chunk once yielded is final). A VAE
+        with lookahead (the iSTFT decoder holds back n_fft - stft_hop samples) yields a first chunk
+        that much shorter and the held-back samples as a last chunk."""
         if chunk_patches < 1:
             raise ValueError(f"chunk_patches must be at least 1, got {chunk_patches}")
         check_settings(cfg, timesteps, temperature, max_len)
@@ -344,13 +342,23 @@ class TTSModel(nn.Module):
         gens = None if seed is None else [torch.Generator().manual_seed(int(seed))]
         decoder = self.vae.stream_decoder()
         vae_dtype = self._vae_dtype
+        drop = 0  # samples of the prompt context still to cut (a decoder may hold some back)
 
-        def decode(patches: list[torch.Tensor]) -> torch.Tensor:
-            z = torch.cat(patches).reshape(-1, self.backbone.feat_dim).t()[None]  # [1, D, frames]
-            return decoder.push(z.to(vae_dtype))[0, 0].float().cpu()
+        def decode(patches: list[torch.Tensor] | None) -> torch.Tensor:
+            nonlocal drop
+            if patches is None:  # the end: what the decoder held back (an iSTFT head's overlap)
+                wav = decoder.flush()[0, 0].float().cpu()
+            else:
+                z = torch.cat(patches).reshape(-1, self.backbone.feat_dim).t()[None]  # [1, D, frames]
+                wav = decoder.push(z.to(vae_dtype))[0, 0].float().cpu()
+            cut = min(drop, wav.numel())
+            drop -= cut
+            return wav[cut:]
 
         if item["prompt"] is not None:  # context in front, its audio dropped (as `generate` cuts it)
-            decode(list(item["prompt"][-CONTEXT_PATCHES:]))
+            context = list(item["prompt"][-CONTEXT_PATCHES:])
+            drop = len(context) * self.backbone.patch_size * self.vae.hop_length
+            decode(context)
         pending, made, stopped = [], 0, False
         for step in self._patch_steps([item], [cap], cfg, timesteps, temperature, gens, min_len, stop):
             _, patch, stopped = step[0]
@@ -361,6 +369,9 @@ class TTSModel(nn.Module):
                 pending = []
         if pending:
             yield decode(pending)
+        tail = decode(None)
+        if tail.numel():
+            yield tail
         if not stopped and stop:
             self._warn_cut(text, made, max_len, LENGTH_RATIO)
 

@@ -15,6 +15,7 @@ report of missing / unexpected / mis-shaped keys, and the AudioVAE's load and ex
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -23,10 +24,14 @@ import torch
 from torch import nn
 
 from models.audiovae import AudioVAE
+from models.istft_vae import ISTFTAudioVAE
 from voxlab.checkpoint import CONFIG_KEY, VAE_KEY, CheckpointError, read_config, read_weights_file, submodule_state
 
 CONFIG_NAME = "audiovae_config.json"
 AUDIOVAE_TARGET = "models.audiovae.AudioVAE"
+# `decoder` in a VAE config picks the class: the official DAC-style waveform decoder (the official
+# format) or the frame-rate decoder with an iSTFT head (models.istft_vae; our format only)
+DECODERS = {"waveform": AudioVAE, "istft": ISTFTAudioVAE}
 WEIGHT_NAMES = ("audiovae.safetensors", "audiovae.pth")
 
 
@@ -115,12 +120,24 @@ def infer_audiovae_config(state: Mapping[str, torch.Tensor], sample_rate: int = 
 
 
 def build_audiovae(config: Mapping, source: str, state: Mapping[str, torch.Tensor] | None = None) -> AudioVAE:
-    """An AudioVAE from its config (AudioVAE kwargs, `_target_` allowed), with `state` loaded
-    strictly when given; `source` names where both came from in errors."""
+    """An AudioVAE from its config (`_target_` allowed; `decoder`: waveform (default) | istft), with
+    `state` loaded strictly when given; `source` names where both came from in errors.
+
+    An experiment config holds the keys of both decoders (the bases define the schema): for
+    `decoder: istft` the waveform decoder's keys are not used, its hop is the product of
+    `encoder_rates`, and its own sizes are the `istft` section."""
     config = {k: v for k, v in config.items() if k != "_target_"}
+    kind = config.pop("decoder", "waveform")
+    extra = config.pop("istft", None) or {}
+    if kind not in DECODERS:
+        raise WeightsError(f"{source}: decoder {kind!r} unknown; choose one of {', '.join(DECODERS)}")
+    if kind == "istft" and "encoder_rates" in config:  # an experiment config: the shared keys
+        hop = math.prod(int(r) for r in config["encoder_rates"])
+        config = {"latent_dim": config.get("latent_dim", 64), "sample_rate": config.get("sample_rate", 16000),
+                  "hop_length": hop, **extra}
     try:
-        model = AudioVAE(**config)
-    except TypeError as err:
+        model = DECODERS[kind](**config)
+    except (TypeError, ValueError) as err:
         raise WeightsError(f"{source}: AudioVAE config not understood ({err}): {config}") from None
     if state is not None:
         load_strict(model, state, source)

@@ -84,6 +84,17 @@ def test_a_run_that_keeps_skipping_batches_stops_with_the_reason(tmp_path, capsy
     assert json.loads((run / "status.json").read_text())["state"] == "finished"  # one bad batch in 30 is fine
 
 
+def test_a_short_run_whose_batches_were_all_skipped_does_not_end_finished(tmp_path):
+    """Fewer batches than nonfinite.min_batches, every one non-finite: judged at the run's end."""
+    from lightning_modules.nonfinite import NonFiniteLoss
+    from tests.helpers.toy_module import toy_experiment
+    from voxlab.cli.train import train
+
+    exp = toy_experiment(tmp_path, run={"checkpoint_every_steps": 1000}, trainer={"max_steps": 6})
+    with pytest.raises(NonFiniteLoss, match=r"stopping the run at step 0: \d+ of its \d+ batches were skipped"):
+        train(exp, overrides=["module.nan_from=0", "nonfinite.min_batches=50", "trainer.max_epochs=1"])
+
+
 @pytest.mark.timeout(300)
 def test_an_audiovae_run_gone_non_finite_stops_instead_of_hanging(tts_assets):
     """lr=inf turns the weights non-finite after the first step, so every later loss is NaN: the

@@ -105,6 +105,28 @@ def _evaluate(run: Path, lang: str, limit: int | None, paraformer: str | None) -
     return metrics
 
 
+def _evaluate_reference(vae: Path | None, lang: str, limit: int | None, paraformer: str | None) -> dict:
+    """The test set's ground truth (vae None) or its resynthesis through the VAE, scored as the
+    model is: the floor of the protocol and the ceiling a backbone decoded by that VAE reaches."""
+    from eval.backends import asr_available
+    from eval.generate import reference_generate_fn
+    from eval.run import evaluate
+
+    name = "ground_truth" if vae is None else "vae_resynthesis"
+    out = Path(RUNS) / "demo" / name / lang
+    if (out / "metrics.json").is_file():
+        stamp = json.loads((out / "metrics.json").read_text()).get("generation", {})
+        if stamp.get("vae") == (None if vae is None else str(vae)):
+            return json.loads((out / "metrics.json").read_text())
+        out = out.parent / f"{lang}_{int(time.time())}"  # another VAE: a new folder, nothing overwritten
+    config = _eval_config(paraformer)
+    ok, reason = asr_available(config, [lang])
+    meta = DATA / "seedtts" / lang / "meta.lst"
+    return evaluate(meta, None, out, config=config, limit=limit,
+                    generation={"reference": name, "vae": None if vae is None else str(vae)},
+                    generate_fn=reference_generate_fn(vae), skip_asr=None if ok else reason)
+
+
 def _asr_name(metrics: dict, lang: str) -> str | None:
     asr = (metrics.get("asr") or {}).get(lang) or {}
     if not asr.get("name"):
@@ -172,6 +194,9 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
                 lambda: _train_or_reuse("d256s9", "tiny", overrides))
     results = {lang: stage(f"eval {lang}", lambda lang=lang: _evaluate(tts, lang, limit, paraformer))
                for lang in ("en", "zh")}
+    references = stage("ground truth and VAE resynthesis (en)", lambda: {
+        "ground truth": _evaluate_reference(None, "en", limit, paraformer),
+        "VAE resynthesis": _evaluate_reference(vae, "en", limit, paraformer)})
 
     def report():
         from eval.reporting.report import write_report
@@ -187,7 +212,9 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
     summary = {"stage_seconds": times, "total_seconds": round(sum(times.values()), 1), "vae": vae_source,
                "tts_run": str(tts), "report": str(report_md),
                "results": {lang: {**{k: m.get(k) for k in keys}, "asr": _asr_name(m, lang)}
-                           for lang, m in results.items()}}
+                           for lang, m in results.items()},
+               "references_en": {name: {**{k: m.get(k) for k in keys}, "asr": _asr_name(m, "en")}
+                                 for name, m in references.items()}}
     out = Path(RUNS) / "demo"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -203,6 +230,9 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
         mos = "MOS -" if r.get("mos") is None else f"MOS {r['mos']:.2f} ({r['mos_model']})"
         print(f"[demo] {lang} ({r['n_utts']} utts): {wer}; SIM {r['sim']} ({r['sim_model']}); {mos}; "
               f"MCD {r['mcd_db']} dB; {dur}")
+    for name, r in summary["references_en"].items():
+        wer = "WER -" if r["wer"] is None else f"WER {r['wer']:.1f}% ({r['asr']})"
+        print(f"[demo] en {name} ({r['n_utts']} utts): {wer}; SIM to the prompt {r['sim']} ({r['sim_model']})")
     print(f"[demo] report: {report_md} (and report.html beside it)")
     return summary
 
