@@ -135,6 +135,8 @@ class TTSDataset(Dataset):
     def __init__(self, entries: list[Entry], store: LatentStore, tokenizer, patch_size: int,
                  prompt_prob: float = 0.0, seed: int = 0):
         self.entries, self.store, self.tok, self.patch = entries, store, tokenizer, patch_size
+        if hasattr(tokenizer, "warm"):  # a phoneme front end: the whole list through espeak at once
+            tokenizer.warm([e.text for e in entries])
         self.text_ids = [tokenizer.encode(e.text) for e in entries]
         self.prompts = pair_prompts([e.speaker for e in entries], prompt_prob, random.Random(seed))
         needed = [(e, False) for e in entries] + [(entries[p], True) for p in self.prompts if p is not None]

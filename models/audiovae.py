@@ -210,8 +210,12 @@ class AudioVAE(nn.Module):
     def __init__(self, encoder_dim: int = 128, encoder_rates: Sequence[int] = (2, 5, 8, 8),
                  latent_dim: int | None = 64, decoder_dim: int = 1536,
                  decoder_rates: Sequence[int] = (8, 8, 5, 2), depthwise: bool = True,
-                 sample_rate: int = 16000, use_noise_block: bool = False):
+                 sample_rate: int = 16000, use_noise_block: bool = False, decoder: str = "waveform",
+                 istft: dict | None = None):
         super().__init__()
+        if decoder != "waveform":  # an experiment config's model node may name the other decoder
+            raise ValueError(f"AudioVAE builds the waveform decoder; decoder={decoder!r} is built by "
+                             "models.weights.build_audiovae (models.istft_vae)")
         encoder_rates, decoder_rates = [int(r) for r in encoder_rates], [int(r) for r in decoder_rates]
         if math.prod(encoder_rates) != math.prod(decoder_rates):
             raise ValueError(f"AudioVAE: encoder_rates {encoder_rates} and decoder_rates {decoder_rates} "

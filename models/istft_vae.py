@@ -151,6 +151,11 @@ class ISTFTAudioVAE(nn.Module):
         self.encoder = STFTEncoder(latent_dim, dim, ratio, n_fft, stft_hop, encoder_fast_blocks, encoder_slow_blocks)
         self.decoder = ISTFTDecoder(latent_dim, dim, ratio, n_fft, stft_hop, decoder_slow_blocks,
                                     decoder_fast_blocks, max_log_magnitude)
+        # per-channel statistics of the posterior means over a corpus (set_latent_stats): `encode`
+        # returns standardised latents and `decode` takes them, so a backbone models unit-scale
+        # latents from unit noise. Identity until set; training and the KL see the raw posterior.
+        self.register_buffer("latent_mean", torch.zeros(latent_dim))
+        self.register_buffer("latent_std", torch.ones(latent_dim))
 
     def config(self) -> dict:
         """Our own config (not the official `audio_vae_config`): `decoder` says which class."""
@@ -175,19 +180,38 @@ class ISTFTAudioVAE(nn.Module):
         return self.encoder(self.preprocess(wav, sample_rate))
 
     def encode(self, wav: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
-        return self.encode_posterior(wav, sample_rate)[0]
+        """The posterior mean, standardised by the stored latent statistics."""
+        return self.standardise(self.encode_posterior(wav, sample_rate)[0])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+        """Standardised latents (what `encode` returns) -> waveform."""
+        return self.decoder(self.unstandardise(z))
+
+    def standardise(self, mu: torch.Tensor) -> torch.Tensor:
+        return (mu - self.latent_mean[:, None].to(mu.dtype)) / self.latent_std[:, None].to(mu.dtype)
+
+    def unstandardise(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.latent_std[:, None].to(z.dtype) + self.latent_mean[:, None].to(z.dtype)
+
+    @torch.no_grad()
+    def set_latent_stats(self, wavs) -> dict[str, float]:
+        """Store the per-channel mean and std of the posterior means over `wavs` (waveforms
+        [1, 1, T] at the model's rate); returns the overall figures, for the record."""
+        mus = torch.cat([self.encode_posterior(w)[0][0].t() for w in wavs])  # [frames, D]
+        self.latent_mean.copy_(mus.mean(0))
+        self.latent_std.copy_(mus.std(0).clamp(min=1e-3))
+        diffs = torch.diff(self.standardise(mus.t()[None])[0], dim=-1)
+        return {"frames": mus.shape[0], "raw_std": float(mus.std()), "raw_abs_mean": float(mus.mean(0).abs().mean()),
+                "standardised_step_std": float(diffs.std())}
 
     def stream_decoder(self) -> "ISTFTStreamingDecoder":
-        return ISTFTStreamingDecoder(self.decoder)
+        return ISTFTStreamingDecoder(self.decoder, self.unstandardise)
 
     def forward(self, wav: torch.Tensor, sample: bool | None = None) -> dict[str, torch.Tensor]:
         mu, logvar = self.encode_posterior(wav)
         sample = self.training if sample is None else sample
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-        return {"audio": self.decode(z), "mu": mu, "logvar": logvar, "z": z}
+        return {"audio": self.decoder(z), "mu": mu, "logvar": logvar, "z": z}
 
 
 class ISTFTStreamingDecoder:
@@ -199,8 +223,8 @@ class ISTFTStreamingDecoder:
     latents (up to float rounding), and the first push is `lookahead_samples` shorter than
     n x hop."""
 
-    def __init__(self, decoder: ISTFTDecoder):
-        self.decoder = decoder
+    def __init__(self, decoder: ISTFTDecoder, unstandardise=lambda z: z):
+        self.decoder, self.unstandardise = decoder, unstandardise
         self.context: dict[int, torch.Tensor] = {}
         self.tail: torch.Tensor | None = None  # partial overlap-add sums of the samples not yet out
         self.started = False
@@ -220,6 +244,7 @@ class ISTFTStreamingDecoder:
 
     def push(self, z: torch.Tensor) -> torch.Tensor:
         d = self.decoder
+        z = self.unstandardise(z)
         h = self._blocks(d.fast, d.up(self._blocks(d.slow, self._conv(d.inp, z, 2))))
         wav = d.overlap_add(d.frames(h))  # covers [start - (n_fft - hop), end)
         keep = d.n_fft - d.stft_hop

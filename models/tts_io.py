@@ -241,12 +241,12 @@ def _export_tokenizer(tokenizer, folder: Path) -> None:
     if kind == "hf":
         tokenizer.tok.save_pretrained(str(folder))
         return
-    if kind != "char":
+    if kind not in ("char", "phoneme"):
         raise ValueError(f"cannot export a tokenizer of type {type(tokenizer).__name__}")
     from voxlab.text import tokenizer_spec
     (folder / OURS_TOKENIZER).write_text(json.dumps(tokenizer_spec(tokenizer), ensure_ascii=False) + "\n",
                                          encoding="utf-8")
-    if "\u2581" not in tokenizer.chars:  # "▁" stands for the space in Llama tokenizers
+    if kind == "char" and "\u2581" not in tokenizer.chars:  # "▁" stands for the space in Llama tokenizers
         llama_char_tokenizer(tokenizer).save_pretrained(str(folder))
 
 

@@ -84,12 +84,16 @@ def test_inference_path_equals_the_training_path_and_follows_weight_changes():
 
 
 def test_configured_sizes():
-    tiny = instantiate(compose("audiovae", "tiny").model)
+    from models.weights import build_audiovae
+
+    tiny = build_audiovae(compose("audiovae", "tiny").model, "tiny")
     paper = compose("audiovae", "paper").model
     assert compose("audiovae").model == paper  # the experiment's defaults are the paper sizes
     n_tiny = sum(p.numel() for p in tiny.parameters())
-    assert 100_000 < n_tiny < 3_000_000, n_tiny  # the shipped tiny recipe: 1.7 M (dense convs)
-    assert tiny.hop_length == 640 and tiny.latent_dim == 64
+    assert 3_000_000 < n_tiny < 6_000_000, n_tiny  # the shipped tiny recipe: 4.9 M, the iSTFT decoder
+    assert tiny.hop_length == 640 and tiny.latent_dim == 64 and tiny.decoder_kind == "istft"
+    waveform = build_audiovae(compose("audiovae", "tiny", ["model.decoder=waveform"]).model, "tiny waveform")
+    assert 100_000 < sum(p.numel() for p in waveform.parameters()) < 3_000_000  # 1.7 M (dense convs)
     assert (paper.encoder_dim, list(paper.encoder_rates), paper.latent_dim, paper.decoder_dim,
             list(paper.decoder_rates), paper.depthwise) == (128, [2, 5, 8, 8], 64, 1536, [8, 8, 5, 2], True)
 

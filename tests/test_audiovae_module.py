@@ -24,7 +24,8 @@ def _one_thread():
     yield
 T = 3200  # 0.2 s: 5 latent frames
 
-SMALL = ["model.encoder_dim=4", "model.decoder_dim=32", "discriminator.periods=[2,3]",
+SMALL = ["model.decoder=waveform", "module.lambdas.adv/gen_loss=1.0", "module.lambdas.adv/feat_loss=2.0", "model.encoder_dim=4",  # the waveform decoder with its GAN
+          "model.decoder_dim=32", "discriminator.periods=[2,3]",
          "discriminator.period_channels=[4,8]", "discriminator.stft_resolutions=[[256,64]]",
          "discriminator.stft_channels=4", "module.mel_loss.window_lengths=[64,256]",
          "module.mel_loss.n_mels=[10,40]", "module.stft_resolutions=[[512,128]]",

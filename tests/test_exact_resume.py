@@ -45,7 +45,7 @@ def vae_overrides(root, corpus, steps=VAE_STEPS, runs="vae_runs"):
     return [f"data.root={corpus}", f"run.root={root / runs}", f"trainer.max_steps={steps}",
             "trainer.log_every_n_steps=1", "trainer.val_check_interval=1000", "trainer.limit_val_batches=1",
             "run.checkpoint_every_steps=1000", "data.crop_seconds=0.4", "data.frame_budget=25600",
-            "module.warmup_steps=2", "model.encoder_dim=4", "model.decoder_dim=16",
+            "module.warmup_steps=2", "model.decoder=waveform", "module.lambdas.adv/gen_loss=1.0", "module.lambdas.adv/feat_loss=2.0", "model.encoder_dim=4", "model.decoder_dim=16",
             "discriminator.periods=[2,3]", "discriminator.period_channels=[4,8]",
             "discriminator.stft_resolutions=[[256,64]]", "discriminator.stft_channels=4",
             "module.mel_loss.window_lengths=[64,256]", "module.mel_loss.n_mels=[10,40]",

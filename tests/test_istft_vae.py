@@ -119,3 +119,24 @@ def test_training_loss_has_finite_gradients_on_silence():
     loss = loss + MultiResolutionSTFTLoss([[512, 128]])(fake, real)
     loss.backward()
     assert torch.isfinite(fake.grad).all()
+
+
+def test_stored_latent_statistics_standardise_encode_and_decode_undoes_them(tmp_path):
+    vae = small_vae()
+    wavs = [torch.randn(1, 1, 640 * 8) * 0.1 for _ in range(3)]
+    with torch.no_grad():
+        before = vae.decode(vae.encode(wavs[0]))
+        stats = vae.set_latent_stats(wavs)
+        z = torch.cat([vae.encode(w)[0].t() for w in wavs])
+        after = vae.decode(vae.encode(wavs[0]))
+    assert stats["frames"] == 24
+    assert z.mean(0).abs().max() < 1e-4 and (z.std(0) - 1).abs().max() < 1e-3
+    assert (after - before).abs().max() < 1e-5  # encode and decode cancel the standardisation
+    export_audiovae(vae, tmp_path / "vae")
+    loaded = load_audiovae(tmp_path / "vae")
+    assert torch.equal(loaded.latent_std, vae.latent_std)
+    stream = loaded.stream_decoder()
+    with torch.no_grad():
+        code = loaded.encode(wavs[1])
+        joined = torch.cat([stream.push(code[..., :3]), stream.push(code[..., 3:]), stream.flush()], dim=-1)
+        assert (joined - loaded.decode(code)).abs().max() < 1e-5

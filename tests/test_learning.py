@@ -73,7 +73,7 @@ def test_backbone_overfits_a_few_utterances():
 
 # ---- AudioVAE: multi-scale mel reconstruction -----------------------------------------------------
 T = 4800  # 0.3 s
-SMALL = ["model.encoder_dim=4", "model.decoder_dim=32", "model.depthwise=false",
+SMALL = ["model.decoder=waveform", "model.encoder_dim=4", "model.decoder_dim=32", "model.depthwise=false",
          "module.mel_loss.window_lengths=[64,256,1024]", "module.mel_loss.n_mels=[10,40,80]",
          "optim.generator.lr=3e-3", "module.warmup_steps=1000"]
 
@@ -92,9 +92,15 @@ def voiced_batch(n=2):
             "utt": [f"u{i}" for i in range(n)], "speaker": ["s"] * n, "lang": ["en"] * n}
 
 
-def test_audiovae_overfits_a_few_utterances(tmp_path):
+SMALL_ISTFT = ["model.decoder=istft", "model.istft.dim=48", "model.istft.encoder_fast_blocks=1",
+               "model.istft.encoder_slow_blocks=1", "model.istft.decoder_slow_blocks=1",
+               "model.istft.decoder_fast_blocks=1", *SMALL[4:], "optim.generator.lr=1e-2"]
+
+
+@pytest.mark.parametrize("decoder", ["waveform", "istft"])
+def test_audiovae_overfits_a_few_utterances(tmp_path, decoder):
     torch.manual_seed(0)
-    module = AudioVAEModule(compose("audiovae", "tiny", SMALL))
+    module = AudioVAEModule(compose("audiovae", "tiny", SMALL if decoder == "waveform" else SMALL_ISTFT))
     batch = voiced_batch()
 
     def mel() -> float:
@@ -118,14 +124,11 @@ def test_audiovae_overfits_a_few_utterances(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_tiny_audiovae_recipe_reconstructs_held_out_voices(tts_assets):
-    """A short run of the tiny AudioVAE recipe (mel-only phase, 400 steps, a few minutes) on a small
-    embedded corpus: the log-mel distance of held-out test voices' reconstructions falls well
-    below the untrained model's and under a fixed bound.
-
-    Known to fail as of 2026-12-01: on this 24-utterance corpus the recipe's losses turned
-    non-finite near step 119 and every later batch was skipped. That used to hang (skipped batches
-    did not count toward the step budget); now the run stops with NonFiniteLoss naming the share
-    of skipped batches (nonfinite.max_skip_share), and the timeout only guards against a new hang."""
+    """A short run of the tiny AudioVAE recipe (the iSTFT decoder, 400 steps, a few minutes) on a
+    small embedded corpus: the log-mel distance of held-out test voices' reconstructions falls well
+    below the untrained model's and under a fixed bound. (The waveform decoder's recipe went
+    non-finite near step 119 on this corpus; a run whose batches are skipped stops with
+    NonFiniteLoss, and the timeout only guards against a new hang.)"""
     import torch.nn.functional as F
 
     from eval.testset import read_testset

@@ -95,7 +95,7 @@ class MelSpectrogram(nn.Module):
         spec = torch.stft(wav.float(), self.n_fft, self.hop_length, self.win_length, self.window,
                           center=self.center, pad_mode="reflect", return_complex=True)
         # sqrt(re^2 + im^2 + eps) where a gradient flows: |0| has a NaN gradient (silent output)
-        mag = spec.abs() if not wav.requires_grad else (spec.real.square() + spec.imag.square() + 1e-10).sqrt()
+        mag = spec.abs() if not wav.requires_grad else (spec.real.square() + spec.imag.square() + 1e-16).sqrt()
         if self.power != 1.0:
             mag = mag.pow(self.power)
         mel = torch.matmul(self.mel_basis, mag)

@@ -3,6 +3,8 @@ audio boundary ids of the sequence layout (101 = audio start, 102 = audio end, a
 
 - `CharTokenizer`: one id per character, for the embedded corpus. Ids below 128 are reserved
   for special tokens so that 101/102 mean the same as in the official vocabulary.
+- `PhonemeTokenizer`: one id per phoneme symbol (espeak-ng IPA for English, pinyin for Chinese):
+  the tiny scale's front end, which spares a small model learning English spelling.
 - `HFTokenizer`: a Hugging Face tokenizer from a local folder (LlamaTokenizerFast files), with
   multi-character Chinese tokens split into single characters (docs/design.md section 3). The
   official rule (default, `cjk_split="official"`): a token is split when, without its "▁" marks,
@@ -135,11 +137,61 @@ class HFTokenizer:
         return [c for c in text if c in bad]
 
 
+class PhonemeTokenizer:
+    """One id per phoneme symbol (voxlab.phonemes: espeak-ng's IPA for English, tone-number pinyin
+    for Chinese), for `text.kind: phoneme`. The symbol list is fixed (SYMBOLS: espeak's English
+    inventory, pinyin's letters and tones, pauses), so every model of this kind shares the ids.
+    Phonemes are computed once per distinct text and kept; `warm(texts)` phonemizes many in one
+    call of the library (a dataset's texts), which is much faster than one by one."""
+
+    kind = "phoneme"
+    audio_start_id, audio_end_id, pad_id = AUDIO_START_ID, AUDIO_END_ID, PAD_ID
+    SYMBOLS = (" !,.:;?12345abcdefghijklmnopqrstuvwxyzæçðøŋœɐɑɒɔɕɘəɚɛɜɞɟɡɣɤɨɪɫɬɯɰɱɲɳɵɸɹɺɻɽɾʀʁʂʃʈʉʊʋʌʍʎʏʐʑʒʔʕʝʰʲʷˈˌːˑ"
+               "̩̪̃͡θχᵻ")
+
+    def __init__(self, voice: str = "en-us"):
+        self.voice = voice
+        self.chars = list(dict.fromkeys(self.SYMBOLS))
+        self.ids = {c: i + FIRST_CHAR_ID for i, c in enumerate(self.chars)}
+        self._phonemes: dict[str, str] = {}
+        self.source = f"phonemes (espeak-ng {voice}, pinyin)"
+
+    @property
+    def vocab_size(self) -> int:
+        return FIRST_CHAR_ID + len(self.chars)
+
+    def vocabulary(self) -> dict[str, int]:
+        return dict(self.ids)
+
+    def warm(self, texts) -> None:
+        from voxlab.phonemes import phonemize
+
+        todo = sorted({unicodedata.normalize("NFC", t) for t in texts} - set(self._phonemes))
+        self._phonemes.update(zip(todo, phonemize(todo, self.voice)))
+
+    def phonemes(self, text: str) -> str:
+        text = unicodedata.normalize("NFC", text)
+        if text not in self._phonemes:
+            self.warm([text])
+        return self._phonemes[text]
+
+    def encode(self, text: str) -> list[int]:
+        return [self.ids.get(c, UNK_ID) for c in self.phonemes(text)]
+
+    def unknown(self, text: str) -> list[str]:
+        """Symbols of the text's phonemes outside the inventory, and characters that gave no phoneme."""
+        return [c for c in self.phonemes(text) if c not in self.ids]
+
+    def decode(self, ids: list[int]) -> str:
+        inv = {i: c for c, i in self.ids.items()}
+        return "".join(inv.get(i, "") for i in ids)
+
+
 class TokenizerSpecError(ValueError):
     """A tokenizer description (config `text` section or a checkpoint's record) not understood."""
 
 
-def build_tokenizer(spec, source: str = "text") -> CharTokenizer | HFTokenizer:
+def build_tokenizer(spec, source: str = "text") -> CharTokenizer | HFTokenizer | PhonemeTokenizer:
     """The tokenizer a mapping describes: the `text` config section or what `tokenizer_spec`
     recorded: `kind: char` with `vocab: <file>` or the list `chars`, or `kind: hf` with
     `path: <folder>`. `source` names the mapping in errors."""
@@ -150,8 +202,10 @@ def build_tokenizer(spec, source: str = "text") -> CharTokenizer | HFTokenizer:
         return CharTokenizer.from_file(spec["vocab"])
     if kind == "hf" and spec.get("path"):
         return HFTokenizer(spec["path"])
-    if kind not in ("char", "hf"):
-        raise TokenizerSpecError(f"{source}: kind must be 'char' or 'hf', got {kind!r}")
+    if kind == "phoneme":
+        return PhonemeTokenizer(spec.get("voice") or "en-us")
+    if kind not in ("char", "hf", "phoneme"):
+        raise TokenizerSpecError(f"{source}: kind must be 'char', 'hf' or 'phoneme', got {kind!r}")
     raise TokenizerSpecError(f"{source}: tokenizer spec not understood: {dict(spec)} (expected kind 'char' with "
                              "'chars' or 'vocab', or kind 'hf' with 'path')")
 
@@ -160,4 +214,6 @@ def tokenizer_spec(tokenizer: CharTokenizer | HFTokenizer) -> dict:
     """What `build_tokenizer` rebuilds `tokenizer` from: a character list, or an HF folder's path."""
     if tokenizer.kind == "char":
         return {"kind": "char", "chars": list(tokenizer.chars)}
+    if tokenizer.kind == "phoneme":
+        return {"kind": "phoneme", "voice": tokenizer.voice}
     return {"kind": "hf", "path": tokenizer.source}
