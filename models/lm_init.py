@@ -88,9 +88,10 @@ def lm_vocabulary(folder: Path) -> tuple[dict[str, int], str]:
     record = folder / "voxlab_lm.json"
     if record.is_file():
         info = json.loads(record.read_text(encoding="utf-8"))
-        if isinstance(info.get("vocabulary"), dict) and "chars" in info["vocabulary"]:
+        if isinstance(info.get("vocabulary"), dict) and ("chars" in info["vocabulary"]
+                                                         or info["vocabulary"].get("kind") == "phoneme"):
             tok = build_tokenizer(info["vocabulary"], f"{record} (vocabulary)")
-            return tok.vocabulary(), f"the {len(tok.chars)} characters recorded in {record}"
+            return tok.vocabulary(), f"the {len(tok.chars)} {tok.kind} symbols recorded in {record}"
         vocab = Path(info.get("vocab_file") or "")
         if info.get("tokenizer") == "char" and vocab.is_file():  # an LM recorded before the characters were
             return CharTokenizer.from_file(vocab).vocabulary(), f"the character vocabulary {vocab} named in {record}"

@@ -23,6 +23,10 @@ Config (`config.model`, `_target_: models.voxcpm.VoxCPMBackbone`; every key is a
 - `condition_on_residual`: the LocDiT condition adds the projected RALM hidden; false = `no_hres`
   (TSLM -> FSQ -> LocDiT). The RALM would then get no gradient at all, so it is not built.
 - `flow`: {cfg_dropout: 0.1, t_mean: -0.4, t_std: 1.0} flow-matching training settings.
+- `history_noise`: 0 (the paper); > 0 adds Gaussian noise of that std (in latent units) to the
+  latent patches the LocEnc reads in training (the history the TSLM and RALM see), not to the
+  flow target nor the LocDiT's previous patch: generation feeds the model its own imperfect
+  patches, and a model trained only on clean history drifts from the text (exposure bias).
 - `lm_init`: {mode: none|full|partial, path, num_layers}: TSLM initialisation from a local
   Hugging Face causal LM (`models.lm_init`); applied by `apply_lm_init()`, never in __init__,
   so rebuilding a trained model from its config does not need the LM folder.
@@ -105,7 +109,7 @@ class VoxCPMBackbone(nn.Module):
                  residual_input_e: bool = True, condition_on_residual: bool = True, flow: dict | None = None,
                  lm_init: dict | None = None, max_length: int = 4096, audio_start_id: int = 101,
                  audio_end_id: int = 102, official: dict | None = None, lora: dict | None = None,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, history_noise: float = 0.0):
         super().__init__()
         lm_cfg = MiniCPMConfig.from_dict(dict(lm), "model.lm")
         if lm_cfg.vocab_size <= 0:
@@ -117,7 +121,9 @@ class VoxCPMBackbone(nn.Module):
                            residual_lm_layers=residual_lm_layers, fsq=fsq_, residual_input_e=residual_input_e,
                            condition_on_residual=condition_on_residual, flow=flow_, lm_init=lm_init_,
                            max_length=max_length, audio_start_id=audio_start_id, audio_end_id=audio_end_id,
-                           official=official, lora=None, gradient_checkpointing=bool(gradient_checkpointing))
+                           official=official, lora=None, gradient_checkpointing=bool(gradient_checkpointing),
+                           history_noise=float(history_noise))
+        self.history_noise = float(history_noise)
         self.feat_dim, self.patch_size, self.max_length = feat_dim, patch_size, max_length
         self.audio_start_id, self.audio_end_id = audio_start_id, audio_end_id
         self.residual_input_e = residual_input_e
@@ -216,7 +222,12 @@ class VoxCPMBackbone(nn.Module):
         t [N], noise [N, P, D], cfg_keep bool [N] (N = number of target patches, in batch order)
         fix the flow-matching randomness; otherwise it is drawn from `generator` / the global RNG.
         """
-        states = self.hidden_states(batch)
+        history = batch
+        if self.training and self.history_noise > 0:
+            feats = batch["audio_feats"]
+            jitter = torch.randn(feats.shape, generator=generator, device=feats.device, dtype=feats.dtype)
+            history = {**batch, "audio_feats": feats + self.history_noise * jitter}
+        states = self.hidden_states(history)
         sel = batch["loss_mask"].bool()
         lm_hidden = shift_right(states["bottleneck"])[sel]
         res_hidden = shift_right(states["ralm"])[sel] if "ralm" in states else None

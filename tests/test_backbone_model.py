@@ -344,3 +344,25 @@ def test_experiment_model_builds_and_trains_at_tiny_scale(name):
     out = model(batch)
     (out["flow_loss"] + out["stop_loss"]).backward()
     assert all(torch.isfinite(v) for v in out.values())
+
+
+def test_history_noise_touches_only_the_history_the_lms_read_in_training():
+    """history_noise jitters the patches the LocEnc encodes (what the TSLM/RALM see), never the
+    flow target or the LocDiT's previous patch, and only in training: eval losses are unchanged."""
+    batch = make_batch()
+    clean, noisy = tiny(seed=3), tiny(seed=3, history_noise=0.3)
+    n = int(batch["loss_mask"].sum())
+    fixed = dict(t=torch.full((n,), 0.5), noise=torch.zeros(n, 2, D), cfg_keep=torch.ones(n, dtype=torch.bool))
+    for m in (clean, noisy):
+        m.eval()
+    with torch.no_grad():
+        assert torch.equal(clean(batch, **fixed)["flow_loss"], noisy(batch, **fixed)["flow_loss"])
+    seen = []
+    noisy.feat_encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach().clone()))
+    clean.train(), noisy.train()
+    with torch.no_grad():
+        a = clean(batch, **fixed, generator=torch.Generator().manual_seed(0))
+        b = noisy(batch, **fixed, generator=torch.Generator().manual_seed(0))
+    audio = batch["audio_feats"][batch["audio_mask"].bool()]
+    assert (seen[0] - audio).abs().mean() > 0.1  # the LocEnc read jittered patches
+    assert not torch.equal(a["flow_loss"], b["flow_loss"])

@@ -36,3 +36,20 @@ def test_paper_scale_without_lm_folder_names_the_key():
     with pytest.raises(ConfigError, match="set model.lm_init.path"):
         ensure_lm(cfg)
     assert ensure_lm(compose("no_lm_init", "paper")) is None
+
+
+def test_a_phoneme_lm_reads_the_text_as_phonemes_and_lm_init_accepts_it(tmp_path):
+    import torch
+
+    from models.lm_init import check_tokenizer
+    from voxlab.text import PhonemeTokenizer
+
+    texts = ["the cat sat on the mat.", "a dog ran in the park."] * 40
+    (tmp_path / "lm.txt").write_text("\n".join(texts) + "\n")
+    tok = PhonemeTokenizer()
+    summary = pretrain_text_lm(tmp_path / "lm", LM, 256, tmp_path / "lm.txt", tmp_path / "absent_vocab.txt",
+                               steps=30, batch_size=4, seq_len=32, lr=1e-2, progress=False, tokenizer=tok)
+    assert summary["tokenizer"] == "phoneme" and summary["final_loss"] < summary["first_loss"] - 1.0
+    assert "phoneme symbols" in check_tokenizer(tmp_path / "lm", PhonemeTokenizer())
+    with pytest.raises(Exception, match="is not the LM.s own"):
+        check_tokenizer(tmp_path / "lm", CharTokenizer(list("abc")))  # another front end's ids: refused

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lightning_modules.schedules import lr_lambda
 from voxlab.config import ConfigError, compose
-from voxlab.text import CharTokenizer, EOS_ID, tokenizer_spec
+from voxlab.text import CharTokenizer, EOS_ID, build_tokenizer, tokenizer_spec
 
 
 def llama_config(lm: dict, vocab_size: int):
@@ -55,18 +55,22 @@ def _token_stream(texts: list[str], tok: CharTokenizer) -> torch.Tensor:
 
 def pretrain_text_lm(out_dir: str | Path, lm: dict, vocab_size: int, text_file: str | Path, vocab_file: str | Path,
                      steps: int = 600, batch_size: int = 16, seq_len: int = 128, lr: float = 3e-3,
-                     seed: int = 0, progress: bool = True) -> dict:
-    """Train and save; returns a summary (initial and final loss, held-out perplexity)."""
+                     seed: int = 0, progress: bool = True, tokenizer=None) -> dict:
+    """Train and save; returns a summary (initial and final loss, held-out perplexity). The text
+    is read through `tokenizer` (the TTS's front end, e.g. phonemes) or else the characters of
+    `vocab_file`."""
     from transformers import LlamaForCausalLM
 
     out_dir, text_file = Path(out_dir), Path(text_file)
     if not text_file.is_file():
         raise FileNotFoundError(f"{text_file}: text corpus not found (run `make data`)")
-    tok = CharTokenizer.from_file(vocab_file)
+    tok = tokenizer if tokenizer is not None else CharTokenizer.from_file(vocab_file)
     if tok.vocab_size > vocab_size:
         raise ConfigError(f"model.lm.vocab_size={vocab_size} is smaller than the corpus vocabulary ({tok.vocab_size})")
     torch.manual_seed(seed)
     lines = [line for line in text_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if hasattr(tok, "warm"):  # phonemes: the whole text through espeak in one call
+        tok.warm(lines)
     split = max(1, len(lines) // 20)
     train_ids, val_ids = _token_stream(lines[split:], tok), _token_stream(lines[:split], tok)
     model = LlamaForCausalLM(llama_config(lm, vocab_size))
@@ -92,7 +96,7 @@ def pretrain_text_lm(out_dir: str | Path, lm: dict, vocab_size: int, text_file: 
         val_loss = float(model(input_ids=chunks, labels=chunks).loss)
     summary = {"steps": steps, "first_loss": losses[0], "final_loss": sum(losses[-20:]) / len(losses[-20:]),
                "val_loss": val_loss, "val_perplexity": math.exp(val_loss), "seconds": round(time.time() - start, 1),
-               "vocab_file": str(vocab_file), "text_file": str(text_file), "tokenizer": "char"}
+               "vocab_file": str(vocab_file), "text_file": str(text_file), "tokenizer": tok.kind}
     # the characters themselves: LM init checks the TTS tokenizer against them (models.lm_init)
     record = {**summary, "vocabulary": tokenizer_spec(tok)}
     # written beside the folder, then renamed into place (a previous one, of `make lm` again, set
@@ -144,9 +148,12 @@ def build_from_config(cfg, progress: bool = True) -> dict:
     from omegaconf import OmegaConf
 
     lm = OmegaConf.to_container(cfg.model.lm, resolve=True)
+
+    tokenizer = build_tokenizer(cfg.text) if cfg.text.kind == "phoneme" else None
     return pretrain_text_lm(cfg.model.lm_init.path, lm, lm["vocab_size"], cfg.lm_pretrain.text_file,
                             cfg.text.vocab, steps=cfg.lm_pretrain.steps, batch_size=cfg.lm_pretrain.batch_size,
-                            seq_len=cfg.lm_pretrain.seq_len, lr=cfg.lm_pretrain.lr, seed=cfg.seed, progress=progress)
+                            seq_len=cfg.lm_pretrain.seq_len, lr=cfg.lm_pretrain.lr, seed=cfg.seed, progress=progress,
+                            tokenizer=tokenizer)
 
 
 def main(argv: list[str] | None = None) -> int:

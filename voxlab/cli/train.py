@@ -68,7 +68,9 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
     if not resume:
         if not exp:
             raise ConfigError("EXP is required (or RESUME=<run folder or checkpoint>)")
-        return Plan(resolve_init(compose(exp, scale, overrides)))  # init.model: voxlab/cli/init_model.py
+        cfg = resolve_init(compose(exp, scale, overrides))  # init.model: voxlab/cli/init_model.py
+        ensure_embedded_corpus(cfg)
+        return Plan(cfg)
     run_dir, ckpt, branch = resolve_resume(resume)
     plan = Plan(None, None if branch else run_dir, ckpt, run_dir if branch else None)
     if not branch and is_main_process():  # rank zero owns the run folder
@@ -88,6 +90,18 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
         plan.release()
         raise
     return plan
+
+
+def ensure_embedded_corpus(cfg: DictConfig) -> None:
+    """At tiny scale on the default corpus folder, a fresh clone has no data yet: build the
+    embedded corpus there (what `make data` does, about 10 s) instead of stopping."""
+    from datamodules.corpus import build_corpus
+
+    root = Path(OmegaConf.select(cfg, "data.root") or "")
+    if cfg.scale != "tiny" or root != Path("data/corpus") or Path(cfg.data.train_manifest).is_file():
+        return
+    print(f"[train] {cfg.data.train_manifest} is missing: building the embedded corpus in {root} first (make data)")
+    build_corpus(root)
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
