@@ -30,7 +30,7 @@ SHIPPED_VAE = Path(__file__).resolve().parents[2] / "assets" / "tiny_audiovae"
 EVAL_SETTINGS = {"cfg": 2.0, "timesteps": 10, "temperature": 1.0, "seed": 0}
 
 
-NUM_UTTS = 720
+NUM_UTTS = 4000  # 3.2 h of speech, about 20 s to render; 3740 training utterances
 
 
 def configure(data: str, runs: str, num_utts: int = NUM_UTTS) -> None:
@@ -154,7 +154,7 @@ def tts_overrides(vae: Path, steps: int | None, eval_every: int, paraformer: str
 
 
 def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int | None = None,
-             tts_steps: int | None = None, eval_every: int = 500, paraformer: str | None = None) -> dict:
+             tts_steps: int | None = None, eval_every: int = 1000, paraformer: str | None = None) -> dict:
     from datamodules.corpus import build_corpus
 
     times: dict[str, float] = {}
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="train the tiny VAE here instead of starting from the shipped one")
     parser.add_argument("--vae-steps", type=int, help="with --train-vae: generator steps (default: the tiny recipe's)")
     parser.add_argument("--tts-steps", type=int, help="tiny d256s9 training steps (default: the tiny recipe's)")
-    parser.add_argument("--eval-every", type=int, default=500,
+    parser.add_argument("--eval-every", type=int, default=1000,
                         help="Seed-TTS-Eval (8 utts per language) every N backbone steps during training (0: off)")
     parser.add_argument("--paraformer", help="paraformer-zh folder for the Chinese CER (or $VOXLAB_PARAFORMER)")
     parser.add_argument("--data", default=str(DATA), help="corpus folder (built there when missing)")
