@@ -36,3 +36,29 @@ def test_paper_scale_without_lm_folder_names_the_key():
     with pytest.raises(ConfigError, match="set model.lm_init.path"):
         ensure_lm(cfg)
     assert ensure_lm(compose("no_lm_init", "paper")) is None
+
+
+def test_make_lm_never_replaces_a_folder_it_did_not_create(tmp_path, capsys):
+    from voxlab.cli.lm import main
+
+    user = tmp_path / "models" / "my_lm"
+    user.mkdir(parents=True)
+    (user / "config.json").write_text("{}")
+    (user / "model.safetensors").write_bytes(b"weights of mine")
+    (tmp_path / "alias").symlink_to(tmp_path / "models")
+    (tmp_path / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for path in (user, tmp_path / "alias" / "my_lm", tmp_path / "models" / "my_lm" / ".." / "my_lm",
+                 tmp_path / "models", tmp_path / "notes.txt"):
+        assert main(["--exp", "d256s9", f"model.lm_init.path={path}", "lm_pretrain.steps=1"]) == 2, path
+        err = capsys.readouterr().err
+        assert "model.lm_init.path=" in err and "Traceback" not in err, path
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    # its own folder (and an empty one) is replaced by make lm again
+    (tmp_path / "lm.txt").write_text("the cat sat on the mat.\n" * 40)
+    CharTokenizer.build(["the cat sat on the mat."], tmp_path / "vocab.txt")
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "empty", tmp_path / "empty"):
+        pretrain_text_lm(out, LM, 256, tmp_path / "lm.txt", tmp_path / "vocab.txt", steps=1, batch_size=2,
+                         seq_len=8, progress=False)
+    assert (tmp_path / "empty" / "voxlab_lm.json").is_file()
