@@ -112,7 +112,7 @@ def main(argv=None) -> int:
 
         if args.check or args.model:
             # test set and weights first: a missing ASR/SIM weight fails before the TTS model loads
-            _, items, langs, _, _ = preflight(args.testset, config, transcripts=args.transcripts,
+            meta, items, langs, _, _ = preflight(args.testset, config, transcripts=args.transcripts,
                                               limit=args.limit, utts=utts)
             if args.check:
                 print(f"ok: {len(items)} utts ({', '.join(sorted(set(langs.values())))}); "
@@ -123,7 +123,9 @@ def main(argv=None) -> int:
         check_out_dir(out_dir, args.wavs)  # before a model loads or a wav is generated
         generation = generate_fn = None
         if args.model:
-            from eval.generate import model_fingerprint, model_generate_fn
+            from eval.generate import check_generation_dir, model_fingerprint, model_generate_fn
+
+            check_generation_dir(Path(args.wavs) if args.wavs else out_dir / "wavs", meta)  # before the model loads
 
             settings = {"cfg": args.cfg, "timesteps": args.timesteps, "temperature": args.temperature,
                         "seed": args.seed, "max_len": args.max_len}

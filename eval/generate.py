@@ -18,6 +18,8 @@ from eval.testset import TestItem
 
 GenerateFn = Callable[[Sequence[TestItem], Path], None]
 SIDECAR = ".gen.json"
+# written into a generation folder this code created (or found empty): only such a folder is written into
+MARKER = ".voxlab-eval-wavs"
 DTYPES = ("float32", "bfloat16", "int8")  # backbone weights an evaluation may generate with (`--dtype`)
 
 
@@ -43,11 +45,57 @@ def pending_items(items: Sequence[TestItem], wavs_dir: Path, generation: dict) -
     return [it for it in items if not is_current(wavs_dir, it.utt, generation)]
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def check_generation_dir(wavs_dir: Path, meta: Path) -> None:
+    """The folder generated wavs go to must not hold any file of the test set (meta.lst, prompt or
+    ground-truth wavs: compared by device and inode, so a symlink, `..` or another spelling of the
+    path is the same folder), and must be new, empty or one this code created (MARKER, or every
+    file a generated wav with its record): a folder of the user's is never written into."""
+    from eval.testset import read_testset
+
+    wavs_dir = Path(wavs_dir)
+    if wavs_dir.exists() and not wavs_dir.is_dir():
+        raise EvalError(f"--wavs {wavs_dir} is a file, not a folder: choose a new folder for the generated wavs")
+    folder = _identity(wavs_dir)
+    if folder is None:
+        return
+    items = read_testset(meta)
+    own = {}  # identity -> a test set file
+    for path in [Path(meta)] + [p for it in items for p in (it.prompt_wav, it.gt_wav) if p is not None]:
+        own.setdefault(_identity(path), path)
+        if _identity(path.parent) == folder:
+            raise EvalError(f"--wavs {wavs_dir} is the folder of the test set's own {path}: generated wavs would be "
+                            "written over it; choose a new folder for them (or leave --wavs out)")
+    for it in items:  # a generated wav's name that is (a hard link of) a test set file
+        same = own.get(_identity(wavs_dir / f"{it.utt}.wav")) if (wavs_dir / f"{it.utt}.wav").exists() else None
+        if same is not None:
+            raise EvalError(f"--wavs {wavs_dir}: {it.utt}.wav there is the test set's own {same}: generated wavs "
+                            "would be written over it; choose a new folder for them")
+    names = {p.name for p in wavs_dir.iterdir()}
+    if not names or MARKER in names:
+        return
+    foreign = sorted(n for n in names if not (n.endswith(SIDECAR) or (n.endswith(".wav") and
+                                                                       f"{n[:-4]}{SIDECAR}" in names)))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise EvalError(f"--wavs {wavs_dir} is not a folder of generated wavs (it holds {shown}): generate into a "
+                        "new or empty folder; a folder the evaluation did not create is never written into")
+
+
 def run_generation(items: Sequence[TestItem], wavs_dir: Path, generation: dict,
                    generate_fn: GenerateFn) -> int:
-    """Generate what is not current; returns how many items were (re)generated."""
+    """Generate what is not current; returns how many items were (re)generated (call
+    `check_generation_dir` first)."""
     wavs_dir = Path(wavs_dir)
     wavs_dir.mkdir(parents=True, exist_ok=True)
+    (wavs_dir / MARKER).touch()
     todo = pending_items(items, wavs_dir, generation)
     for it in todo:  # a stale record must not vouch for a wav the hook fails to rewrite
         sidecar(wavs_dir, it.utt).unlink(missing_ok=True)

@@ -26,7 +26,7 @@ import soundfile as sf
 
 from eval.backends import ASR_DISABLED, Backends, EvalConfig, check_backends
 from eval.errors import EvalError
-from eval.generate import GenerateFn, run_generation
+from eval.generate import GenerateFn, check_generation_dir, run_generation
 from eval.normalize import VARIANTS, detect_lang, normalize, zh_punctuation
 from eval.sim import cosine
 from eval.testset import TestItem, read_testset, resolve_meta, summarize, testset_name
@@ -151,6 +151,7 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     wavs_dir = Path(wavs_dir) if wavs_dir is not None else out_dir / "wavs"
     n_generated, t_gen = 0, time.perf_counter()
     if generate_fn is not None:
+        check_generation_dir(wavs_dir, meta)
         n_generated = run_generation(items, wavs_dir, generation or {}, generate_fn)
         log(f"generated {n_generated} of {len(items)} wavs into {wavs_dir}")
     t_gen = time.perf_counter() - t_gen

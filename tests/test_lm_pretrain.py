@@ -39,8 +39,6 @@ def test_paper_scale_without_lm_folder_names_the_key():
 
 
 def test_a_phoneme_lm_reads_the_text_as_phonemes_and_lm_init_accepts_it(tmp_path):
-    import torch
-
     from models.lm_init import check_tokenizer
     from voxlab.text import PhonemeTokenizer
 
@@ -53,3 +51,29 @@ def test_a_phoneme_lm_reads_the_text_as_phonemes_and_lm_init_accepts_it(tmp_path
     assert "phoneme symbols" in check_tokenizer(tmp_path / "lm", PhonemeTokenizer())
     with pytest.raises(Exception, match="is not the LM.s own"):
         check_tokenizer(tmp_path / "lm", CharTokenizer(list("abc")))  # another front end's ids: refused
+
+
+def test_make_lm_never_replaces_a_folder_it_did_not_create(tmp_path, capsys):
+    from voxlab.cli.lm import main
+
+    user = tmp_path / "models" / "my_lm"
+    user.mkdir(parents=True)
+    (user / "config.json").write_text("{}")
+    (user / "model.safetensors").write_bytes(b"weights of mine")
+    (tmp_path / "alias").symlink_to(tmp_path / "models")
+    (tmp_path / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for path in (user, tmp_path / "alias" / "my_lm", tmp_path / "models" / "my_lm" / ".." / "my_lm",
+                 tmp_path / "models", tmp_path / "notes.txt"):
+        assert main(["--exp", "d256s9", f"model.lm_init.path={path}", "lm_pretrain.steps=1"]) == 2, path
+        err = capsys.readouterr().err
+        assert "model.lm_init.path=" in err and "Traceback" not in err, path
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    # its own folder (and an empty one) is replaced by make lm again
+    (tmp_path / "lm.txt").write_text("the cat sat on the mat.\n" * 40)
+    CharTokenizer.build(["the cat sat on the mat."], tmp_path / "vocab.txt")
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "empty", tmp_path / "empty"):
+        pretrain_text_lm(out, LM, 256, tmp_path / "lm.txt", tmp_path / "vocab.txt", steps=1, batch_size=2,
+                         seq_len=8, progress=False)
+    assert (tmp_path / "empty" / "voxlab_lm.json").is_file()

@@ -4,6 +4,7 @@ one only with --overwrite."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -78,3 +79,50 @@ def test_export_refuses_folders_that_are_not_exports_and_clears_a_previous_one(t
     ablation = TTSModel(VoxCPMBackbone(**{**kwargs, "residual_input_e": False}), model.vae, model.tokenizer)
     models.export(ablation, folder, official=False, overwrite=True)
     assert not (folder / "config.json").exists()
+
+
+def test_generation_never_writes_over_the_test_set_or_a_folder_it_did_not_create(tmp_path, capsys):
+    """--model with --wavs naming the test set's own wavs (by any spelling: a symlink, `..`, the
+    test set's root, a hard-linked copy) or a user's folder is refused before the model loads."""
+    meta = make_testset(tmp_path / "ts" / "mini")
+    tr = tmp_path / "tr.jsonl"
+    tr.write_text("".join(json.dumps({"utt": u, "text": "x"}) + "\n" for u in ("en_001", "en_002", "zh_001", "zh_002")))
+    (tmp_path / "link").symlink_to(tmp_path / "ts" / "mini")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "en_001.wav").write_bytes(b"my own recording")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    os.link(tmp_path / "ts" / "mini" / "wavs" / "zh_002.wav", linked / "zh_002.wav")
+    (linked / "zh_002.gen.json").write_text("{}")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    cases = {tmp_path / "link" / "prompt-wavs": "test set's own",
+             tmp_path / "ts" / "mini" / "prompt-wavs" / ".." / "wavs": "test set's own",
+             tmp_path / "ts" / "mini": "test set's own", linked: "test set's own",
+             mine: "not a folder of generated wavs"}
+    for wavs, message in cases.items():
+        code = eval_main(["--testset", str(meta), "--model", str(tmp_path / "no_model.ckpt"), "--wavs", str(wavs),
+                          "--transcripts", str(tr), "--sim", "none", "--out", str(tmp_path / "res")])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, wavs
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+    from eval.run import evaluate
+    from eval.backends import EvalConfig
+    from eval.errors import EvalError
+    from eval.tiny_backends import write_tone
+
+    def fake_generate(items, out_dir):
+        for it in items:
+            write_tone(out_dir / f"{it.utt}.wav", 0.5, 200)
+
+    with pytest.raises(EvalError, match="test set's own"):  # the library entry point holds too
+        evaluate(meta, tmp_path / "ts" / "mini" / "wavs", tmp_path / "r0", config=EvalConfig(sim="none"),
+                 transcripts=tr, generation={"m": 1}, generate_fn=fake_generate)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    # a folder it created is reused (resumable); an empty one is taken
+    (tmp_path / "empty").mkdir()
+    for wavs in (tmp_path / "gen", tmp_path / "gen", tmp_path / "empty"):
+        evaluate(meta, wavs, tmp_path / f"r_{wavs.name}", config=EvalConfig(sim="none"), transcripts=tr,
+                 generation={"m": 1}, generate_fn=fake_generate, overwrite=True)
+    assert (tmp_path / "gen" / "zh_002.wav").is_file()

@@ -209,3 +209,29 @@ def test_a_manifest_that_is_not_utf8_names_the_file_and_line(tmp_path):
     path.write_bytes(b'{"audio": "a.wav", "text": "ok"}\n{"audio": "b.wav", "text": "caf\xe9"}\n')
     with pytest.raises(ManifestError, match=rf"{path}:2: not UTF-8 text \(byte 0xe9\)"):
         read_manifest(path)
+
+
+def test_voxlab_run_dir_naming_a_folder_that_holds_anything_is_refused(toy, tmp_path, monkeypatch, capsys):
+    """VOXLAB_RUN_DIR naming a finished run (as given, through a symlink or `..`), a run's bare
+    checkpoints or a user's folder: one line, nothing written; an empty or new folder is taken."""
+    run = train(toy)
+    (tmp_path / "alias").symlink_to(run)
+    only_ckpts = tmp_path / "ckpts_only"
+    (only_ckpts / "checkpoints").mkdir(parents=True)
+    (only_ckpts / "checkpoints" / "last.ckpt").write_bytes((run / "checkpoints" / "last.ckpt").read_bytes())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    before = {f: snapshot(f) for f in (run, only_ckpts, mine)}
+    for given in (run, tmp_path / "alias", run / "checkpoints" / "..", only_ckpts, mine):
+        monkeypatch.setenv("VOXLAB_RUN_DIR", str(given))
+        assert main(["--exp", toy, "trainer.max_steps=2"]) == 2, given
+        err = capsys.readouterr().err
+        assert "VOXLAB_RUN_DIR=" in err and "never writes into a folder" in err and "Traceback" not in err, given
+    assert {f: snapshot(f) for f in (run, only_ckpts, mine)} == before
+    for fresh in (tmp_path / "empty", tmp_path / "new"):
+        if fresh.name == "empty":
+            fresh.mkdir()
+        monkeypatch.setenv("VOXLAB_RUN_DIR", str(fresh))
+        assert train(toy, overrides=["trainer.max_steps=2"]) == fresh
+        assert load_checkpoint(fresh / "checkpoints" / "last.ckpt")["global_step"] == 2

@@ -67,10 +67,20 @@ def claim_run_dir(path: Path) -> bool:
                 raise FileNotFoundError(f"{RUN_DIR_ENV}={path} was not created by rank zero")
             return True
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.mkdir(exist_ok=shared)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            if not shared:
+                return False
+            # VOXLAB_RUN_DIR naming a folder that exists: a new run takes only an empty one, never a
+            # finished run or a user's folder (it would write over their config and checkpoints)
+            held = sorted(p.name for p in path.iterdir()) if path.is_dir() else [path.name]
+            if held:
+                shown = ", ".join(held[:5]) + (" ..." if len(held) > 5 else "")
+                raise RunFolderError(f"{RUN_DIR_ENV}={path} already holds {shown}: a new run never writes into a "
+                                     f"folder it did not create; continue that run with RESUME={path}, or set "
+                                     f"{RUN_DIR_ENV} to a new folder") from None
         return True
-    except FileExistsError:
-        return False
     except PermissionError as err:
         raise RunFolderError(f"cannot create the run folder {path}: {err.strerror} (is {path.parent} read-only? "
                              "set run.root to a folder you can write)") from None

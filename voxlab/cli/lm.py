@@ -53,6 +53,24 @@ def _token_stream(texts: list[str], tok: CharTokenizer) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
+LM_RECORD = "voxlab_lm.json"  # what `make lm` writes into its folder: the mark of a folder it made
+
+
+def check_lm_dir(out_dir: Path) -> None:
+    """`make lm` replaces only a folder it made (holding LM_RECORD) or an empty one: a folder of the
+    user's (a real LM, anything else) named by model.lm_init.path is never emptied or written into."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"model.lm_init.path={out_dir} is a file, not a folder: choose a new path for make lm")
+    names = sorted(p.name for p in out_dir.iterdir())
+    if names and LM_RECORD not in names:
+        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        raise ConfigError(f"model.lm_init.path={out_dir} is a folder make lm did not create (it holds {shown}): it "
+                          "is never replaced; choose a new path for make lm, or use the folder as it is (make train)")
+
+
 def pretrain_text_lm(out_dir: str | Path, lm: dict, vocab_size: int, text_file: str | Path, vocab_file: str | Path,
                      steps: int = 600, batch_size: int = 16, seq_len: int = 128, lr: float = 3e-3,
                      seed: int = 0, progress: bool = True, tokenizer=None) -> dict:
@@ -62,6 +80,7 @@ def pretrain_text_lm(out_dir: str | Path, lm: dict, vocab_size: int, text_file: 
     from transformers import LlamaForCausalLM
 
     out_dir, text_file = Path(out_dir), Path(text_file)
+    check_lm_dir(out_dir)  # before any training
     if not text_file.is_file():
         raise FileNotFoundError(f"{text_file}: text corpus not found (run `make data`)")
     tok = tokenizer if tokenizer is not None else CharTokenizer.from_file(vocab_file)
@@ -104,7 +123,8 @@ def pretrain_text_lm(out_dir: str | Path, lm: dict, vocab_size: int, text_file: 
     tmp, old = (out_dir.with_name(f".{out_dir.name}.{kind}{os.getpid()}") for kind in ("tmp", "old"))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "voxlab_lm.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+        (tmp / LM_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+        check_lm_dir(out_dir)  # again: the folder may have appeared while training
         if out_dir.exists():
             os.rename(out_dir, old)
         os.rename(tmp, out_dir)
