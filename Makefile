@@ -74,13 +74,13 @@ bench: ## beside the official (0.5B config, one run): fp32/bf16/int8 ratios at 1
 bench-finetune: ## fine-tuning step at 0.5B on CPU beside the official: full, full + gradient checkpointing, LoRA; time and peak memory (~10 min, ~12 GB) [ARGS="--runs ours:lora official:lora --steps 2"]
 	@$(PY) benchmarks/bench_finetune.py $(ARGS)
 
-demo: ## data, shipped tiny VAE (ARGS=--train-vae trains it), latent cache, tiny d256s9, Seed-TTS-Eval on the mini test set, report (CPU, ~20 min)
+demo: ## data, shipped tiny VAE (ARGS=--train-vae trains it), latent cache, tiny d256s9, Seed-TTS-Eval on the mini test set beside the ground truth and the VAE resynthesis, report (CPU, ~20 min)
 	@$(PY) -m voxlab.cli.demo $(ARGS)
 
 analyze: ## hidden-state t-SNE and linear probes (the paper's analysis section): MODEL=... [ARGS="--sentences 12"]
 	@$(PY) -m eval.analysis.probes --model "$(MODEL)" $(if $(OUT),--out $(OUT)) $(ARGS)
 
-tiny-vae: ## re-train the tiny AudioVAE that the demo ships (assets/tiny_audiovae; ~65 min on 2 cores) [ARGS=...]
+tiny-vae: ## re-train the tiny AudioVAE that the demo ships (assets/tiny_audiovae; the frame-rate iSTFT recipe, ~15 min on 2 cores) [ARGS=...]
 	@$(PY) -m voxlab.cli.tiny_vae $(ARGS)
 
 prepare: ## a public corpus as released -> manifests: DATASET=ljspeech|libritts_r|vctk|aishell3|emilia|wenetspeech4tts SRC=<corpus folder> [OUT=data/<name>] [ARGS=...]

@@ -91,7 +91,8 @@ def lm_vocabulary(folder: Path) -> tuple[dict[str, int], str]:
         if isinstance(info.get("vocabulary"), dict) and ("chars" in info["vocabulary"]
                                                          or info["vocabulary"].get("kind") == "phoneme"):
             tok = build_tokenizer(info["vocabulary"], f"{record} (vocabulary)")
-            return tok.vocabulary(), f"the {len(tok.chars)} {tok.kind} symbols recorded in {record}"
+            noun = "characters" if tok.kind == "char" else f"{tok.kind} symbols"
+            return tok.vocabulary(), f"the {len(tok.chars)} {noun} recorded in {record}"
         vocab = Path(info.get("vocab_file") or "")
         if info.get("tokenizer") == "char" and vocab.is_file():  # an LM recorded before the characters were
             return CharTokenizer.from_file(vocab).vocabulary(), f"the character vocabulary {vocab} named in {record}"

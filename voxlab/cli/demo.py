@@ -171,7 +171,14 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
     common = [f"data.root={DATA}", f"run.root={RUNS}"]
     if train_vae:
         vae_args = common + ([f"trainer.max_steps={vae_steps}"] if vae_steps else [])
-        vae = stage("tiny VAE (training)", lambda: _train_or_reuse("audiovae", "tiny", vae_args))
+        def train_vae_here() -> Path:
+            from voxlab.cli.tiny_vae import export_with_stats
+
+            run = _train_or_reuse("audiovae", "tiny", vae_args)
+            out = run / "export"  # with the latent statistics `make tiny-vae` stores
+            return out if (out / "audiovae.pth").is_file() else export_with_stats(run, out, DATA / "train.jsonl")
+
+        vae = stage("tiny VAE (training)", train_vae_here)
         vae_source = f"trained here: {vae}"
     else:
         if not (SHIPPED_VAE / "audiovae.pth").is_file():

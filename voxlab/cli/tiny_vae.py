@@ -30,6 +30,25 @@ def corpus_wavs(manifest: Path, sample_rate: int, limit: int = 400):
         yield torch.as_tensor(load_audio(manifest.parent / entry["audio"], sample_rate)).view(1, 1, -1)
 
 
+def export_with_stats(run: Path, out: Path, manifest: Path) -> Path:
+    """The finished VAE run `run`, with the latent statistics of `manifest`'s utterances stored
+    (the iSTFT VAE), exported to `out`; returns `out`."""
+    from models import export_audiovae, load_audiovae
+
+    vae = load_audiovae(str(run))
+    if hasattr(vae, "set_latent_stats"):
+        if not manifest.is_file():
+            raise FileNotFoundError(f"--stats-manifest {manifest} not found (make data builds it)")
+        stats = vae.set_latent_stats(corpus_wavs(manifest, vae.sample_rate))
+        print(f"[tiny-vae] latent statistics over {stats['frames']} frames of {manifest}: raw std "
+              f"{stats['raw_std']:.2f}, |channel mean| {stats['raw_abs_mean']:.2f}; standardised frame-to-frame "
+              f"difference std {stats['standardised_step_std']:.2f}")
+    export_audiovae(vae, out)
+    print(f"[tiny-vae] exported {run} -> {out}; measure it with: "
+          f".venv/bin/python benchmarks/audiovae_quality.py {out}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(SHIPPED), help="export folder (must not hold an audiovae.pth yet)")
@@ -42,27 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     if (out / "audiovae.pth").exists():
         print(f"error: {out}/audiovae.pth exists; it is never replaced: remove it or pass --out", file=sys.stderr)
         return 2
-    from models import export_audiovae, load_audiovae
-
+    if not Path(args.stats_manifest).is_file():  # checked before 15 minutes of training, not after
+        print(f"error: --stats-manifest {args.stats_manifest} not found (make data builds it)", file=sys.stderr)
+        return 2
     if args.from_run:
         run = Path(args.from_run)
     else:
         from voxlab.cli.train import train
 
         run = train("audiovae", "tiny", args.overrides)
-    vae = load_audiovae(str(run))
-    if hasattr(vae, "set_latent_stats"):
-        manifest = Path(args.stats_manifest)
-        if not manifest.is_file():
-            print(f"error: --stats-manifest {manifest} not found (make data builds it)", file=sys.stderr)
-            return 2
-        stats = vae.set_latent_stats(corpus_wavs(manifest, vae.sample_rate))
-        print(f"[tiny-vae] latent statistics over {stats['frames']} frames of {manifest}: raw std "
-              f"{stats['raw_std']:.2f}, |channel mean| {stats['raw_abs_mean']:.2f}; standardised frame-to-frame "
-              f"difference std {stats['standardised_step_std']:.2f}")
-    export_audiovae(vae, out)
-    print(f"[tiny-vae] exported {run} -> {out}; measure it with: "
-          f".venv/bin/python benchmarks/audiovae_quality.py {out}")
+    try:
+        export_with_stats(run, out, Path(args.stats_manifest))
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
