@@ -31,6 +31,17 @@ PAPER_CONFIG = dict(encoder_dim=128, encoder_rates=[2, 5, 8, 8], latent_dim=64, 
                     decoder_rates=[8, 8, 5, 2], depthwise=True, sample_rate=16000, use_noise_block=False)
 
 
+def prepare_waveform(wav: torch.Tensor, sample_rate: int | None, expected_rate: int, hop: int) -> torch.Tensor:
+    """An AudioVAE's input: [B,T] or [B,1,T] -> [B,1,T'] right-padded with zeros to a multiple of the hop."""
+    if sample_rate is not None and sample_rate != expected_rate:
+        raise ValueError(f"AudioVAE expects {expected_rate} Hz audio, got {sample_rate} Hz")
+    if wav.dim() == 2:
+        wav = wav.unsqueeze(1)
+    if wav.dim() != 3 or wav.shape[1] != 1:
+        raise ValueError(f"AudioVAE expects a waveform [B,1,T] or [B,T], got shape {tuple(wav.shape)}")
+    return F.pad(wav, (0, -wav.shape[-1] % hop))
+
+
 def _norm_except_dim0(v: torch.Tensor) -> torch.Tensor:
     return v.norm(2, dim=tuple(range(1, v.dim())), keepdim=True)
 
@@ -247,14 +258,7 @@ class AudioVAE(nn.Module):
         return 4 * widest
 
     def preprocess(self, wav: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
-        """[B,T] or [B,1,T] -> [B,1,T'] right-padded with zeros to a multiple of the hop."""
-        if sample_rate is not None and sample_rate != self.sample_rate:
-            raise ValueError(f"AudioVAE expects {self.sample_rate} Hz audio, got {sample_rate} Hz")
-        if wav.dim() == 2:
-            wav = wav.unsqueeze(1)
-        if wav.dim() != 3 or wav.shape[1] != 1:
-            raise ValueError(f"AudioVAE expects a waveform [B,1,T] or [B,T], got shape {tuple(wav.shape)}")
-        return F.pad(wav, (0, -wav.shape[-1] % self.hop_length))
+        return prepare_waveform(wav, sample_rate, self.sample_rate, self.hop_length)
 
     def encode_posterior(self, wav: torch.Tensor, sample_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar), each [B, latent_dim, frames]."""

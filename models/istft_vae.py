@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.audiovae import prepare_waveform
+
 DEFAULTS = dict(dim=256, encoder_fast_blocks=2, encoder_slow_blocks=2, decoder_slow_blocks=3,
                 decoder_fast_blocks=3, n_fft=640, stft_hop=160, max_log_magnitude=7.0)
 
@@ -168,13 +170,7 @@ class ISTFTAudioVAE(nn.Module):
         return 4 * ratio * max(3 * self.settings["dim"], 2 * self.settings["n_fft"])
 
     def preprocess(self, wav: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
-        if sample_rate is not None and sample_rate != self.sample_rate:
-            raise ValueError(f"AudioVAE expects {self.sample_rate} Hz audio, got {sample_rate} Hz")
-        if wav.dim() == 2:
-            wav = wav.unsqueeze(1)
-        if wav.dim() != 3 or wav.shape[1] != 1:
-            raise ValueError(f"AudioVAE expects a waveform [B,1,T] or [B,T], got shape {tuple(wav.shape)}")
-        return F.pad(wav, (0, -wav.shape[-1] % self.hop_length))
+        return prepare_waveform(wav, sample_rate, self.sample_rate, self.hop_length)
 
     def encode_posterior(self, wav: torch.Tensor, sample_rate: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(self.preprocess(wav, sample_rate))
