@@ -1,4 +1,4 @@
-"""Scale figures for manifest validation (README "Shards for large corpora", validation): startup
+"""Scale figures for manifest validation (docs/data.md "Shards for large corpora", validation): startup
 time (the waveform datamodule's setup and first loader) and peak memory for N synthetic entries,
 the first run (no cached check) and the second (the check cached beside the manifest); lazily
 (data.validate=lazy: files need not exist) for each N, and fully (every audio header read) for

@@ -1,4 +1,4 @@
-"""Scale figures for shards (README "Shards for large corpora"): utterances per second streamed from
+"""Scale figures for shards (docs/data.md "Shards for large corpora"): utterances per second streamed from
 shards vs read from files (waveforms; latents with --latents), with 0 and 2 workers; memory and
 time to open the data of N synthetic utterances (the file path's entry list and the small latent
 cache's per-utterance index vs the shard index); latent cache bytes per hour of audio (fp32,

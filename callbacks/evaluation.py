@@ -11,7 +11,7 @@ When: after each validation (`every_n_steps: null`) or every N optimizer steps.
 Precision: `dtype: null` generates with the training weights as they are; `bfloat16` or `int8`
 with a copy of them in that precision made at each evaluation (as `make eval ARGS="--dtype ..."`;
 on a 2-core CPU, batched int8 generation is about 10x the official's one-by-one, fp32 about 4x:
-README, Generation speed), recorded in metrics.json's `generation`.
+docs/benchmarks.md, Generation speed), recorded in metrics.json's `generation`.
 ASR: `auto` scores WER when the ASR weights are there and otherwise records why it is missing
 (WER null, SIM still scored); `required` fails at the start of training when they are missing;
 `none` never runs ASR. The test sets and backend weights are checked in `setup`, before training.

@@ -142,7 +142,7 @@ class TTSModel(nn.Module):
     def set_vae_precision(self, precision: str | torch.dtype) -> "TTSModel":
         """The AudioVAE's weights for inference: "float32" (the default, as the official code keeps
         it) or "bfloat16" (on a CPU with AVX512-BF16 about 2x faster encoding and decoding: half of a
-        batched evaluation's time; waveforms rounded, see the README's Generation speed). Prompts are
+        batched evaluation's time; waveforms rounded, see docs/benchmarks.md, Generation speed). Prompts are
         encoded and latents decoded in that dtype; what the model returns stays float32."""
         name = str(precision).replace("torch.", "")
         if name not in ("float32", "bfloat16"):
@@ -173,7 +173,7 @@ class TTSModel(nn.Module):
             from models.cpu_linear import bf16_packing_available, pack_linears
             if not bf16_packing_available():
                 log.warning("this CPU has no bfloat16 instructions (AVX512-BF16 or AVX-NE-CONVERT): bfloat16 "
-                            "weights run slower than float32 on it (README, Generation speed); int8 is the "
+                            "weights run slower than float32 on it (docs/benchmarks.md, Generation speed); int8 is the "
                             "faster reduced precision here")
             pack_linears(bb, min_weight=0)
         return self

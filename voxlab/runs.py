@@ -47,7 +47,7 @@ def planned_run_dir(root: str | Path, experiment: str) -> Path:
         return Path(given)
     if not is_main_process():
         raise RuntimeError(f"a non-zero rank needs {RUN_DIR_ENV} (the run folder rank zero uses); "
-                           "see the README's multi-node example")
+                           "see the multi-node example in docs/multi-gpu.md")
     parent = Path(root) / experiment
     taken = [int(m.group(1)) for p in (parent.iterdir() if parent.is_dir() else ()) if (m := VERSION_RE.match(p.name))]
     return parent / f"version_{max(taken, default=-1) + 1}"
