@@ -97,8 +97,9 @@ def new_run_dir(root: str | Path, experiment: str) -> Path:
 
 
 def run_lock(run_dir: Path) -> FolderLock:
-    """The lock of a run folder, a file beside it (`.version_0.lock`)."""
-    run_dir = Path(run_dir)
+    """The lock of a run folder, a file beside it (`.version_0.lock`), keyed by the folder's real
+    path (a symlink or `..` spelling names the same lock) and by the folder itself (FolderLock)."""
+    run_dir = Path(os.path.realpath(run_dir))
     return FolderLock(run_dir, what="run folder", lock_file=run_dir.parent / f".{run_dir.name}.lock")
 
 
