@@ -266,3 +266,25 @@ def test_the_run_lock_belongs_to_the_folder_not_to_the_path_given(toy, tmp_path)
     assert train(None, overrides=["trainer.max_steps=8"], resume=str(spellings[0])) == spellings[0]
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
 
+
+def test_a_resume_continues_from_the_highest_step_whatever_the_file_times(toy):
+    """Modification times say nothing of training steps: an older step checkpoint touched, copied
+    back or restored (newer on disk than last.ckpt), or last.ckpt set back, never makes RESUME
+    restart from that older step and replace the newer checkpoints."""
+    from voxlab.runs import resolve_resume
+
+    run = train(toy)
+    ckpts = run / "checkpoints"
+    now = ckpts.joinpath("last.ckpt").stat().st_mtime
+    for name, offset in (("step_0000002.ckpt", 3600), ("step_0000004.ckpt", 60), ("last.ckpt", -7200),
+                         ("step_0000006.ckpt", -3600)):
+        os.utime(ckpts / name, (now + offset, now + offset))
+    newer = {n: hashlib.sha256((ckpts / n).read_bytes()).hexdigest() for n in ("step_0000004.ckpt", "step_0000006.ckpt")}
+    assert resolve_resume(run) == (run, ckpts / "last.ckpt", False)
+    assert train(None, overrides=["trainer.max_steps=8"], resume=str(run)) == run
+    assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 8
+    assert {n: hashlib.sha256((ckpts / n).read_bytes()).hexdigest() for n in newer} == newer
+    # last.ckpt unreadable: the highest step checkpoint that loads, not the most recently touched
+    (ckpts / "last.ckpt").write_bytes(b"torn")
+    os.utime(ckpts / "step_0000002.ckpt", (now + 9999, now + 9999))
+    assert resolve_resume(run)[1] == ckpts / "step_0000008.ckpt"

@@ -155,10 +155,21 @@ def read_status(run_dir: Path) -> dict:
 
 
 def checkpoints_newest_first(run_dir: Path) -> list[Path]:
+    """A run's checkpoints, the highest training step first (`last.ckpt` before a step checkpoint of
+    its step): ordered by the step each records, never by modification time, which a `touch`, a copy
+    or a restore from backup changes. One whose step cannot be read goes last (loading it says why)."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     if not ckpt_dir.is_dir():
         return []
-    return sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def order(path: Path) -> tuple:
+        try:
+            step = checkpoint_step(path)
+        except CheckpointError:
+            step = -1
+        return step, path.name == "last.ckpt", path.stat().st_mtime
+
+    return sorted(ckpt_dir.glob("*.ckpt"), key=order, reverse=True)
 
 
 def newest_loadable_checkpoint(run_dir: Path) -> Path | None:
