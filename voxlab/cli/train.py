@@ -22,6 +22,7 @@ from datamodules.latents import CacheError
 from datamodules.manifest import ManifestError
 from datamodules.shards.format import ShardError
 from lightning_modules.nonfinite import NonFiniteLoss
+from models.lora import LoRAConfigError
 from voxlab.checkpoint import CheckpointError, check_architecture, read_config_file
 from voxlab.cli.pieces import build_module
 from voxlab.cli.init_model import resolve_init
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train(args.exp or None, args.scale or None, args.overrides, args.resume or None)
     except (ConfigError, FileNotFoundError, ManifestError, CheckpointError, FolderLocked, RunFolderError,
-            CacheError, ShardError) as err:
+            CacheError, ShardError, LoRAConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLoss as err:
