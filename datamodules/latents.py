@@ -46,6 +46,10 @@ PROMPT_SUFFIX = ":prompt"
 log = logging.getLogger(__name__)
 
 
+class CacheError(ValueError):
+    """A latent cache folder that cannot be read as it is, named in the message."""
+
+
 class CacheInterrupted(KeyboardInterrupt):
     """SIGTERM / Ctrl+C while encoding; what was encoded is saved (running again goes on)."""
 
@@ -82,7 +86,17 @@ def cache_dir(manifest: str | Path, fingerprint: str) -> Path:
 
 def _read_index(folder: Path) -> dict[str, str]:
     path = folder / "index.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        index = json.loads(path.read_text())
+        problem = None if isinstance(index, dict) else "not a mapping"
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        problem = str(err)
+    if problem:  # cut short by a full disk or a partial copy: named, never a JSON traceback
+        raise CacheError(f"{path}: the latent cache's index is damaged ({problem}); delete {folder} and run "
+                         "`make cache` again")
+    return index
 
 
 @contextmanager

@@ -29,6 +29,7 @@ import gc
 import hashlib
 import json
 import logging
+import math
 import os
 import sys
 from array import array
@@ -253,7 +254,7 @@ def cache_path(manifest: Path) -> Path:
     return manifest.with_name(manifest.name + ".checked.json")
 
 
-CACHE_VERSION = 3  # raise when what a check decides, or the cache's layout, changes: older caches are then ignored
+CACHE_VERSION = 4  # raise when what a check decides, or the cache's layout, changes: older caches are then ignored
 ENTRY_COLUMNS = ("utt", "audio", "text", "duration", "speaker", "lang", "stamp")  # + dataset_id, ref
 
 
@@ -509,6 +510,18 @@ def _decode_lines(path: Path, data: bytes) -> list[str]:
 INTEGER_PCM = ("PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ULAW", "ALAW")
 
 
+def _seconds(value) -> float | None:
+    """A manifest's `duration` as seconds, or None when it is not a positive, finite number (a bool,
+    a word, NaN, inf, zero or less)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
 def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_audio) -> Entry | None:
     try:
         item = json.loads(raw)
@@ -557,6 +570,12 @@ def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_aud
     if duration is None:
         report.add(lineno, "missing field", "`duration` is required when audio is not checked")
         return None
+    if not check_audio:  # the line's own number: a string, NaN, inf or <= 0 would break batching later
+        seconds = _seconds(duration)
+        if seconds is None:
+            report.add(lineno, "bad duration", f"`duration`: {duration!r} is not a positive, finite number of seconds")
+            return None
+        duration = seconds
     duration = float(duration)
     if duration > max_duration:
         report.add(lineno, "too long", f"{audio}: {duration:.2f} s > {max_duration} s")

@@ -183,6 +183,32 @@ def collate_tts(items: list[dict]) -> dict:
     return batch
 
 
+def unknown_characters(tokenizer, entries: list[Entry], manifest) -> str | None:
+    """One warning naming each character of the texts that the tokenizer cannot write (it trains as
+    <unk>, or is dropped: another script, a zero-width space, an emoji...), with the first line that
+    holds it and how many texts are touched; None when every character is known."""
+    import unicodedata
+
+    first: dict[str, int] = {}
+    for e in entries:  # NFC first, as the tokenizer reads the text
+        for c in unicodedata.normalize("NFC", e.text):
+            first.setdefault(c, e.line)
+    lost = sorted((c for c in first if tokenizer.unknown(c)), key=first.get)
+    if not lost:
+        return None
+    lost_set = set(lost)
+    n_texts = sum(1 for e in entries if lost_set.intersection(unicodedata.normalize("NFC", e.text)))
+
+    def named(c: str) -> str:  # an invisible one (zero-width, control, odd space) by its name too
+        name = f" {unicodedata.name(c, 'unnamed')}" if unicodedata.category(c)[0] in "CZ" else ""
+        return f"{c!r} U+{ord(c):04X}{name} (line {first[c]})"
+
+    shown = ", ".join(named(c) for c in lost[:24])
+    more = f" and {len(lost) - 24} more" if len(lost) > 24 else ""
+    return (f"{manifest}: {n_texts} of {len(entries)} texts hold {len(lost)} characters outside the tokenizer's "
+            f"vocabulary ({tokenizer.source}), which train as <unk> or are dropped: {shown}{more}")
+
+
 class TTSDataModule(BudgetDataModule):
     """Reads `config.data` (manifests, frame budget in packed positions, prompt_prob), `config.text`
     (tokenizer), `config.vae` (which VAE's latents) and `config.model.patch_size`."""
@@ -213,6 +239,9 @@ class TTSDataModule(BudgetDataModule):
         for split in SPLITS:
             manifest = self.cfg[f"{split}_manifest"]
             store = LatentStore(cache_dir(manifest, fingerprint))
+            unknown = unknown_characters(self.tokenizer, entries[split], manifest)
+            if unknown:  # silently training on <unk> would hide a wrong tokenizer or dirty texts
+                log.warning(unknown)
             prompts = PROMPTS[split](self.config)
             kept = [e for e in entries[split] if latent_name(e) in store
                     and (not prompts or latent_name(e, prompt=True) in store)]

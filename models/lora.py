@@ -36,6 +36,11 @@ DEFAULTS = {"enable_lm": False, "enable_dit": False, "enable_proj": False, "r": 
 OFFICIAL_LOADER_DEFAULT = {"enable_lm": True, "enable_dit": True, "enable_proj": False}
 
 
+class LoRAConfigError(ValueError):
+    """A `model.lora` setting that cannot be applied (an unknown field, a bad rank, no layer matched):
+    the entry points print it as one line."""
+
+
 class AdapterError(ValueError):
     """An adapter that does not fit the model; the message names the file and the keys."""
 
@@ -45,10 +50,10 @@ def lora_config(given: dict | None) -> dict:
     given = dict(given or {})
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"model.lora: unknown field(s) {unknown}; the official LoRAConfig fields: {sorted(DEFAULTS)}")
+        raise LoRAConfigError(f"model.lora: unknown field(s) {unknown}; the official LoRAConfig fields: {sorted(DEFAULTS)}")
     cfg = {**copy.deepcopy(DEFAULTS), **given}
     if not isinstance(cfg["r"], int) or cfg["r"] < 1:
-        raise ValueError(f"model.lora.r={cfg['r']!r}: the rank must be a whole number of at least 1")
+        raise LoRAConfigError(f"model.lora.r={cfg['r']!r}: the rank must be a whole number of at least 1")
     return cfg
 
 
@@ -105,7 +110,7 @@ def apply_lora(backbone: nn.Module, given: dict) -> dict:
             if type(module) is nn.Linear:
                 setattr(backbone, name, LoRALinear(module, cfg["r"], cfg["alpha"], cfg["dropout"]))
     if not lora_layers(backbone):
-        raise ValueError("model.lora: no layer matched (set enable_lm, enable_dit or enable_proj, and target names "
+        raise LoRAConfigError("model.lora: no layer matched (set enable_lm, enable_dit or enable_proj, and target names "
                          f"that exist); the config was {cfg}")
     for name, p in backbone.named_parameters():
         p.requires_grad_(".lora_" in f".{name}")

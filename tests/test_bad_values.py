@@ -107,3 +107,32 @@ def test_an_audiovae_run_gone_non_finite_stops_instead_of_hanging(tts_assets):
     with pytest.raises(NonFiniteLoss, match="batches were skipped"):
         train("audiovae", "tiny", vae_overrides(root, corpus, steps=1000, runs="nan_vae_runs")
               + ["optim.generator.lr=.inf", "nonfinite.min_batches=3"])
+
+
+def test_training_texts_outside_the_vocabulary_are_named_in_one_warning(tts_assets, tmp_path, caplog):
+    """Another script, a zero-width space, an emoji, a symbol: each character the tokenizer cannot
+    write (it would train as <unk>) is named with its code point and first line, once per manifest."""
+    import logging
+
+    from conftest import tts_overrides
+    from datamodules.tts import TTSDataModule
+    from voxlab.config import compose
+
+    root, corpus, vae = tts_assets
+    lines = [json.loads(x) for x in (corpus / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    odd = {2: "Привет, как дела?", 5: "A zero\u200bwidth space.", 7: "Smile \U0001F642 now.", 9: "Tab\u2063sep ⌘."}
+    for i, line in enumerate(lines):
+        line["audio"] = str(corpus / line["audio"])
+        line["text"] = odd.get(i, line["text"])
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+    cfg = compose("d256s9", "tiny", tts_overrides(root, corpus, vae) + [f"data.train_manifest={manifest}"])
+    dm = TTSDataModule(cfg)
+    dm.prepare_data()
+    with caplog.at_level(logging.WARNING, logger="datamodules.tts"):
+        dm.setup("fit")
+    warned = [r.getMessage() for r in caplog.records if "outside the tokenizer's vocabulary" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"{manifest}: 4 of {len(lines)} texts hold")
+    for code, line_no in (("U+041F", 3), ("U+200B ZERO WIDTH SPACE", 6), ("U+1F642", 8), ("U+2063 INVISIBLE SEPARATOR", 10),
+                          ("U+2318", 10)):
+        assert f"{code}" in warned[0] and f"(line {line_no})" in warned[0], code

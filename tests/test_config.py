@@ -127,3 +127,36 @@ def test_every_experiment_resolves_at_every_scale(scale):
         cfg = compose(name, scale)
         assert cfg.experiment == name
         assert cfg.module._target_ and cfg.datamodule._target_
+
+
+def test_only_classes_meant_for_configs_are_built_from_one(tmp_path, monkeypatch, capsys):
+    """Inside the project's packages a `_target_` builds only what voxlab.config.BUILDABLE lists
+    (by where it is defined): a project function (one that empties a folder), a module, or a class
+    not meant for configs is refused in one line naming the key, before it is called."""
+    from voxlab.cli.train import main as train_main
+    from voxlab.config import build
+
+    monkeypatch.delenv("VOXLAB_ALLOW_TARGETS", raising=False)
+    folder = tmp_path / "my_lm"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"mine")
+    lm = f"model.lm_init.path={folder}"
+    cases = {"datamodule._target_": ["voxlab.cli.lm.build_from_config", "voxlab.cli.lm.pretrain_text_lm",
+                                     "datamodules.tts.main", "voxlab.cli.train.resolve_resume"],
+             "module._target_": ["voxlab.runs.remove_stale_temporaries", "callbacks.run_folder.RunFolder"],
+             "callbacks.ema._target_": ["voxlab.config.os", "voxlab.config.OmegaConf"]}
+    for key, targets in cases.items():
+        for target in targets:
+            cfg = compose("d256s9", "tiny", [f"{key}={target}", lm])
+            with pytest.raises(ConfigError, match=rf"^{re.escape(key)}='{re.escape(target)}' is not a class meant"):
+                if key.startswith("callbacks."):
+                    instantiate(cfg.callbacks.ema)
+                else:
+                    build(cfg, key.split(".")[0])
+    assert train_main(["--exp", "d256s9", "--scale", "tiny", "datamodule._target_=voxlab.cli.lm.build_from_config",
+                       lm]) == 2
+    err = capsys.readouterr().err
+    assert "datamodule._target_='voxlab.cli.lm.build_from_config' is not a class" in err and "Traceback" not in err
+    assert [p.name for p in folder.iterdir()] == ["weights.bin"]
+    # what configs name is built, under any name that reaches it
+    assert locate("datamodules.shards.ShardTTSDataModule") is locate("datamodules.shards.data.ShardTTSDataModule")

@@ -98,3 +98,22 @@ def test_a_lora_run_resumes_exactly(tts_assets, official):
     assert resumed == first and a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
     assert any(float(v.abs().max()) > 0 for k, v in b.items() if k.endswith("lora_B"))  # the adapter moved
+
+
+def test_a_lora_setting_that_matches_no_layer_is_one_line(tts_assets, official, capsys):
+    """Every target misspelt (in each part), nothing enabled, only a projection that does not exist,
+    a bad rank or field: one line naming model.lora, no traceback, no run folder."""
+    folder, _ = official
+    root = tts_assets[0]
+    cases = {("model.lora.target_modules_lm=[q_prj,k_prj]", "model.lora.target_modules_dit=[v_prj]"): "no layer matched",
+             ("model.lora.enable_lm=false", "model.lora.enable_dit=false"): "no layer matched",
+             ("model.lora.enable_lm=false", "model.lora.enable_dit=false", "model.lora.enable_proj=true",
+              "model.lora.target_proj_modules=[lm_to_dit]"): "no layer matched",
+             ("model.lora.r=0",): "model.lora.r=0"}
+    for overrides, message in cases.items():
+        runs = root / "lora_no_match_runs"
+        assert main(["--exp", "finetune_lora", *args(tts_assets, folder, *overrides), f"run.root={runs}"]) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith("error: model.lora") and message in errors[0], overrides
+        assert "Traceback" not in err and not runs.exists(), overrides

@@ -212,3 +212,24 @@ def test_the_cache_packs_its_columns(mixed):
     assert manifest_module._pack("stamp", [""] * 4) == {"same": "", "count": 4}
     assert manifest_module._pack("text", ["a\0b", "c"]) == ["a\0b", "c"]
     assert manifest_module._pack("dataset_id", [2 ** 70, 0]) == [2 ** 70, 0]
+
+
+def test_a_lazy_line_whose_duration_is_not_seconds_is_a_bad_line_naming_file_and_line(corpus):
+    """data.validate=lazy trusts each line's `duration`: a word, NaN (JSON's NaN or the string),
+    inf, zero, a negative, a bool, a list is a bad line `<manifest>:<line>: bad duration`, never a
+    ValueError or a dataloader traceback later; a numeric string is seconds."""
+    rows = corpus.read_text().splitlines()
+    bad = ['"abc"', "NaN", '"nan"', "Infinity", '"1e400"', "0", "-1.5", "true", "[2]", '{"s": 2}', '""']
+    for i, value in enumerate(bad):
+        rows.append(f'{{"audio": "wavs/u1.wav", "text": "bad {i}", "duration": {value}}}')
+    rows.append('{"audio": "wavs/u1.wav", "text": "seconds as text", "duration": "0.25", "utt": "as_text"}')
+    corpus.write_text("\n".join(rows) + "\n")
+    data = OmegaConf.create({"min_duration": 0.0, "max_duration": 20.0, "strict": False, "validate": "lazy",
+                             "validate_workers": 1})
+    for _ in range(2):  # checked, then from the cache beside the manifest: the same answer
+        entries, report = read_configured(data, corpus)
+        assert report.bad["bad duration"] == len(bad) and all(e.duration > 0 for e in entries)
+        assert next(e for e in entries if e.utt == "as_text").duration == 0.25
+        assert f"{corpus}:12: bad duration: `duration`: 'abc' is not a positive, finite number" in report.summary()
+    with pytest.raises(manifest_module.ManifestError, match=rf"{corpus}:13: bad duration: `duration`: nan"):
+        read_configured(OmegaConf.merge(data, {"strict": True}), corpus)

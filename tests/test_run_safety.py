@@ -235,3 +235,56 @@ def test_voxlab_run_dir_naming_a_folder_that_holds_anything_is_refused(toy, tmp_
         monkeypatch.setenv("VOXLAB_RUN_DIR", str(fresh))
         assert train(toy, overrides=["trainer.max_steps=2"]) == fresh
         assert load_checkpoint(fresh / "checkpoints" / "last.ckpt")["global_step"] == 2
+
+
+def test_the_run_lock_belongs_to_the_folder_not_to_the_path_given(toy, tmp_path):
+    """Two RESUMEs of one run never both go on, whatever path each names it by: a symlink to the
+    folder, a symlink to its parent, a `..` spelling; the folder itself is locked (its inode), so
+    a lock taken through another mount or lock file holds too."""
+    run = train(toy)
+    (tmp_path / "run_link").symlink_to(run)
+    (tmp_path / "parent_link").symlink_to(run.parent)
+    spellings = [tmp_path / "run_link", tmp_path / "parent_link" / run.name, run / "checkpoints" / ".."]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for held, other in [(spellings[0], run), (run, spellings[1]), (spellings[1], spellings[2])]:
+        holder = subprocess.Popen([sys.executable, "-c", (
+            "import sys; from voxlab.runs import run_lock; lock = run_lock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); sys.stdin.readline()"), str(held)],
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        try:
+            with pytest.raises(FolderLocked, match=rf"in use by pid {holder.pid}"):
+                train(None, overrides=["trainer.max_steps=8"], resume=str(other))
+        finally:
+            holder.communicate("\n", timeout=60)
+        assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 6, (held, other)
+    from voxlab.locks import FolderLock
+
+    with FolderLock(run, what="run folder", lock_file=tmp_path / "elsewhere.lock"):  # as another mount would
+        with pytest.raises(FolderLocked):
+            train(None, overrides=["trainer.max_steps=8"], resume=str(run))
+    assert train(None, overrides=["trainer.max_steps=8"], resume=str(spellings[0])) == spellings[0]
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
+
+
+def test_a_resume_continues_from_the_highest_step_whatever_the_file_times(toy):
+    """Modification times say nothing of training steps: an older step checkpoint touched, copied
+    back or restored (newer on disk than last.ckpt), or last.ckpt set back, never makes RESUME
+    restart from that older step and replace the newer checkpoints."""
+    from voxlab.runs import resolve_resume
+
+    run = train(toy)
+    ckpts = run / "checkpoints"
+    now = ckpts.joinpath("last.ckpt").stat().st_mtime
+    for name, offset in (("step_0000002.ckpt", 3600), ("step_0000004.ckpt", 60), ("last.ckpt", -7200),
+                         ("step_0000006.ckpt", -3600)):
+        os.utime(ckpts / name, (now + offset, now + offset))
+    newer = {n: hashlib.sha256((ckpts / n).read_bytes()).hexdigest() for n in ("step_0000004.ckpt", "step_0000006.ckpt")}
+    assert resolve_resume(run) == (run, ckpts / "last.ckpt", False)
+    assert train(None, overrides=["trainer.max_steps=8"], resume=str(run)) == run
+    assert load_checkpoint(ckpts / "last.ckpt")["global_step"] == 8
+    assert {n: hashlib.sha256((ckpts / n).read_bytes()).hexdigest() for n in newer} == newer
+    # last.ckpt unreadable: the highest step checkpoint that loads, not the most recently touched
+    (ckpts / "last.ckpt").write_bytes(b"torn")
+    os.utime(ckpts / "step_0000002.ckpt", (now + 9999, now + 9999))
+    assert resolve_resume(run)[1] == ckpts / "step_0000008.ckpt"

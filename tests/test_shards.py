@@ -284,3 +284,67 @@ def test_tts_streams_shards_with_ddp_on_two_processes(tts_assets, tmp_path):
     ckpt = load_checkpoint(tmp_path / "runs" / "d256s9" / "version_0" / "checkpoints" / "last.ckpt")
     state = ckpt["ShardTTSDataModule"]
     assert ckpt["global_step"] == 3 and state["streams"] == 2 and sorted(state["positions"]) == ["0", "1"]
+
+
+def _manifest_copy(corpus, folder, name):
+    """`name` of the corpus with absolute audio paths, in `folder` (its latent cache goes there)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(x) for x in (corpus / name).read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        row["audio"] = str(corpus / row["audio"])
+    (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return folder / name
+
+
+def test_a_damaged_shard_set_or_latent_index_is_one_line_naming_the_file(tts_assets, audio_shards, tmp_path, capsys):
+    """A shard cut short or missing, `shards.json` cut short or not a mapping, the latent cache's
+    `index.json` cut short, empty or not a mapping: `make train` / `make cache` stop with one line
+    naming the file (shards: before any run folder is made), never a ShardError/JSON traceback."""
+    import shutil
+
+    from datamodules.latents import CacheError, LatentStore
+    from datamodules.tts import main as cache_main
+    from tests.test_exact_resume import vae_overrides
+    from voxlab.cli.train import main as train_main
+
+    root, corpus, vae_dir = tts_assets
+
+    def cut(path, keep=0.5):
+        data = path.read_bytes()
+        path.write_bytes(data[:int(len(data) * keep)])
+
+    damages = {"cut_shard": lambda d: cut(d / "shard-00001.tar"), "gone_shard": lambda d: (d / "shard-00000.tar").unlink(),
+               "cut_index": lambda d: cut(d / "shards.json", 0.7), "list_index": lambda d: (d / "shards.json").write_text("[]")}
+    for name, damage in damages.items():
+        copy = tmp_path / name
+        shutil.copytree(audio_shards, copy)
+        damage(copy)
+        named = copy / ("shards.json" if "index" in name else "shard-00001.tar" if name == "cut_shard" else "shard-00000.tar")
+        with pytest.raises(ShardError, match=str(named)):
+            read_index(copy)
+        runs = tmp_path / f"runs_{name}"
+        code = train_main(["--exp", "audiovae", "--scale", "tiny", *vae_overrides(tmp_path, corpus, steps=1),
+                           f"run.root={runs}", "datamodule._target_=datamodules.shards.ShardAudioDataModule",
+                           f"data.train_shards={copy}", f"data.val_shards={audio_shards}"])
+        err = capsys.readouterr().err
+        assert code == 2 and str(named) in err and "Traceback" not in err, name
+        assert not runs.exists() or not any(runs.rglob("config.yaml")), name
+
+    overrides = tts_overrides(root, corpus, vae_dir) + [
+        f"data.train_manifest={_manifest_copy(corpus, tmp_path / 'data', 'train.jsonl')}",
+        f"data.val_manifest={_manifest_copy(corpus, tmp_path / 'data', 'val.jsonl')}"]
+    assert cache_main(["--exp", "d256s9", "--scale", "tiny", *overrides]) == 0
+    index = next((tmp_path / "data" / "latents").rglob("index.json"))
+    good = index.read_bytes()
+    for damaged in (good[:len(good) // 2], b"", b"[1, 2]"):
+        index.write_bytes(damaged)
+        with pytest.raises(CacheError, match=str(index)):
+            LatentStore(index.parent)
+        assert cache_main(["--exp", "d256s9", "--scale", "tiny", *overrides]) == 2
+        err = capsys.readouterr().err
+        assert str(index) in err and "make cache" in err and "Traceback" not in err
+        assert train_main(["--exp", "d256s9", "--scale", "tiny", *overrides]) == 2
+        err = capsys.readouterr().err
+        assert str(index) in err and "Traceback" not in err

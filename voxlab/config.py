@@ -27,6 +27,19 @@ RESERVED_DIRS = {"scale", "sweeps"}
 # so naming `subprocess.run` or any importable module must not run it
 OWN_PACKAGES = ("voxlab", "models", "lightning_modules", "datamodules", "callbacks", "eval")
 ALLOW_ENV = "VOXLAB_ALLOW_TARGETS"
+# inside those packages, only what is meant to be built from a config (by where the object is
+# defined, whatever name reached it): a project function (one that deletes a folder, say) or a
+# module is never called from a config
+BUILDABLE = frozenset({
+    "models.voxcpm.VoxCPMBackbone", "models.audiovae.AudioVAE", "models.discriminators.Discriminator",
+    "lightning_modules.tts.TTSModule", "lightning_modules.audiovae.AudioVAEModule",
+    "datamodules.tts.TTSDataModule", "datamodules.audio.AudioDataModule",
+    "datamodules.shards.data.ShardTTSDataModule", "datamodules.shards.data.ShardAudioDataModule",
+    "callbacks.audio_logging.AudioLoggingCallback", "callbacks.tts_samples.TTSSamplesCallback",
+    "callbacks.ema.BackboneEMA", "callbacks.evaluation.SeedTTSEvalCallback", "callbacks.grad_norm.GradNormCallback",
+    "callbacks.init_model.InitFromModel", "callbacks.lora_adapters.LoRAAdapters",
+    "callbacks.official_export.OfficialExport",
+})
 # `_target_` names that configs saved by earlier versions hold -> where the object lives now
 MOVED_TARGETS: dict[str, str] = {"voxlab.init_model.InitFromModel": "callbacks.init_model.InitFromModel"}
 # values read outside this module (lightning_modules/, samplers) that must be checked at compose time
@@ -261,14 +274,15 @@ def instantiate(node: DictConfig | dict, *args: Any, **kwargs: Any) -> Any:
     if not target:
         raise ConfigError(f"config node has no _target_: {sorted(params)}")
     params.update(kwargs)
-    return locate(target)(*args, **params)
+    key = node._get_full_key("_target_") if isinstance(node, DictConfig) else "_target_"
+    return locate(target, key=key or "_target_")(*args, **params)
 
 
 def build(cfg: DictConfig, section: str, **pieces: Any) -> Any:
     """Build the object `cfg.<section>._target_` names for the sections whose target takes the
     whole config (`module`, `datamodule`: their other keys are settings it reads), with `pieces`
     (what the entry point resolved for it: voxlab.cli.pieces) as keyword arguments."""
-    return locate(cfg[section]._target_)(cfg, **pieces)
+    return locate(cfg[section]._target_, key=f"{section}._target_")(cfg, **pieces)
 
 
 def allowed_targets() -> list[str]:
@@ -276,28 +290,39 @@ def allowed_targets() -> list[str]:
     return [*OWN_PACKAGES, *extra]
 
 
-def check_target(target: str) -> None:
+def _within(target: str, prefixes) -> bool:
+    return any(target == a or target.startswith(a + ".") for a in prefixes)
+
+
+def check_target(target: str, key: str = "_target_") -> None:
     """`target` must lie inside an allowed package or module (a dotted prefix), checked before
     anything is imported."""
     if not isinstance(target, str) or not target:
-        raise ConfigError(f"_target_ must be a dotted name, got {target!r}")
-    if any(target == a or target.startswith(a + ".") for a in allowed_targets()):
+        raise ConfigError(f"{key} must be a dotted name, got {target!r}")
+    if _within(target, allowed_targets()):
         return
-    raise ConfigError(f"_target_ {target!r} is outside the project's packages ({', '.join(OWN_PACKAGES)}); "
+    raise ConfigError(f"{key} {target!r} is outside the project's packages ({', '.join(OWN_PACKAGES)}); "
                       f"nothing was imported. To allow it, set {ALLOW_ENV}=\"{target}\" (comma-separated "
                       "dotted names: a package allows everything in it)")
 
 
-def locate(target: str) -> Any:
-    """The object at dotted path `target` (`package.module.Name`), in an allowed package; a name
-    that has moved (MOVED_TARGETS) is followed, so old run folders and checkpoints keep loading."""
+def locate(target: str, key: str = "_target_") -> Any:
+    """The object at dotted path `target` (`package.module.Name`), in an allowed package and, in
+    the project's own, one of BUILDABLE; a name that has moved (MOVED_TARGETS) is followed, so old
+    run folders and checkpoints keep loading. `key` names the setting in errors."""
     target = MOVED_TARGETS.get(target, target)
-    check_target(target)
+    check_target(target, key)
     module_name, _, attr = target.rpartition(".")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as err:
-        raise ConfigError(f"_target_ {target!r} cannot be imported: {err}") from None
+        raise ConfigError(f"{key} {target!r} cannot be imported: {err}") from None
+    if _within(target, allowed_targets()[len(OWN_PACKAGES):]):  # allowed by name: the user's to build
+        return obj
+    if f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}" not in BUILDABLE:
+        raise ConfigError(f"{key}={target!r} is not a class meant to be built from a config (voxlab.config."
+                          "BUILDABLE lists them); nothing was built")
+    return obj
 
 
 def to_yaml(cfg: DictConfig) -> str:

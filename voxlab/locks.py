@@ -3,7 +3,8 @@
 A lock is a file (`<folder>/.lock` unless told otherwise), held with `flock` (the kernel releases it when the holder dies, even
 after SIGKILL) and holding the holder's pid, host and command for the message a second process
 prints. The holder deletes the file when it lets go; a file left by a killed process is a stale
-lock (nobody holds its flock) and is taken over with a note.
+lock (nobody holds its flock) and is taken over with a note. The folder itself is flocked too: a
+lock belongs to the folder (its device and inode), whatever path, symlink or mount reached it.
 """
 from __future__ import annotations
 
@@ -41,8 +42,45 @@ class FolderLock:
         self.folder, self.path = Path(folder), Path(lock_file or Path(folder) / ".lock")
         self.what, self.wait = what, wait
         self.fd: int | None = None
+        self.folder_fd: int | None = None
+
+    def _lock_folder(self) -> None:
+        """flock the folder itself (it is one inode, however it is named); the holder's details
+        are in the lock file."""
+        try:
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                with open(self.path, "rb") as f:
+                    holder = describe_holder(_holder(f.fileno()))
+            except OSError:
+                holder = describe_holder({})
+            if not self.wait:
+                os.close(fd)
+                raise FolderLocked(f"{self.folder}: this {self.what} is in use by {holder}; "
+                                   f"wait for it to finish (or stop it) and try again") from None
+            print(f"[lock] waiting for {holder}, which holds {self.folder}", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        self.folder_fd = fd
 
     def acquire(self) -> "FolderLock":
+        self._lock_folder()
+        try:
+            return self._acquire_file()
+        except BaseException:
+            self._unlock_folder()
+            raise
+
+    def _unlock_folder(self) -> None:
+        if self.folder_fd is not None:
+            os.close(self.folder_fd)
+            self.folder_fd = None
+
+    def _acquire_file(self) -> "FolderLock":
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -79,6 +117,7 @@ class FolderLock:
         self.path.unlink(missing_ok=True)  # while still held: a waiter then re-checks and takes the new file
         os.close(self.fd)
         self.fd = None
+        self._unlock_folder()
 
     def __enter__(self) -> "FolderLock":
         return self.acquire()

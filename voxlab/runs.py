@@ -97,8 +97,9 @@ def new_run_dir(root: str | Path, experiment: str) -> Path:
 
 
 def run_lock(run_dir: Path) -> FolderLock:
-    """The lock of a run folder, a file beside it (`.version_0.lock`)."""
-    run_dir = Path(run_dir)
+    """The lock of a run folder, a file beside it (`.version_0.lock`), keyed by the folder's real
+    path (a symlink or `..` spelling names the same lock) and by the folder itself (FolderLock)."""
+    run_dir = Path(os.path.realpath(run_dir))
     return FolderLock(run_dir, what="run folder", lock_file=run_dir.parent / f".{run_dir.name}.lock")
 
 
@@ -154,10 +155,21 @@ def read_status(run_dir: Path) -> dict:
 
 
 def checkpoints_newest_first(run_dir: Path) -> list[Path]:
+    """A run's checkpoints, the highest training step first (`last.ckpt` before a step checkpoint of
+    its step): ordered by the step each records, never by modification time, which a `touch`, a copy
+    or a restore from backup changes. One whose step cannot be read goes last (loading it says why)."""
     ckpt_dir = Path(run_dir) / "checkpoints"
     if not ckpt_dir.is_dir():
         return []
-    return sorted(ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+
+    def order(path: Path) -> tuple:
+        try:
+            step = checkpoint_step(path)
+        except CheckpointError:
+            step = -1
+        return step, path.name == "last.ckpt", path.stat().st_mtime
+
+    return sorted(ckpt_dir.glob("*.ckpt"), key=order, reverse=True)
 
 
 def newest_loadable_checkpoint(run_dir: Path) -> Path | None:

@@ -126,6 +126,12 @@ class ShardDataModule(L.LightningDataModule):
             raise ShardError(f"{folder}: {kind} shards, but {type(self).__name__} reads {self.kind} shards")
         return Path(folder)
 
+    def validate(self) -> None:
+        """Before the run folder is written: each configured shard set is finished and whole."""
+        for split in ("train", "val"):
+            if self.cfg.get(f"{split}_shards"):
+                self.folder(split)
+
     def decoder(self, split: str):
         raise NotImplementedError
 
@@ -204,6 +210,7 @@ class ShardTTSDataModule(ShardDataModule):
     def validate(self) -> None:
         """Before the run folder is written: the VAE loaded and pinned in the config (path and
         weights fingerprint, `datamodules.tts.pinned_vae`), so a resume stops if it changed."""
+        super().validate()
         self._vae()
 
     def _vae(self) -> tuple[Path, object, str]:

@@ -109,7 +109,17 @@ def read_index(folder: str | Path) -> dict:
         done = len(list(folder.glob("shard-*.json"))) if folder.is_dir() else 0
         hint = f" ({done} shards written: the build is unfinished, re-run it)" if done else " (run `make shards`)"
         raise ShardError(f"{path}: no shard set here{hint}")
-    index = json.loads(path.read_text())
-    if index.get("format") != FORMAT:
-        raise ShardError(f"{path}: format {index.get('format')!r}, expected {FORMAT!r}")
+    try:
+        index = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ShardError(f"{path}: damaged (truncated or not JSON: {err}); run `make shards` again") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        found = index.get("format") if isinstance(index, dict) else type(index).__name__
+        raise ShardError(f"{path}: format {found!r}, expected {FORMAT!r}")
+    for shard in index.get("shards", []):  # a shard cut short (a full disk, a partial copy) says so here
+        file = folder / shard["name"]
+        size = file.stat().st_size if file.is_file() else None
+        if size != shard.get("bytes", size):
+            state = "missing" if size is None else f"{size} bytes, {INDEX} records {shard['bytes']}"
+            raise ShardError(f"{file}: {state} (truncated or replaced); run `make shards` again")
     return index

@@ -20,7 +20,7 @@ def build_module(cfg, resuming: bool, main_process: bool):
     """The LightningModule `module._target_` names, with the pieces it asks for."""
     from voxlab.config import locate
 
-    wanted = inspect.signature(locate(cfg.module._target_)).parameters
+    wanted = inspect.signature(locate(cfg.module._target_, key="module._target_")).parameters
     pieces = {}
     if "vae" in wanted:
         from datamodules.tts import pinned_vae

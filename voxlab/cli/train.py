@@ -18,8 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from voxlab.config import (ConfigError, build, check_values, compose, find_experiment, instantiate, load_run_config,
                            parse_overrides, resolve, to_yaml, validate_layer)
+from datamodules.latents import CacheError
 from datamodules.manifest import ManifestError
+from datamodules.shards.format import ShardError
 from lightning_modules.nonfinite import NonFiniteLoss
+from models.lora import LoRAConfigError
 from voxlab.checkpoint import CheckpointError, check_architecture, read_config_file
 from voxlab.cli.pieces import build_module
 from voxlab.cli.init_model import resolve_init
@@ -225,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         train(args.exp or None, args.scale or None, args.overrides, args.resume or None)
-    except (ConfigError, FileNotFoundError, ManifestError, CheckpointError, FolderLocked, RunFolderError) as err:
+    except (ConfigError, FileNotFoundError, ManifestError, CheckpointError, FolderLocked, RunFolderError,
+            CacheError, ShardError, LoRAConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLoss as err:
