@@ -7,6 +7,8 @@ do not show this: a mismatch between what training shows the model and what gene
 passes them and fails here."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import librosa
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from models.voxcpm import VoxCPMBackbone
 from voxlab.audio import load_audio
 from voxlab.text import CharTokenizer
 
-SHIPPED_VAE = "assets/tiny_audiovae"
+SHIPPED_VAE = Path(__file__).resolve().parents[1] / "assets" / "tiny_audiovae"
 SIZES = dict(lm=dict(vocab_size=0, hidden_size=96, intermediate_size=192, num_attention_heads=4,
                      num_key_value_heads=2, num_hidden_layers=2, max_position_embeddings=512),
              encoder=dict(hidden_dim=96, ffn_dim=192, num_heads=4, num_layers=1),
