@@ -51,21 +51,31 @@ class FolderLock:
             fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
             return
+        self._flock(fd, self._file_holder)
+        self.folder_fd = fd
+
+    def _file_holder(self) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                return describe_holder(_holder(f.fileno()))
+        except OSError:
+            return describe_holder({})
+
+    def _flock(self, fd: int, holder) -> None:
+        """An exclusive flock on `fd`: at once, or after waiting (`wait`), else FolderLocked naming
+        `holder()`; `fd` is closed when refused."""
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
         except BlockingIOError:
-            try:
-                with open(self.path, "rb") as f:
-                    holder = describe_holder(_holder(f.fileno()))
-            except OSError:
-                holder = describe_holder({})
-            if not self.wait:
-                os.close(fd)
-                raise FolderLocked(f"{self.folder}: this {self.what} is in use by {holder}; "
-                                   f"wait for it to finish (or stop it) and try again") from None
-            print(f"[lock] waiting for {holder}, which holds {self.folder}", file=sys.stderr)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        self.folder_fd = fd
+            pass
+        who = holder()
+        if not self.wait:
+            os.close(fd)
+            raise FolderLocked(f"{self.folder}: this {self.what} is in use by {who}; "
+                               f"wait for it to finish (or stop it) and try again")
+        print(f"[lock] waiting for {who}, which holds {self.folder}", file=sys.stderr)
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
     def acquire(self) -> "FolderLock":
         self._lock_folder()
@@ -83,16 +93,7 @@ class FolderLock:
     def _acquire_file(self) -> "FolderLock":
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = describe_holder(_holder(fd))
-                if not self.wait:
-                    os.close(fd)
-                    raise FolderLocked(f"{self.folder}: this {self.what} is in use by {holder}; "
-                                       f"wait for it to finish (or stop it) and try again") from None
-                print(f"[lock] waiting for {holder}, which holds {self.folder}", file=sys.stderr)
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            self._flock(fd, lambda: describe_holder(_holder(fd)))
             try:  # the holder may have deleted the file as it let go: lock the file that is there now
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:

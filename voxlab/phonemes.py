@@ -25,14 +25,9 @@ _ZH_PUNCT = str.maketrans({"，": ",", "。": ".", "？": "?", "！": "!", "；"
 
 def phonemize(texts: list[str], voice: str = "en-us") -> list[str]:
     """Phoneme strings of `texts`: Chinese (any CJK character) as pinyin, the rest through espeak."""
-    out: list[str | None] = [None] * len(texts)
-    english = [i for i, t in enumerate(texts) if not _CJK.search(t)]
-    for i, t in enumerate(texts):
-        if i not in set(english):
-            out[i] = _pinyin(t)
-    for i, ph in zip(english, _espeak([texts[i] for i in english], voice)):
-        out[i] = ph
-    return out  # type: ignore[return-value]
+    chinese = [bool(_CJK.search(t)) for t in texts]
+    english = iter(_espeak([t for t, zh in zip(texts, chinese) if not zh], voice))
+    return [_pinyin(t) if zh else next(english) for t, zh in zip(texts, chinese)]
 
 
 @lru_cache(maxsize=65536)

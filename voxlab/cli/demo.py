@@ -115,9 +115,9 @@ def _evaluate_reference(vae: Path | None, lang: str, limit: int | None, paraform
     name = "ground_truth" if vae is None else "vae_resynthesis"
     out = Path(RUNS) / "demo" / name / lang
     if (out / "metrics.json").is_file():
-        stamp = json.loads((out / "metrics.json").read_text()).get("generation", {})
-        if stamp.get("vae") == (None if vae is None else str(vae)):
-            return json.loads((out / "metrics.json").read_text())
+        done = json.loads((out / "metrics.json").read_text())
+        if done.get("generation", {}).get("vae") == (None if vae is None else str(vae)):
+            return done
         out = out.parent / f"{lang}_{int(time.time())}"  # another VAE: a new folder, nothing overwritten
     config = _eval_config(paraformer)
     ok, reason = asr_available(config, [lang])
