@@ -18,7 +18,7 @@ from lightning_modules.schedules import by_shares
 from voxlab.checkpoint import TOKENIZER_KEY, VAE_KEY
 from voxlab.config import instantiate
 
-TERMS = {"flow/loss": "flow_loss", "stop/loss": "stop_loss"}
+TERMS = {"flow/loss": "flow_loss", "stop/loss": "stop_loss", "align/loss": "align_loss"}
 
 
 class TTSModule(VoxLabModule):
@@ -62,7 +62,7 @@ class TTSModule(VoxLabModule):
 
     def _losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         raw = self.model(batch, generator=generator)
-        terms = {name: raw[key] for name, key in TERMS.items()}
+        terms = {name: raw[key] for name, key in TERMS.items() if key in raw}  # align: training only
         terms["loss"] = self.weighted_loss(terms)
         return terms
 

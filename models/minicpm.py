@@ -194,6 +194,9 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=False)
         self.register_module("qkv_proj", None)  # int8 inference: q, k, v as one layer (models.cpu_linear)
+        # training only: the first `probe_heads` heads' attention probabilities are kept in `probs`
+        # [B, probe_heads, S, S] for a loss on them (the backbone's alignment loss)
+        self.probe_heads, self.probs = 0, None
 
     def _qkv(self, x):
         if self.qkv_proj is not None:
@@ -214,12 +217,29 @@ class Attention(nn.Module):
             cache.k[layer, :, :, start:start + s] = k
             cache.v[layer, :, :, start:start + s] = v
             k, v = cache.k[layer, :, :, :start + s], cache.v[layer, :, :, :start + s]
+        if self.probe_heads and cache is None and self.training:
+            self.probs = self._probe(q, k, mask, is_causal)
         dtype = q.dtype
         if q.device.type == "cpu" and dtype == torch.bfloat16:  # CPU bf16 attention is ~20x slower than fp32 (measured)
             q, k, v = q.float(), k.float(), v.float()
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
                                              enable_gqa=self.num_kv_heads != self.num_heads).to(dtype)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim))
+
+
+    def _probe(self, q, k, mask, is_causal) -> torch.Tensor:
+        """Attention probabilities of the first `probe_heads` query heads (fp32, differentiable)."""
+        n = self.probe_heads
+        kv = torch.arange(n, device=q.device) // (self.num_heads // self.num_kv_heads)
+        scores = (q[:, :n].float() @ k[:, kv].float().transpose(-1, -2)) / math.sqrt(self.head_dim)
+        s = scores.shape[-1]
+        allowed = mask if mask is not None else None
+        if is_causal:
+            causal = torch.ones(s, s, dtype=torch.bool, device=q.device).tril()
+            allowed = causal if allowed is None else allowed & causal
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        return scores.softmax(-1)
 
 
 class MLP(nn.Module):

@@ -27,6 +27,12 @@ Config (`config.model`, `_target_: models.voxcpm.VoxCPMBackbone`; every key is a
   latent patches the LocEnc reads in training (the history the TSLM and RALM see), not to the
   flow target nor the LocDiT's previous patch: generation feeds the model its own imperfect
   patches, and a model trained only on clean history drifts from the text (exposure bias).
+- `prev_noise`: 0 (the paper); > 0 adds Gaussian noise of that std to the previous patch the LocDiT
+  reads in training. With a clean previous patch the LocDiT predicts most of the next one from it
+  and a small backbone learns to ignore the LM (Tacotron's prenet dropout answers the same problem).
+- `align`: {heads: 0, sigma: 0.2}. heads > 0 adds a training loss (`align_loss`, weighted by
+  `module.lambdas["align/loss"]`) that pushes the first `heads` attention heads of every TSLM layer
+  to read the text near the diagonal (guided attention, DC-TTS); the network itself is unchanged.
 - `lm_init`: {mode: none|full|partial, path, num_layers}: TSLM initialisation from a local
   Hugging Face causal LM (`models.lm_init`); applied by `apply_lm_init()`, never in __init__,
   so rebuilding a trained model from its config does not need the LM folder.
@@ -77,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "lm_init": {"mode": "none", "path": None, "num_layers": None},
     "encoder": {"hidden_dim": 1024, "ffn_dim": 4096, "num_heads": 16, "num_layers": 4, "kv_channels": None},
     "dit": {"hidden_dim": 1024, "ffn_dim": 4096, "num_heads": 16, "num_layers": 4, "kv_channels": None},
+    "align": {"heads": 0, "sigma": 0.2},
 }
 
 
@@ -109,7 +116,8 @@ class VoxCPMBackbone(nn.Module):
                  residual_input_e: bool = True, condition_on_residual: bool = True, flow: dict | None = None,
                  lm_init: dict | None = None, max_length: int = 4096, audio_start_id: int = 101,
                  audio_end_id: int = 102, official: dict | None = None, lora: dict | None = None,
-                 gradient_checkpointing: bool = False, history_noise: float = 0.0):
+                 gradient_checkpointing: bool = False, history_noise: float = 0.0, prev_noise: float = 0.0,
+                 align: dict | None = None):
         super().__init__()
         lm_cfg = MiniCPMConfig.from_dict(dict(lm), "model.lm")
         if lm_cfg.vocab_size <= 0:
@@ -117,13 +125,17 @@ class VoxCPMBackbone(nn.Module):
         enc, dit_, fsq_, flow_ = (_section("encoder", encoder), _section("dit", dit), _section("fsq", fsq),
                                   _section("flow", flow))
         lm_init_ = _section("lm_init", lm_init)
+        self.align = _section("align", align)
+        if not 0 <= int(self.align["heads"]) <= lm_cfg.num_attention_heads or float(self.align["sigma"]) <= 0:
+            raise ValueError(f"model.align: heads must be 0..{lm_cfg.num_attention_heads} and sigma > 0, "
+                             f"got {self.align}")
         self.config = dict(lm=lm_cfg.to_dict(), encoder=enc, dit=dit_, feat_dim=feat_dim, patch_size=patch_size,
                            residual_lm_layers=residual_lm_layers, fsq=fsq_, residual_input_e=residual_input_e,
                            condition_on_residual=condition_on_residual, flow=flow_, lm_init=lm_init_,
                            max_length=max_length, audio_start_id=audio_start_id, audio_end_id=audio_end_id,
                            official=official, lora=None, gradient_checkpointing=bool(gradient_checkpointing),
-                           history_noise=float(history_noise))
-        self.history_noise = float(history_noise)
+                           history_noise=float(history_noise), prev_noise=float(prev_noise), align=self.align)
+        self.history_noise, self.prev_noise = float(history_noise), float(prev_noise)
         self.feat_dim, self.patch_size, self.max_length = feat_dim, patch_size, max_length
         self.audio_start_id, self.audio_end_id = audio_start_id, audio_end_id
         self.residual_input_e = residual_input_e
@@ -148,6 +160,8 @@ class VoxCPMBackbone(nn.Module):
         for lm in (self.base_lm, self.residual_lm):
             if lm is not None:
                 lm.gradient_checkpointing = bool(gradient_checkpointing)
+        for layer in self.base_lm.layers:
+            layer.self_attn.probe_heads = int(self.align["heads"])
         if lora is not None:
             from models.lora import apply_lora
             apply_lora(self, lora)
@@ -233,11 +247,36 @@ class VoxCPMBackbone(nn.Module):
         res_hidden = shift_right(states["ralm"])[sel] if "ralm" in states else None
         feats = batch["audio_feats"]
         x1, prev = feats[sel], shift_right(feats)[sel]
+        if self.training and self.prev_noise > 0:
+            prev = prev + self.prev_noise * torch.randn(prev.shape, generator=generator, device=prev.device, dtype=prev.dtype)
         mu = self.dit_condition(lm_hidden, res_hidden)
         flow = self.feat_decoder.loss(x1, mu, prev, t=t, noise=noise, cfg_keep=cfg_keep, generator=generator)
         logits = self.stop_logits(lm_hidden).float()
         stop = F.cross_entropy(logits, batch["stop_labels"][sel].long(), reduction="sum") / sel.sum().clamp(min=1)
-        return {"flow_loss": flow, "stop_loss": stop}
+        out = {"flow_loss": flow, "stop_loss": stop}
+        if self.align["heads"] and self.training:
+            out["align_loss"] = self.alignment_loss(batch)
+        return out
+
+    def alignment_loss(self, batch: dict) -> torch.Tensor:
+        """Guided attention (Tachibana et al. 2018, DC-TTS) on the TSLM's first `align.heads` heads of
+        every layer: attention from an audio patch to the text is pushed near the diagonal (patch j
+        of T reads text token n of N where n/N ~ j/T; weight 1 - exp(-(n/N - j/T)^2 / 2 sigma^2));
+        attention to anything but the text (101, the patches) costs the full weight 1.
+        A tiny backbone trained from scratch otherwise learns to continue the audio without
+        reading the text for thousands of steps. Read from the last training forward."""
+        text_mask, audio_mask = batch["text_mask"].bool(), batch["audio_mask"].bool()
+        text = text_mask & (batch["text_tokens"] != self.audio_start_id) & (batch["text_tokens"] != self.audio_end_id)
+        text = text & ~audio_mask.cumsum(1).bool()  # the 102 after the audio is never read
+        def unit(mask):  # position n of N along the item -> (n + 0.5) / N
+            return (mask.cumsum(1) - 0.5) / mask.sum(1, keepdim=True).clamp(min=1)
+        q, k = unit(audio_mask), unit(text)
+        near = torch.exp(-(k[:, None, :] - q[:, :, None]) ** 2 / (2 * float(self.align["sigma"]) ** 2))
+        weight = 1 - near * text[:, None, :]                                  # [B, S query, S key]
+        probs = torch.stack([layer.self_attn.probs for layer in self.base_lm.layers])  # [L, B, h, S, S]
+        cost = (probs * weight[None, :, None]).sum(-1)                     # [L, B, h, S]
+        sel = audio_mask[None, :, None].expand_as(cost)
+        return cost[sel].mean()
 
     # ---- incremental decoding (the generation loop lives in the inference code) ------------------
     def new_caches(self, batch_size: int, max_length: int | None = None, device=None, dtype=None) -> dict:

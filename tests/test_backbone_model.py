@@ -366,3 +366,43 @@ def test_history_noise_touches_only_the_history_the_lms_read_in_training():
     audio = batch["audio_feats"][batch["audio_mask"].bool()]
     assert (seen[0] - audio).abs().mean() > 0.1  # the LocEnc read jittered patches
     assert not torch.equal(a["flow_loss"], b["flow_loss"])
+
+
+def test_alignment_loss_prefers_the_diagonal_and_trains_the_probed_heads():
+    """model.align: the probed heads' attention from audio patches to the text costs least on the
+    diagonal (patch j of T reading token n of N with n/N ~ j/T), anything off the text costs 1;
+    its gradient reaches the TSLM's attention, so training on it alone lowers it. Off (heads 0),
+    the forward returns no such term; in eval mode it is never computed."""
+    batch = make_batch()
+    assert "align_loss" not in tiny().train()(batch)
+    model = tiny(align={"heads": 1, "sigma": 0.2}).train()
+    assert "align_loss" not in model.eval()(batch)
+    model.train()
+    first = model(batch)["align_loss"]
+    assert 0 < first.item() <= 1
+    # an ideal diagonal reader and a reader of the audio only, set by hand in every layer
+    audio, text = batch["audio_mask"].bool(), batch["text_mask"].bool() & (batch["text_tokens"] >= 128)
+    ideal, wrong = torch.zeros_like(model.base_lm.layers[0].self_attn.probs), None
+    for b in range(ideal.shape[0]):
+        t_pos, a_pos = text[b].nonzero().flatten(), audio[b].nonzero().flatten()
+        for j, q in enumerate(a_pos):
+            ideal[b, :, q, t_pos[(j * len(t_pos)) // len(a_pos)]] = 1.0
+    wrong = torch.zeros_like(ideal)
+    wrong[..., :, :] = torch.eye(ideal.shape[-1])  # every position reads itself
+    for probs, bound in ((ideal, 0.2), (wrong, None)):
+        for layer in model.base_lm.layers:
+            layer.self_attn.probs = probs
+        cost = float(model.alignment_loss(batch))
+        if bound is not None:
+            assert cost < bound
+        else:
+            assert cost == pytest.approx(1.0)
+    opt = torch.optim.Adam(model.base_lm.parameters(), lr=1e-2)
+    for _ in range(30):
+        loss = model(batch)["align_loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(model(batch)["align_loss"]) < 0.8 * float(first)
+    with pytest.raises(ValueError, match="model.align"):
+        tiny(align={"heads": 99})
