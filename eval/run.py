@@ -185,9 +185,11 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
             group = [it for it in items if langs[it.utt] == lang]
             asr = backends.asr(lang)
             chunk = max(1, config.asr_batch_size) * 4
+            from_files = getattr(asr, "transcribe_files", None)  # a backend that reads the files as the protocol does
             for start in range(0, len(group), chunk):
                 part = group[start:start + chunk]
-                texts = asr.transcribe([load_audio(gen_paths[it.utt], SR, mono="mix") for it in part])
+                texts = (from_files([gen_paths[it.utt] for it in part]) if from_files is not None
+                         else asr.transcribe([load_audio(gen_paths[it.utt], SR, mono="mix") for it in part]))
                 hyps.update({it.utt: t for it, t in zip(part, texts)})
             log(f"transcribed {len(group)} {lang} utts with {asr.name}")
     t_asr = time.perf_counter() - t_asr
@@ -241,6 +243,7 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
         "asr": ({"source": "transcripts", "path": str(transcripts)} if given is not None
                 else {"source": "none", "reason": no_wer} if no_wer
                 else {lang: backends.asr(lang).info() for lang in asr_langs}),
+        "asr_protocol_exact": _protocol_exact(backends, asr_langs) if given is None and not no_wer else None,
         "sim_backend": sim_backend.info() if sim_backend is not None else None,
         "sim_model": sim_backend.info()["model"] if sim_backend is not None else None,
         "mos_backend": mos_backend.info() if mos_backend is not None else None,
@@ -266,6 +269,11 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     mos_text = "" if metrics["mos"] is None else f" MOS {metrics['mos']:.3f} ({metrics['mos_model']})"
     log(f"{wer_text} SIM {sim_text}{mos_text} over {len(items)} utts -> {out_dir}")
     return metrics
+
+
+def _protocol_exact(backends: Backends, langs) -> bool:
+    """True when every language's ASR ran Seed-TTS-Eval's own code path on its own model."""
+    return all(backends.asr(lang).info().get("protocol_exact", False) for lang in langs)
 
 
 def _scores(group: list[TestItem], counts: dict[str, ErrorCounts], sims: dict[str, float],
@@ -332,6 +340,8 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
     asr_line = (f"transcripts from `{asr['path']}`" if asr.get("source") == "transcripts"
                 else "none" if asr.get("source") == "none"
                 else "; ".join(f"{lang}: {a['name']} {a.get('model') or a.get('model_dir')}"
+                               + (" (the protocol's exact path)" if a.get("protocol_exact") else
+                                  f" (not the protocol's exact path: {a.get('protocol_note', 'another implementation')})")
                                for lang, a in asr.items()))
     c = metrics["counts"]
     lines = [
