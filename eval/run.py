@@ -26,6 +26,7 @@ import soundfile as sf
 
 from eval.backends import ASR_DISABLED, Backends, EvalConfig, check_backends
 from eval.errors import EvalError
+from eval.flags import DEFINITIONS, flag_utterances, raised, summarize_flags, summary_lines
 from eval.generate import GenerateFn, check_generation_dir, run_generation
 from eval.normalize import VARIANTS, detect_lang, normalize, zh_punctuation
 from eval.sim import cosine
@@ -35,7 +36,8 @@ from voxlab.safe_io import atomic_path, write_text_atomic
 
 SR = 16000
 CSV_FIELDS = ["utt", "lang", "reference", "hypothesis", "wer", "S", "D", "I", "N", "sim", "sim_model", "mos",
-              "mos_model", "gen_duration", "prompt_duration", "gt_duration", "duration_ratio", "reference_norm", "hypothesis_norm"]
+              "mos_model", "gen_duration", "prompt_duration", "gt_duration", "duration_ratio", "flags", "stopped_by",
+              "reference_norm", "hypothesis_norm"]
 DURATION_TOLERANCE = 0.25  # `duration_within_25pct`: |generated / ground truth - 1| <= this
 
 
@@ -228,6 +230,10 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     ratios = {u: d[0] / d[2] for u, d in durations.items() if d[2]}
     mos = {u: s["mos"] for u, s in mos_scores.items()}
     metrics = _aggregate(items, langs, counts, sims, ratios, mos)
+    flags = flag_utterances(items, wavs_dir, gen_paths, durations, counts, refs, hyp_norm)
+    metrics["failures"] = {**summarize_flags(flags.values()), "definitions": DEFINITIONS}
+    for lang, group in metrics["by_lang"].items():
+        group["failures"] = summarize_flags(flags[it.utt] for it in items if langs[it.utt] == lang)
     if mos_scores:  # every component the predictor gives (DNSMOS: sig, bak, p808 beside OVRL), averaged
         metrics["mos_components"] = {k: round(statistics.fmean(s[k] for s in mos_scores.values()), 4)
                                      for k in next(iter(mos_scores.values()))}
@@ -260,8 +266,8 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     })
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_per_utt(out_dir / "per_utt.csv", items, langs, hyps, refs, hyp_norm, counts, sims, durations,
-                   ratios, metrics["sim_model"] or "", mos, metrics["mos_model"] or "")
-    write_text_atomic(out_dir / "summary.md", render_summary(metrics, items, counts, hyps, sims))
+                   ratios, metrics["sim_model"] or "", mos, metrics["mos_model"] or "", flags)
+    write_text_atomic(out_dir / "summary.md", render_summary(metrics, items, counts, hyps, sims, flags))
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     sim_text = "-" if metrics["sim"] is None else f"{metrics['sim']:.4f}"
     wer_text = (f"WER unavailable ({no_wer})" if no_wer
@@ -304,12 +310,16 @@ def _aggregate(items, langs, counts, sims, ratios, mos) -> dict:
     return out
 
 
+def cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def _fmt(x: float | None, digits: int = 4) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durations, ratios, sim_model,
-                   mos, mos_model) -> None:
+                   mos, mos_model, flags) -> None:
     """One row per utterance; `wer` is the fraction (the protocol's per-utterance value)."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
@@ -323,6 +333,7 @@ def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durat
                    "prompt_duration": _fmt(durations[it.utt][1], 3),
                    "gt_duration": _fmt(durations[it.utt][2], 3),
                    "duration_ratio": _fmt(ratios.get(it.utt), 3),
+                   "flags": ";".join(raised(flags[it.utt])), "stopped_by": flags[it.utt]["stopped_by"] or "",
                    "reference_norm": " ".join(refs[it.utt]),
                    "hypothesis_norm": " ".join(hyp_norm.get(it.utt, []))}
             if c is not None:
@@ -330,7 +341,7 @@ def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durat
             writer.writerow(row)
 
 
-def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) -> str:
+def render_summary(metrics: dict, items, counts, hyps, sims, flags: dict | None = None, worst: int = 10) -> str:
     ts = metrics["testset"]
     sim_line = ("not scored (--sim none)" if metrics["sim"] is None
                 else f"**{metrics['sim']:.4f}** with {metrics['sim_model']}")
@@ -372,12 +383,13 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
     ]
     if metrics.get("generation"):
         lines.append(f"- generation: `{json.dumps(metrics['generation'], sort_keys=True, default=str)}`")
+    flag_count, flag_table = summary_lines(metrics.get("failures"), items, flags or {}, counts, hyps)
+    lines += flag_count
     if len(metrics["by_lang"]) > 1:
         lines += ["", "| lang | utts | WER | corpus WER | SIM | MOS |", "|---|---|---|---|---|---|"]
         for lang, s in metrics["by_lang"].items():
             lines.append(f"| {lang} | {s['n_utts']} | {_fmt(s['wer'], 3) or '—'} | "
                          f"{_fmt(s['wer_corpus'], 3) or '—'} | {_fmt(s['sim']) or '—'} | {_fmt(s.get('mos'), 3) or '—'} |")
-    cell = lambda s: s.replace("|", "\\|")  # noqa: E731
     if counts:
         ranked = sorted(items, key=lambda it: -counts[it.utt].wer)[:worst]
         lines += ["", f"## Highest WER ({len(ranked)})", "", "| utt | WER | SIM | reference | hypothesis |",
@@ -389,4 +401,4 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
         ranked = sorted((it for it in items if it.utt in sims), key=lambda it: sims[it.utt])[:worst]
         lines += ["", f"## Lowest SIM ({len(ranked)})", "", "| utt | SIM | reference |", "|---|---|---|"]
         lines += [f"| {it.utt} | {_fmt(sims[it.utt])} | {cell(it.target_text)} |" for it in ranked]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + flag_table) + "\n"
