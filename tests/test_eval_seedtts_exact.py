@@ -149,3 +149,15 @@ def test_an_incomplete_folder_names_what_it_lacks(tmp_path):
         (folder / name).write_text("{}")
     with pytest.raises(MissingWeightsError, match="model_type is 'wav2vec2', not 'whisper'"):
         resolve_english_asr(str(folder))
+
+
+def test_a_stereo_wav_is_refused_naming_it(tiny, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from eval.errors import EvalError
+
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.zeros((1600, 2), dtype=np.float32), 16000)
+    with pytest.raises(EvalError, match="stereo.wav: 2 channels"):
+        TransformersWhisperASR(tiny[0]).transcribe_files([path])

@@ -79,6 +79,10 @@ def resolve_english_asr(spec: str) -> EnglishASRSpec:
     if is_hf_whisper_folder(path):
         return _transformers_spec(path)
     if path.is_dir():  # check_ct2_folder names the files a CTranslate2 folder lacks
-        return EnglishASRSpec("faster-whisper", check_ct2_folder(path), f"faster-whisper {path.name}")
+        try:
+            return EnglishASRSpec("faster-whisper", check_ct2_folder(path), f"faster-whisper {path.name}")
+        except MissingWeightsError as err:
+            raise MissingWeightsError(f"{err}; nor is it a transformers Whisper folder (config.json with "
+                                      "model_type whisper, generation_config.json, weights)") from None
     name, file = resolve_whisper(spec)
     return EnglishASRSpec("openai-whisper", file, f"whisper-{name}" if file != path else file.name)

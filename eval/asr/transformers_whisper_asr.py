@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.errors import MissingWeightsError
+from eval.errors import EvalError, MissingWeightsError
 
 SR = 16000
 CONFIG_FILES = ("config.json", "generation_config.json")
@@ -83,7 +83,7 @@ def read_wav_16k(path: str | Path) -> np.ndarray:
 
     wav, sr = sf.read(str(path))
     if wav.ndim != 1:  # the protocol would read the channels as a batch of 2-sample clips
-        raise ValueError(f"{path}: {wav.shape[1]} channels; the protocol's ASR path takes mono wavs")
+        raise EvalError(f"{path}: {wav.shape[1]} channels; the protocol's ASR path reads mono wavs only")
     if sr != SR:
         wav = scipy.signal.resample(wav, int(len(wav) * SR / sr))
     return wav
