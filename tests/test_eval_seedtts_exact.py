@@ -161,3 +161,9 @@ def test_a_stereo_wav_is_refused_naming_it(tiny, tmp_path):
     sf.write(path, np.zeros((1600, 2), dtype=np.float32), 16000)
     with pytest.raises(EvalError, match="stereo.wav: 2 channels"):
         TransformersWhisperASR(tiny[0]).transcribe_files([path])
+
+
+def test_a_named_folder_that_is_absent_fails_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOXLAB_WHISPER_HF", str(tmp_path / "nowhere"))
+    with pytest.raises(MissingWeightsError, match="transformers whisper folder not found: .*nowhere"):
+        resolve_english_asr("auto")

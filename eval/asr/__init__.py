@@ -16,6 +16,7 @@ Each backend is loaded once and transcribes lists of 16 kHz float32 mono wavefor
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +32,7 @@ HF_REPO = "openai/whisper-large-v3"
 
 
 def default_hf_folders() -> list[Path]:
-    """$VOXLAB_WHISPER_HF, then the snapshots of openai/whisper-large-v3 in the Hugging Face cache."""
-    import os
-
+    """$VOXLAB_WHISPER_HF, else the snapshots of openai/whisper-large-v3 in the Hugging Face cache."""
     given = os.getenv("VOXLAB_WHISPER_HF")
     if given:
         return [Path(given).expanduser()]
@@ -60,7 +59,7 @@ def resolve_english_asr(spec: str) -> EnglishASRSpec:
     if spec in ("auto", "bundled"):
         if spec == "auto":
             for folder in default_hf_folders():  # the protocol's own path first
-                if folder.is_dir():
+                if folder.is_dir() or os.getenv("VOXLAB_WHISPER_HF"):  # a folder named but absent fails too
                     return _transformers_spec(folder)  # an incomplete folder fails, naming what it lacks
             try:
                 name, path = resolve_whisper(DEFAULT_MODEL)
