@@ -216,8 +216,8 @@ class SeedTTSEvalCallback(L.Callback):
 
         def write(items, wavs_dir):
             for it in items:
-                wav, sr = wavs[it.utt]
-                save_audio(Path(wavs_dir) / f"{it.utt}.wav", wav, sr)
+                save_audio(Path(wavs_dir) / f"{it.utt}.wav", wavs[it.utt].wav, wavs[it.utt].sample_rate)
+            return {it.utt: wavs[it.utt].outcome for it in items}  # the runaway flag reads these
 
         generation = {"source": "training", "step": step, **self.settings, "seeding": "per-utterance"}
         if self.dtype is not None:

@@ -52,7 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                      help="auto: whisper (en) / paraformer (zh), missing weights fail; none: no WER "
                           "(null with the reason), SIM still scored")
     asr.add_argument("--transcripts", help="JSONL {\"utt\", \"text\"} lines replacing ASR")
-    asr.add_argument("--whisper", default="auto", help="auto (large-v3 if cached, else the bundled tiny.en), bundled, a whisper name, a .pt checkpoint or a CTranslate2 folder")
+    asr.add_argument("--whisper", default="auto", help="auto (a transformers whisper-large-v3 folder from $VOXLAB_WHISPER_HF or the HF cache: the protocol's path; else "
+                          "openai-whisper large-v3 if cached; else the bundled tiny.en), bundled, a transformers whisper folder, "
+                          "a whisper name, a .pt checkpoint or a CTranslate2 folder")
     asr.add_argument("--paraformer", help="paraformer-zh model folder (or $VOXLAB_PARAFORMER)")
     asr.add_argument("--asr-batch-size", type=int, default=8)
     asr.add_argument("--normalization", choices=sorted(VARIANTS), default="seedtts")

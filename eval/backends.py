@@ -28,7 +28,7 @@ def default_device() -> str:
 
 @dataclass
 class EvalConfig:
-    whisper: str = "auto"               # auto | bundled | whisper name | .pt checkpoint | CTranslate2 folder (eval/asr)
+    whisper: str = "auto"               # auto | bundled | transformers folder | whisper name | .pt | CTranslate2 folder (eval/asr)
     paraformer: str | None = None       # paraformer-zh folder (else $VOXLAB_PARAFORMER / ModelScope cache)
     asr: str = "auto"                   # auto: whisper (en) / paraformer (zh), weights required; none: no WER
     sim: str = "resemblyzer"            # none | resemblyzer | wavlm_ecapa | wespeaker
@@ -119,7 +119,10 @@ class Backends:
                 from eval.asr import resolve_english_asr
 
                 spec = resolve_english_asr(c.whisper)
-                if spec.backend == "faster-whisper":
+                if spec.backend == "transformers":
+                    from eval.asr.transformers_whisper_asr import TransformersWhisperASR
+                    self._asr[lang] = TransformersWhisperASR(spec.path, device=c.device, label=spec.label)
+                elif spec.backend == "faster-whisper":
                     from eval.asr.faster_whisper_asr import FasterWhisperASR
                     self._asr[lang] = FasterWhisperASR(spec.path, device=c.device, batch_size=c.asr_batch_size,
                                                        label=spec.label)

@@ -2,21 +2,24 @@
 
 The hook writes `<out_dir>/<utt>.wav` for each TestItem it is given (batched as it likes). The
 evaluation calls it only with the items whose wav is missing or was made by another model or other
-settings: beside each wav, `<utt>.gen.json` records the `generation` dict it was made with, and an
-existing wav is kept only when that record equals the current one. Each utterance has its own seed
-(`item_seed`), so a wav does not depend on the batch it was generated in.
+settings: beside each wav, `<utt>.gen.json` records `{"generation": the settings it was made with,
+"outcome": how it ended}`, and an existing wav is kept only when those settings equal the current
+ones (a record that is the settings alone, as older folders hold, is read as such). The hook may
+return utt -> outcome (`{"stopped_by": "stop_head" | "length_cap", "patches": n}`): the runaway
+flag (eval/flags.py) reads it. Each utterance has its own seed (`item_seed`), so a wav does not
+depend on the batch it was generated in.
 """
 from __future__ import annotations
 
 import json
 import zlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 from eval.errors import EvalError
 from eval.testset import TestItem
 
-GenerateFn = Callable[[Sequence[TestItem], Path], None]
+GenerateFn = Callable[[Sequence[TestItem], Path], "dict[str, dict] | None"]  # may return utt -> outcome
 SIDECAR = ".gen.json"
 # written into a generation folder this code created (or found empty): only such a folder is written into
 MARKER = ".voxlab-eval-wavs"
@@ -31,14 +34,27 @@ def sidecar(wavs_dir: Path, utt: str) -> Path:
     return Path(wavs_dir) / f"{utt}{SIDECAR}"
 
 
-def is_current(wavs_dir: Path, utt: str, generation: dict) -> bool:
-    wav, meta = Path(wavs_dir) / f"{utt}.wav", sidecar(wavs_dir, utt)
-    if not wav.is_file() or not meta.is_file():
-        return False
+def read_record(wavs_dir: Path, utt: str) -> tuple[dict, dict | None] | None:
+    """(generation settings, outcome or None) from `<utt>.gen.json`; None when absent or unreadable."""
     try:
-        return _canonical(json.loads(meta.read_text(encoding="utf-8"))) == _canonical(generation)
+        rec = json.loads(sidecar(wavs_dir, utt).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(rec, dict) and set(rec) == {"generation", "outcome"}:
+        return rec["generation"], rec["outcome"]
+    return rec, None  # an older record: the settings alone
+
+
+def read_outcome(wavs_dir: Path, utt: str) -> dict | None:
+    rec = read_record(wavs_dir, utt)
+    return rec[1] if rec else None
+
+
+def is_current(wavs_dir: Path, utt: str, generation: dict) -> bool:
+    if not (Path(wavs_dir) / f"{utt}.wav").is_file():
         return False
+    rec = read_record(wavs_dir, utt)
+    return rec is not None and _canonical(rec[0]) == _canonical(generation)
 
 
 def pending_items(items: Sequence[TestItem], wavs_dir: Path, generation: dict) -> list[TestItem]:
@@ -99,11 +115,11 @@ def run_generation(items: Sequence[TestItem], wavs_dir: Path, generation: dict,
     todo = pending_items(items, wavs_dir, generation)
     for it in todo:  # a stale record must not vouch for a wav the hook fails to rewrite
         sidecar(wavs_dir, it.utt).unlink(missing_ok=True)
-    if todo:
-        generate_fn(todo, wavs_dir)
+    outcomes = (generate_fn(todo, wavs_dir) if todo else None) or {}
     for it in todo:
         if (wavs_dir / f"{it.utt}.wav").is_file():
-            sidecar(wavs_dir, it.utt).write_text(_canonical(generation), encoding="utf-8")
+            record = {"generation": generation, "outcome": outcomes.get(it.utt)}
+            sidecar(wavs_dir, it.utt).write_text(_canonical(record), encoding="utf-8")
     return len(todo)
 
 
@@ -155,19 +171,26 @@ def _seconds(path) -> float:
         return 0.0
 
 
+class Generated(NamedTuple):
+    wav: "np.ndarray"      # float32 [T]
+    sample_rate: int
+    outcome: dict          # {"stopped_by": "stop_head" | "length_cap", "patches": n}
+
+
 def generate_items(model, items: Sequence[TestItem], settings: dict, batch_size: int = 0,
-                   memory_gb: float = 2.0) -> dict:
-    """utt -> (float32 waveform, sample rate), with `model.generate_batch` (models.tts.TTSModel),
-    in the batches of `plan_batches`; `settings["seed"]` is the base seed of `item_seed`."""
+                   memory_gb: float = 2.0) -> dict[str, Generated]:
+    """utt -> Generated, with `model.synthesize_batch` (models.tts.TTSModel), in the batches of
+    `plan_batches`; `settings["seed"]` is the base seed of `item_seed`."""
     settings = dict(settings)
     seed = settings.pop("seed", 0)
     out = {}
     for part in plan_batches(model, items, int(batch_size), memory_gb, settings.get("max_len", 4096)):
-        wavs = model.generate_batch([it.target_text for it in part], [str(it.prompt_wav) for it in part],
-                                    [it.prompt_text for it in part],
-                                    seed=[item_seed(seed, it.utt) for it in part], **settings)
-        for it, (wav, sr) in zip(part, wavs):
-            out[it.utt] = (wav.detach().float().cpu().numpy().reshape(-1), int(sr))
+        made = model.synthesize_batch([it.target_text for it in part], [str(it.prompt_wav) for it in part],
+                                      [it.prompt_text for it in part],
+                                      seed=[item_seed(seed, it.utt) for it in part], **settings)
+        for it, s in zip(part, made):
+            outcome = {"stopped_by": "stop_head" if s.stopped else "length_cap", "patches": int(len(s.patches))}
+            out[it.utt] = Generated(s.wav.detach().float().cpu().numpy().reshape(-1), int(s.sample_rate), outcome)
     return out
 
 
@@ -189,9 +212,11 @@ def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu
     except CheckpointError as err:  # not a model, or an unreadable file
         raise EvalError(str(err)) from None
 
-    def generate(items: Sequence[TestItem], out_dir: Path) -> None:
-        for utt, (wav, sr) in generate_items(model, items, settings, batch_size, memory_gb).items():
-            save_audio(Path(out_dir) / f"{utt}.wav", wav, sr)
+    def generate(items: Sequence[TestItem], out_dir: Path) -> dict[str, dict]:
+        made = generate_items(model, items, settings, batch_size, memory_gb)
+        for utt, g in made.items():
+            save_audio(Path(out_dir) / f"{utt}.wav", g.wav, g.sample_rate)
+        return {utt: g.outcome for utt, g in made.items()}
 
     return generate
 

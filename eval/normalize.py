@@ -1,14 +1,16 @@
 """Text normalisation before WER, as Seed-TTS-Eval does it (docs/design.md section 7), plus named variants.
 
 `seedtts` (default, the protocol): strip Chinese (zhon) and ASCII punctuation except the ASCII
-apostrophe; English lowercased, no number normalisation; Chinese hypothesis converted to
-simplified (zhconv); Chinese split into single characters (Latin letters inside Chinese become
-one token each, exactly as the protocol's character split does).
+apostrophe; English lowercased and split into words as jiwer splits them, no number
+normalisation; Chinese hypothesis converted to simplified (zhconv); Chinese split into single
+characters (Latin letters inside Chinese become one token each, exactly as the protocol's
+character split does).
 `f5tts`: the same with the apostrophe stripped too (F5-TTS's evaluation).
 `whisper`: English through openai-whisper's EnglishTextNormalizer; Chinese as `seedtts`.
 """
 from __future__ import annotations
 
+import re
 import string
 from functools import lru_cache
 
@@ -39,6 +41,16 @@ def _strip_table(keep_apostrophe: bool) -> dict:
     if keep_apostrophe:
         chars.discard("'")
     return {ord(c): None for c in chars}
+
+
+_WHITESPACE_RUN = re.compile(r"\s\s+")
+
+
+def jiwer_words(text: str) -> list[str]:
+    """Words as jiwer's default transform splits them, which the protocol's WER goes through: runs of
+    two or more whitespace characters become one space, then the text is split on spaces (so a
+    single newline or tab inside a word does not split it)."""
+    return [w for w in _WHITESPACE_RUN.sub(" ", text).strip().split(" ") if w]
 
 
 def has_cjk(text: str) -> bool:
@@ -74,4 +86,4 @@ def normalize(text: str, lang: str, variant: str = "seedtts", hypothesis: bool =
     text = text.translate(_strip_table(keep_apostrophe=variant != "f5tts"))
     if lang == "zh":
         return [c for c in text if not c.isspace()]
-    return text.lower().split()
+    return jiwer_words(text.lower())

@@ -26,6 +26,7 @@ import soundfile as sf
 
 from eval.backends import ASR_DISABLED, Backends, EvalConfig, check_backends
 from eval.errors import EvalError
+from eval.flags import DEFINITIONS, flag_utterances, raised, summarize_flags, summary_lines
 from eval.generate import GenerateFn, check_generation_dir, run_generation
 from eval.normalize import VARIANTS, detect_lang, normalize, zh_punctuation
 from eval.sim import cosine
@@ -35,7 +36,8 @@ from voxlab.safe_io import atomic_path, write_text_atomic
 
 SR = 16000
 CSV_FIELDS = ["utt", "lang", "reference", "hypothesis", "wer", "S", "D", "I", "N", "sim", "sim_model", "mos",
-              "mos_model", "gen_duration", "prompt_duration", "gt_duration", "duration_ratio", "reference_norm", "hypothesis_norm"]
+              "mos_model", "gen_duration", "prompt_duration", "gt_duration", "duration_ratio", "flags", "stopped_by",
+              "reference_norm", "hypothesis_norm"]
 DURATION_TOLERANCE = 0.25  # `duration_within_25pct`: |generated / ground truth - 1| <= this
 
 
@@ -185,9 +187,11 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
             group = [it for it in items if langs[it.utt] == lang]
             asr = backends.asr(lang)
             chunk = max(1, config.asr_batch_size) * 4
+            from_files = getattr(asr, "transcribe_files", None)  # a backend that reads the files as the protocol does
             for start in range(0, len(group), chunk):
                 part = group[start:start + chunk]
-                texts = asr.transcribe([load_audio(gen_paths[it.utt], SR, mono="mix") for it in part])
+                texts = (from_files([gen_paths[it.utt] for it in part]) if from_files is not None
+                         else asr.transcribe([load_audio(gen_paths[it.utt], SR, mono="mix") for it in part]))
                 hyps.update({it.utt: t for it, t in zip(part, texts)})
             log(f"transcribed {len(group)} {lang} utts with {asr.name}")
     t_asr = time.perf_counter() - t_asr
@@ -226,6 +230,10 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     ratios = {u: d[0] / d[2] for u, d in durations.items() if d[2]}
     mos = {u: s["mos"] for u, s in mos_scores.items()}
     metrics = _aggregate(items, langs, counts, sims, ratios, mos)
+    flags = flag_utterances(items, wavs_dir, gen_paths, durations, counts, refs, hyp_norm)
+    metrics["failures"] = {**summarize_flags(flags.values()), "definitions": DEFINITIONS}
+    for lang, group in metrics["by_lang"].items():
+        group["failures"] = summarize_flags(flags[it.utt] for it in items if langs[it.utt] == lang)
     if mos_scores:  # every component the predictor gives (DNSMOS: sig, bak, p808 beside OVRL), averaged
         metrics["mos_components"] = {k: round(statistics.fmean(s[k] for s in mos_scores.values()), 4)
                                      for k in next(iter(mos_scores.values()))}
@@ -241,6 +249,7 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
         "asr": ({"source": "transcripts", "path": str(transcripts)} if given is not None
                 else {"source": "none", "reason": no_wer} if no_wer
                 else {lang: backends.asr(lang).info() for lang in asr_langs}),
+        "asr_protocol_exact": _protocol_exact(backends, asr_langs) if given is None and not no_wer else None,
         "sim_backend": sim_backend.info() if sim_backend is not None else None,
         "sim_model": sim_backend.info()["model"] if sim_backend is not None else None,
         "mos_backend": mos_backend.info() if mos_backend is not None else None,
@@ -257,8 +266,8 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     })
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_per_utt(out_dir / "per_utt.csv", items, langs, hyps, refs, hyp_norm, counts, sims, durations,
-                   ratios, metrics["sim_model"] or "", mos, metrics["mos_model"] or "")
-    write_text_atomic(out_dir / "summary.md", render_summary(metrics, items, counts, hyps, sims))
+                   ratios, metrics["sim_model"] or "", mos, metrics["mos_model"] or "", flags)
+    write_text_atomic(out_dir / "summary.md", render_summary(metrics, items, counts, hyps, sims, flags))
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     sim_text = "-" if metrics["sim"] is None else f"{metrics['sim']:.4f}"
     wer_text = (f"WER unavailable ({no_wer})" if no_wer
@@ -266,6 +275,11 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     mos_text = "" if metrics["mos"] is None else f" MOS {metrics['mos']:.3f} ({metrics['mos_model']})"
     log(f"{wer_text} SIM {sim_text}{mos_text} over {len(items)} utts -> {out_dir}")
     return metrics
+
+
+def _protocol_exact(backends: Backends, langs) -> bool:
+    """True when every language's ASR ran Seed-TTS-Eval's own code path on its own model."""
+    return all(backends.asr(lang).info().get("protocol_exact", False) for lang in langs)
 
 
 def _scores(group: list[TestItem], counts: dict[str, ErrorCounts], sims: dict[str, float],
@@ -296,12 +310,16 @@ def _aggregate(items, langs, counts, sims, ratios, mos) -> dict:
     return out
 
 
+def cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
 def _fmt(x: float | None, digits: int = 4) -> str:
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durations, ratios, sim_model,
-                   mos, mos_model) -> None:
+                   mos, mos_model, flags) -> None:
     """One row per utterance; `wer` is the fraction (the protocol's per-utterance value)."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
@@ -315,6 +333,7 @@ def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durat
                    "prompt_duration": _fmt(durations[it.utt][1], 3),
                    "gt_duration": _fmt(durations[it.utt][2], 3),
                    "duration_ratio": _fmt(ratios.get(it.utt), 3),
+                   "flags": ";".join(raised(flags[it.utt])), "stopped_by": flags[it.utt]["stopped_by"] or "",
                    "reference_norm": " ".join(refs[it.utt]),
                    "hypothesis_norm": " ".join(hyp_norm.get(it.utt, []))}
             if c is not None:
@@ -322,7 +341,7 @@ def _write_per_utt(path, items, langs, hyps, refs, hyp_norm, counts, sims, durat
             writer.writerow(row)
 
 
-def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) -> str:
+def render_summary(metrics: dict, items, counts, hyps, sims, flags: dict | None = None, worst: int = 10) -> str:
     ts = metrics["testset"]
     sim_line = ("not scored (--sim none)" if metrics["sim"] is None
                 else f"**{metrics['sim']:.4f}** with {metrics['sim_model']}")
@@ -332,6 +351,8 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
     asr_line = (f"transcripts from `{asr['path']}`" if asr.get("source") == "transcripts"
                 else "none" if asr.get("source") == "none"
                 else "; ".join(f"{lang}: {a['name']} {a.get('model') or a.get('model_dir')}"
+                               + (" (the protocol's exact path)" if a.get("protocol_exact") else
+                                  f" (not the protocol's exact path: {a.get('protocol_note', 'another implementation')})")
                                for lang, a in asr.items()))
     c = metrics["counts"]
     lines = [
@@ -362,12 +383,13 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
     ]
     if metrics.get("generation"):
         lines.append(f"- generation: `{json.dumps(metrics['generation'], sort_keys=True, default=str)}`")
+    flag_count, flag_table = summary_lines(metrics.get("failures"), items, flags or {}, counts, hyps)
+    lines += flag_count
     if len(metrics["by_lang"]) > 1:
         lines += ["", "| lang | utts | WER | corpus WER | SIM | MOS |", "|---|---|---|---|---|---|"]
         for lang, s in metrics["by_lang"].items():
             lines.append(f"| {lang} | {s['n_utts']} | {_fmt(s['wer'], 3) or '—'} | "
                          f"{_fmt(s['wer_corpus'], 3) or '—'} | {_fmt(s['sim']) or '—'} | {_fmt(s.get('mos'), 3) or '—'} |")
-    cell = lambda s: s.replace("|", "\\|")  # noqa: E731
     if counts:
         ranked = sorted(items, key=lambda it: -counts[it.utt].wer)[:worst]
         lines += ["", f"## Highest WER ({len(ranked)})", "", "| utt | WER | SIM | reference | hypothesis |",
@@ -379,4 +401,4 @@ def render_summary(metrics: dict, items, counts, hyps, sims, worst: int = 10) ->
         ranked = sorted((it for it in items if it.utt in sims), key=lambda it: sims[it.utt])[:worst]
         lines += ["", f"## Lowest SIM ({len(ranked)})", "", "| utt | SIM | reference |", "|---|---|---|"]
         lines += [f"| {it.utt} | {_fmt(sims[it.utt])} | {cell(it.target_text)} |" for it in ranked]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + flag_table) + "\n"

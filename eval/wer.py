@@ -59,3 +59,11 @@ def corpus_wer(counts: list[ErrorCounts]) -> float:
     if acc.N == 0:
         raise ValueError("no reference tokens to score")
     return 100.0 * acc.errors / acc.N
+
+
+def longest_insertion_run(reference: list[str], hypothesis: list[str]) -> int:
+    """The most hypothesis tokens inserted in a row by jiwer's alignment (0 when none)."""
+    if not reference or not hypothesis:
+        return 0
+    out = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
+    return max((c.hyp_end_idx - c.hyp_start_idx for c in out.alignments[0] if c.type == "insert"), default=0)

@@ -56,7 +56,14 @@ def test_batched_wavs_equal_one_by_one(model, items):
     batched = generate_items(model, items, settings, batch_size=0, memory_gb=2.0)
     single = generate_items(model, items, settings, batch_size=1)
     assert batched.keys() == single.keys()
-    for utt, (wav, sr) in single.items():
-        other, other_sr = batched[utt]
+    for utt, (wav, sr, outcome) in single.items():
+        other, other_sr, other_outcome = batched[utt]
+        assert outcome == other_outcome and outcome["stopped_by"] in ("stop_head", "length_cap")
         assert sr == other_sr and wav.shape == other.shape
         assert np.abs(wav - other).max() <= 1e-4, utt
+
+
+def test_the_length_cap_is_recorded_as_the_end_of_each_utterance(model, items):
+    # the stop head is obeyed from the 4th patch on: a cap of 3 patches always ends the generation
+    made = generate_items(model, items[:3], {"timesteps": 2, "seed": 0, "max_len": 3}, batch_size=0)
+    assert [g.outcome for g in made.values()] == [{"stopped_by": "length_cap", "patches": 3}] * 3

@@ -54,6 +54,9 @@ def test_training_writes_and_logs_the_evaluation(trained):
         rows = list(csv.DictReader(f))
     assert [r["utt"] for r in rows] == first_two and all(r["wer"] == "" and r["sim"] for r in rows)
     assert "WER unavailable" in (step_dir / "summary.md").read_text(encoding="utf-8")
+    # how each utterance ended is recorded beside its wav, so the runaway flag is decided for all
+    assert all(r["stopped_by"] in ("stop_head", "length_cap") for r in rows)
+    assert m["failures"]["decided"]["runaway"] == 2 and m["failures"]["decided"]["hallucination"] == 0
 
     with (run / "csv" / "metrics.csv").open(encoding="utf-8") as f:
         logged = [r for r in csv.DictReader(f) if r.get("eval/en/sim")]

@@ -77,7 +77,8 @@ class FasterWhisperASR:
         return {"name": self.name, "version": faster_whisper.__version__, "model": self.label,
                 "checkpoint": str(self.path), "device": self.device, "dtype": self.compute_type,
                 "decoding": f"beam {self.beam_size}" if self.beam_size > 1 else "greedy", "language": self.language,
-                "comparable": "not comparable with whisper-large-v3 (the Seed-TTS-Eval protocol model)"}
+                "comparable": "not comparable with whisper-large-v3 (the Seed-TTS-Eval protocol model)",
+                "protocol_exact": False, "protocol_note": "CTranslate2 whisper, not run_wer.py's transformers path"}
 
     def transcribe(self, wavs: list[np.ndarray]) -> list[str]:
         texts = []

@@ -111,7 +111,9 @@ class ParaformerASR:
 
         return {"name": self.name, "version": funasr.__version__, "model_dir": str(self.folder),
                 "model_class": type(self.model.model).__name__, "device": str(self.device),
-                "batch_size": self.batch_size, "hypothesis": "converted to simplified (zhconv)"}
+                "batch_size": self.batch_size, "hypothesis": "converted to simplified (zhconv)",
+                "protocol_exact": False,
+                "protocol_note": "the protocol's model, fed batched 16 kHz arrays instead of run_wer.py's file paths"}
 
     @torch.inference_mode()
     def transcribe(self, wavs: list[np.ndarray]) -> list[str]:

@@ -82,7 +82,8 @@ class WhisperASR:
                 "checkpoint": str(self.path), "device": str(self.device),
                 "dtype": "float16" if self.fp16 else "float32", "decoding": "greedy",
                 "language": self.options.language, "batch_size": self.batch_size,
-                "long_form": self.long_form}
+                "long_form": self.long_form, "protocol_exact": False,
+                "protocol_note": "openai-whisper's decoder, not run_wer.py's transformers path"}
 
     @torch.inference_mode()
     def transcribe(self, wavs: list[np.ndarray]) -> list[str]:

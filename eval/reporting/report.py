@@ -11,7 +11,8 @@ Inputs (any mix, each becomes one entry of the report):
 - any other folder: the run folders (`version_*/config.yaml`) found below it.
 
 Outputs in `--out` (default `reports/<YYYYmmdd-HHMMSS>`; files of an earlier report there are replaced):
-- `report.md`: the paper's main table (model, params, data hours, EN WER/SIM, ZH CER/SIM, hard
+- `report.md`: the failure flags of each evaluation (counts, and the flagged utterances with their audio);
+  the paper's main table (model, params, data hours, EN WER/SIM, ZH CER/SIM, hard
   CER/SIM) with our runs under the paper's rows; one ablation table per (scale, overrides) group,
   each of our experiments above the paper's row for it, with changes against the d256s9 row (ours
   against our d256s9 run, the paper's against the paper's); every result in detail (step, utts,
@@ -36,6 +37,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from eval.reporting.flags import HEADERS as FLAG_HEADERS
+from eval.reporting.flags import flag_rows, flagged_html, flagged_markdown, flagged_utterances
 from eval.reporting.results import Entry, ReportError, collect, column_of, count_params, data_hours, num
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
@@ -356,6 +359,11 @@ def write_report(inputs, out_dir, samples_per_testset: int = 0) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = [main_table(entries), *ablation_tables(entries), results_table(entries)]
+    if rows := flag_rows(entries):  # failure flags (eval/flags.py), newest evaluation per test set
+        tables.append(Table("Failure flags (utterances)", FLAG_HEADERS, rows, [
+            "hallucination: WER over 100% or 4+ inserted words in a row; truncation: under half the ground truth's "
+            "duration (or the prompt-rate estimate); runaway: ended by the length cap; silence: under 0.2 s at speech level"]))
+    flagged = flagged_utterances(entries)
     figs = {**metric_figures(entries), **{f"loss/{k}": v for k, v in loss_figures(entries).items()}}
     pngs, files = {}, {}  # figure name -> PNG bytes, file name (unique: train/mel/loss vs train/mel_loss)
     for name, fig in figs.items():
@@ -387,6 +395,7 @@ def write_report(inputs, out_dir, samples_per_testset: int = 0) -> Path:
                 links.append(f"[wav](audio/{dest.name})")
             md.append(f"| {s['run']} | {s['testset']} | {s['step']} | {s['utt']} | {s['text']} | " + " | ".join(links) + " |")
         md.append("")
+    md += flagged_markdown(flagged, out_dir, _slug)
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes]
     (out_dir / "report.md").write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -403,6 +412,7 @@ def write_report(inputs, out_dir, samples_per_testset: int = 0) -> Path:
                  f"<td>{esc(s['text'])}</td><td>{_player(s['generated'])}</td><td>{_player(s['ground_truth'])}</td>"
                  f"<td>{_player(s['prompt'])}</td></tr>" for s in samples]
         body += ["</tbody></table>"]
+    body.append(flagged_html(flagged, _player))
     if notes:
         body += ["<h2>Notes</h2><ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
     page = (f"<!DOCTYPE html><html><head><meta charset=utf-8><title>VoxLab report</title>"
