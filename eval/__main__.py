@@ -10,6 +10,7 @@ Exit status: 0 done, 2 bad input or missing weights (message says what to do).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     src.add_argument("--timesteps", type=int, default=10, help="generation: solver steps")
     src.add_argument("--temperature", type=float, default=1.0, help="generation: noise temperature")
     src.add_argument("--seed", type=int, default=0, help="generation: base seed (each utterance's own from it and its name)")
+    src.add_argument("--seeds", type=int, nargs="+",
+                     help="generation: several base seeds, each evaluated into <out>/seed_<k>/; <out> gets the mean with "
+                          "a 95%% bootstrap interval over utterances and seeds (one seed: as --seed)")
     src.add_argument("--max-len", type=int, default=4096, help="generation: most patches per utterance")
     src.add_argument("--batch-size", type=int, default=0,
                      help="generation: utterances per batch (0: as many as --memory-gb allows, at most 32)")
@@ -77,11 +81,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.wavs and not args.model and not args.check:
         p.error("give --wavs DIR (score existing wavs) or --model MODEL (generate them first)")
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        p.error(f"--seeds must list distinct seeds, got {args.seeds}")
+    if args.seeds and len(args.seeds) == 1:  # one seed: today's single evaluation, files and all
+        args.seed, args.seeds = args.seeds[0], None
+    if args.seeds and not args.model:
+        p.error("--seeds with several seeds needs --model (a folder of existing wavs is one seed)")
     return args
 
 
 # what `evaluate` writes into --out; a folder holding anything else is not ours to write into
 RESULT_NAMES = {"metrics.json", "per_utt.csv", "summary.md", "wavs", "metrics.json.tmp", "summary.md.tmp"}
+SEED_DIR = re.compile(r"^seed_-?\d+$")  # a multi-seed evaluation's per-seed folders (eval/seeds.py)
 
 
 def check_out_dir(out_dir: Path, wavs: str | None) -> None:
@@ -93,7 +104,7 @@ def check_out_dir(out_dir: Path, wavs: str | None) -> None:
     ours = set(RESULT_NAMES)
     if wavs and Path(wavs).resolve().parent == out_dir.resolve():
         ours.add(Path(wavs).name)  # --wavs may live inside --out
-    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours and not SEED_DIR.match(p.name))
     if foreign:
         shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
         raise EvalError(f"--out {out_dir} is not an evaluation result folder (it holds {shown}): choose a new or "
@@ -125,9 +136,12 @@ def main(argv=None) -> int:
         check_out_dir(out_dir, args.wavs)  # before a model loads or a wav is generated
         generation = generate_fn = None
         if args.model:
-            from eval.generate import check_generation_dir, model_fingerprint, model_generate_fn
+            from eval.generate import check_generation_dir, load_for_generation, generate_fn_for, model_fingerprint
 
-            check_generation_dir(Path(args.wavs) if args.wavs else out_dir / "wavs", meta)  # before the model loads
+            wavs_dirs = ([Path(args.wavs) if args.wavs else out_dir / "wavs"] if not args.seeds else
+                         [Path(args.wavs) / f"seed_{s}" if args.wavs else out_dir / f"seed_{s}" / "wavs" for s in args.seeds])
+            for wavs_dir in wavs_dirs:
+                check_generation_dir(wavs_dir, meta)  # before the model loads
 
             settings = {"cfg": args.cfg, "timesteps": args.timesteps, "temperature": args.temperature,
                         "seed": args.seed, "max_len": args.max_len}
@@ -136,11 +150,22 @@ def main(argv=None) -> int:
                 generation["dtype"] = args.dtype
             if args.vae_dtype not in (None, "float32"):
                 generation["vae_dtype"] = args.vae_dtype
-            generate_fn = model_generate_fn(args.model, settings, device=config.device, batch_size=args.batch_size,
-                                            memory_gb=args.memory_gb, dtype=args.dtype, vae_dtype=args.vae_dtype)
-        evaluate(args.testset, args.wavs, out_dir, config=config, transcripts=args.transcripts,
-                 limit=args.limit, utts=utts, generation=generation, generate_fn=generate_fn,
-                 overwrite=args.overwrite)
+            model = load_for_generation(args.model, config.device, args.dtype, args.vae_dtype)
+            generate_fn = generate_fn_for(model, settings, args.batch_size, args.memory_gb)
+        common = dict(config=config, transcripts=args.transcripts, limit=args.limit, utts=utts)
+        if args.seeds:
+            from eval.seeds import evaluate_seeds
+
+            def one_seed(seed, folder, gen, overwrite):
+                fn = generate_fn_for(model, {**settings, "seed": seed}, args.batch_size, args.memory_gb)
+                return evaluate(args.testset, Path(args.wavs) / folder.name if args.wavs else None, folder,
+                                generation=gen, generate_fn=fn, overwrite=overwrite, **common)
+
+            evaluate_seeds(out_dir, args.seeds, generation, one_seed, config=config.to_dict(), overwrite=args.overwrite,
+                           log=lambda msg: print(f"[eval] {msg}", file=sys.stderr, flush=True))
+        else:
+            evaluate(args.testset, args.wavs, out_dir, generation=generation, generate_fn=generate_fn,
+                     overwrite=args.overwrite, **common)
         print(out_dir / "summary.md")
         return 0
     except (EvalError, TestSetError) as err:

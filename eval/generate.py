@@ -199,18 +199,30 @@ def model_generate_fn(model_path: str | Path, settings: dict, device: str = "cpu
     """A generate_fn for MODEL through the project's inference API (`models.load(path, dtype=...)`,
     docs/design.md section 2), batched (`plan_batches`); loaded now so that a bad MODEL fails before
     anything is generated."""
+    return generate_fn_for(load_for_generation(model_path, device, dtype, vae_dtype), settings, batch_size, memory_gb)
+
+
+def load_for_generation(model_path: str | Path, device: str = "cpu", dtype: str | None = None,
+                        vae_dtype: str | None = None):
+    """`models.load` with its errors as EvalError (loaded once, then shared by every seed's generate_fn)."""
     try:
         from models import load
     except ImportError:
         raise EvalError("generation needs the inference code (`models.load`), which this checkout "
                         "does not have yet: score existing wavs with --wavs DIR instead") from None
-    from voxlab.audio import save_audio
     from voxlab.checkpoint import CheckpointError
 
     try:
-        model = load(str(model_path), device=device, dtype=dtype, vae_dtype=vae_dtype)
+        return load(str(model_path), device=device, dtype=dtype, vae_dtype=vae_dtype)
     except CheckpointError as err:  # not a model, or an unreadable file
         raise EvalError(str(err)) from None
+
+
+def generate_fn_for(model, settings: dict, batch_size: int = 0, memory_gb: float = 2.0) -> GenerateFn:
+    """A generate_fn writing `model`'s wavs with these settings (their `seed` is the base seed)."""
+    from voxlab.audio import save_audio
+
+    settings = dict(settings)
 
     def generate(items: Sequence[TestItem], out_dir: Path) -> dict[str, dict]:
         made = generate_items(model, items, settings, batch_size, memory_gb)
