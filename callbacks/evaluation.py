@@ -8,6 +8,8 @@ Turned on from the config (experiments/tts/base.yaml defines every key, `_target
         callbacks.seedtts_eval.limit=8 callbacks.seedtts_eval.every_n_steps=1000"
 
 When: after each validation (`every_n_steps: null`) or every N optimizer steps.
+Seeds: `seeds: null` generates with `seed`; a list (`[0, 1, 2]`) evaluates each into `step_<N>/seed_<k>/`
+and writes the mean with its 95% bootstrap interval into `step_<N>/` (eval/seeds.py), which is what is logged.
 Precision: `dtype: null` generates with the training weights as they are; `bfloat16` or `int8`
 with a copy of them in that precision made at each evaluation (as `make eval ARGS="--dtype ..."`;
 on a 2-core CPU, batched int8 generation is about 10x the official's one-by-one, fp32 about 4x:
@@ -75,7 +77,7 @@ class SeedTTSEvalCallback(L.Callback):
                  wavlm: str | None = None, ecapa: str | None = None, wespeaker: str | None = None,
                  normalization: str = "seedtts", cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0,
                  seed: int = 0, max_len: int = 4096, batch_size: int = 0, memory_gb: float = 2.0,
-                 device: str | None = None, dtype: str | None = None):
+                 device: str | None = None, dtype: str | None = None, seeds: list[int] | None = None):
         from eval.backends import EvalConfig
         from eval.generate import DTYPES
 
@@ -93,8 +95,12 @@ class SeedTTSEvalCallback(L.Callback):
                                       paraformer=paraformer, sim=sim, wavlm=wavlm, ecapa=ecapa,
                                       wespeaker=wespeaker, normalization=normalization)
         self.eval_config.validate()
+        # several seeds: each evaluated into step_<N>/seed_<k>/, step_<N>/ gets the mean and its interval
+        self.seeds = [int(seed)] if seeds is None else [int(s) for s in seeds]
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"SeedTTSEvalCallback: seeds must be null or distinct seeds, got {seeds!r}")
         self.settings = {"cfg": float(cfg), "timesteps": int(timesteps), "temperature": float(temperature),
-                         "seed": int(seed), "max_len": int(max_len)}
+                         "seed": self.seeds[0], "max_len": int(max_len)}
         self.batch_size, self.memory_gb, self.device = int(batch_size), float(memory_gb), device
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"SeedTTSEvalCallback: dtype must be null or one of {DTYPES}, got {dtype!r}")
@@ -165,8 +171,9 @@ class SeedTTSEvalCallback(L.Callback):
 
         mine = ts.items[trainer.global_rank::trainer.world_size]
         try:
-            wavs, error = generate_items(self._generation_model(pl_module), mine, self.settings, self.batch_size,
-                                         self.memory_gb), None
+            model = self._generation_model(pl_module)
+            wavs, error = {seed: generate_items(model, mine, {**self.settings, "seed": seed}, self.batch_size,
+                                                self.memory_gb) for seed in self.seeds}, None
         except Exception as err:  # noqa: BLE001 - reported on every rank below, not left to hang rank zero
             traceback.print_exc()
             wavs, error = {}, f"rank {trainer.global_rank}: generation failed: {type(err).__name__}: {err}"
@@ -176,7 +183,8 @@ class SeedTTSEvalCallback(L.Callback):
             errors = [e for _, e in gathered if e]
             if not errors:
                 try:
-                    wavs = {u: w for part, _ in gathered for u, w in part.items()}
+                    wavs = {seed: {u: w for part, _ in gathered for u, w in part.get(seed, {}).items()}
+                            for seed in self.seeds}
                     values = self._score(trainer, ts, step, wavs, pl_module.device)
                 except Exception as err:  # noqa: BLE001
                     traceback.print_exc()
@@ -214,17 +222,27 @@ class SeedTTSEvalCallback(L.Callback):
         if out_dir.exists():  # a resumed run reaching this step again: its wavs are not this model's
             shutil.rmtree(out_dir)
 
-        def write(items, wavs_dir):
-            for it in items:
-                save_audio(Path(wavs_dir) / f"{it.utt}.wav", wavs[it.utt].wav, wavs[it.utt].sample_rate)
-            return {it.utt: wavs[it.utt].outcome for it in items}  # the runaway flag reads these
+        def writer(seed_wavs):
+            def write(items, wavs_dir):
+                for it in items:
+                    save_audio(Path(wavs_dir) / f"{it.utt}.wav", seed_wavs[it.utt].wav, seed_wavs[it.utt].sample_rate)
+                return {it.utt: seed_wavs[it.utt].outcome for it in items}  # the runaway flag reads these
+            return write
 
         generation = {"source": "training", "step": step, **self.settings, "seeding": "per-utterance"}
         if self.dtype is not None:
             generation["dtype"] = self.dtype
-        metrics = evaluate(ts.meta, None, out_dir, backends=self.backends, limit=self.limit,
-                           generation=generation, generate_fn=write, skip_asr=ts.skip_asr,
-                           log=lambda msg: print(f"[seedtts_eval] {ts.name} step {step}: {msg}", file=sys.stderr))
+        log = lambda msg: print(f"[seedtts_eval] {ts.name} step {step}: {msg}", file=sys.stderr)  # noqa: E731
+
+        def one_seed(seed, folder, gen, overwrite=False):
+            return evaluate(ts.meta, None, folder, backends=self.backends, limit=self.limit, generation=gen,
+                            generate_fn=writer(wavs[seed]), skip_asr=ts.skip_asr, overwrite=overwrite, log=log)
+
+        if len(self.seeds) == 1:
+            metrics = one_seed(self.seeds[0], out_dir, generation)
+        else:
+            from eval.seeds import evaluate_seeds
+            metrics = evaluate_seeds(out_dir, self.seeds, generation, one_seed, log=log)
         values = {k: float(v) for k, v in log_metrics(metrics, ts.name).items()}
         for logger in trainer.loggers:
             logger.log_metrics(values, step=step)

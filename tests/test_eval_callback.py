@@ -145,6 +145,27 @@ def test_callback_generates_with_a_reduced_precision_copy(trained, tmp_path, mon
     assert len(module.tts_model().__dict__["_prompt_cache"]) == 2  # the prompts' latents, kept for the next one
 
 
+def test_callback_with_several_seeds_logs_the_mean_and_keeps_each_seed(trained, tmp_path):
+    from callbacks.evaluation import SeedTTSEvalCallback
+
+    run, corpus = trained
+    module = _trained_module(run)
+    testset = [str(corpus / "seedtts/en/meta.lst")]
+    with pytest.raises(ValueError, match="distinct seeds"):
+        SeedTTSEvalCallback(testset, seeds=[1, 1])
+    cb = SeedTTSEvalCallback(testset, asr="none", sim="resemblyzer", limit=2, max_len=4, timesteps=2, seeds=[0, 1])
+    trainer = _trainer(tmp_path, 4)
+    cb.setup(trainer, module, "fit")
+    values = cb.evaluate(trainer, module)["en"]
+    step = tmp_path / "eval/en/step_0000004"
+    m = json.loads((step / "metrics.json").read_text(encoding="utf-8"))
+    per_seed = [json.loads((step / f"seed_{s}/metrics.json").read_text(encoding="utf-8")) for s in (0, 1)]
+    assert [p["generation"]["seed"] for p in per_seed] == [0, 1] and all(p["n_generated"] == 2 for p in per_seed)
+    assert m["seeds"] == [0, 1] and m["sim"] == pytest.approx((per_seed[0]["sim"] + per_seed[1]["sim"]) / 2, abs=1e-4)
+    assert m["intervals"]["sim"]["low"] <= m["sim"] <= m["intervals"]["sim"]["high"]
+    assert values["eval/en/sim"] == m["sim"] and m["wer"] is None
+
+
 @pytest.mark.slow
 def test_callback_under_ddp_shards_generation_and_rank_zero_scores(tts_assets):
     root, corpus, vae_dir = tts_assets
