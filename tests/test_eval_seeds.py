@@ -93,6 +93,12 @@ def test_cli_seeds_write_per_seed_results_and_an_interval(tiny, capsys):
     assert f"WER {m['wer']:.1f} [{iv['low']:.1f}, {iv['high']:.1f}] (2 seeds, 95% bootstrap)" in summary
     assert f"{RESAMPLES} resamples" in summary and "[seed_1](seed_1/summary.md)" in summary
 
+    # the report: the figure with its interval, the seeds, each seed's flagged utterances with its wav
+    from eval.reporting.report import write_report
+    md = write_report([out], tmp / "report").read_text(encoding="utf-8")
+    assert f"{m['wer']:.2f} [{iv['low']:.2f}, {iv['high']:.2f}]" in md and "| 0, 1 |" in md
+    assert "en_001 (seed 1)" in md and list((tmp / "report" / "audio").glob("*_set_en_001_seed1_flagged.wav"))
+
     # a stopped run resumes per seed: a finished seed is kept, the missing one redone
     (out / "metrics.json").unlink()
     (out / "seed_1" / "metrics.json").unlink()

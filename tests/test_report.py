@@ -174,3 +174,30 @@ def test_samples_are_players_beside_ground_truth_and_prompt(tmp_path):
     linked = re.findall(r"\(audio/([^)]+\.wav)\)", text)
     assert len(linked) == 3 and all((md.parent / "audio" / name).is_file() for name in linked)
     assert "<audio" not in (write_report([folder], tmp_path / "plain").parent / "report.html").read_text()
+
+
+def test_seed_intervals_and_marked_differences(tmp_path):
+    from tests.helpers.report_fixtures import write_seed_evals
+
+    base_wer = {s: {f"u{i}": 5.0 + 3 * i + s for i in range(8)} for s in (0, 1, 2)}  # utterances and seeds vary
+    shifted = {s: {u: w + 4.0 for u, w in g.items()} for s, g in base_wer.items()}
+    runs = {}
+    for name, exp, wers, overrides in [("base", "d256s9", base_wer, ()), ("worse", "d4s9", shifted, ()),
+                                       ("base2", "d256s9", base_wer, ("x=1",)), ("same", "d4s9", base_wer, ("x=1",))]:
+        runs[name] = make_run(tmp_path / name, exp, {}, overrides=overrides, wavs=False)
+        write_seed_evals(runs[name] / "eval" / "en" / "step_200", "en", wers)
+    tables = {t.title: t for t in ablation_tables(collect(list(runs.values())))}
+    shifted_row = row_of(tables["Ablations (scale tiny)"], "d4s9", "ours")
+    base_row = row_of(tables["Ablations (scale tiny)"], "d256s9", "ours")
+    same_row = row_of(tables["Ablations (scale tiny, overrides x=1)"], "d4s9", "ours")
+    assert re.fullmatch(r"16\.50 \[\d+\.\d\d, \d+\.\d\d\]", base_row["EN WER"])  # mean 5 + 3 * 3.5 + 1 (seeds 0-2), interval
+    low, high = map(float, re.findall(r"\d+\.\d\d", base_row["EN WER"])[1:])
+    assert low < 16.5 < high
+    assert shifted_row["Δ EN WER"] == "+4.00 [+4.00, +4.00]*"  # every paired utterance and seed 4 points worse
+    assert same_row["Δ EN WER"] == "+0.00 [+0.00, +0.00]" and not same_row["Δ EN WER"].endswith("*")
+    assert any("excludes zero" in n for n in tables["Ablations (scale tiny)"].notes)
+    res = {r[0]: dict(zip(results_table(collect([runs["base"]])).headers, r))
+           for r in results_table(collect([runs["base"]])).rows}
+    assert res["d256s9/version_0"]["seeds"] == "0, 1, 2" and res["d256s9/version_0"]["WER"] == base_row["EN WER"]
+    md = write_report([runs["base"], runs["worse"]], tmp_path / "report").read_text(encoding="utf-8")
+    assert "+4.00 [+4.00, +4.00]*" in md

@@ -12,7 +12,7 @@ import csv
 import html
 from pathlib import Path
 
-from eval.reporting.report import Table, figure_png, fmt
+from eval.reporting.report import Table, figure_png, fmt, fmt_iv
 from eval.reporting.results import Entry, ReportError, Result, num
 
 SR = 16000
@@ -52,8 +52,8 @@ def common_utts(picked: list[tuple[str, Result]], n: int) -> list[str]:
 
 
 def metrics_table(picked: list[tuple[str, Result]]) -> Table:
-    rows = [[label, str(r.step), str(r.metrics.get("n_utts")), fmt(r.wer, 2),
-             fmt(num(r.metrics.get("wer_corpus")), 2), fmt(r.sim, 1), r.sim_name] for label, r in picked]
+    rows = [[label, str(r.step), str(r.metrics.get("n_utts")), fmt_iv(r.wer, r.interval("wer"), 2),
+             fmt(num(r.metrics.get("wer_corpus")), 2), fmt_iv(r.sim, r.interval("sim"), 1), r.sim_name] for label, r in picked]
     return Table(f"{picked[0][1].testset}: compared evaluations", ["run", "step", "utts", "WER", "corpus WER",
                                                                    "SIM x100", "SIM model"], rows)
 

@@ -35,20 +35,34 @@ def flag_rows(entries) -> list[list[str]]:
     return rows
 
 
+def _folders(r):
+    """(result, seed or "") per folder holding a per_utt.csv: the evaluation, or each seed's (several seeds)."""
+    from eval.reporting.results import read_result
+
+    per_seed = r.metrics.get("per_seed") or {}
+    if not per_seed:
+        return [(r, "")]
+    return [(read_result(r.path / p["path"]), s) for s, p in per_seed.items()
+            if (r.path / p["path"] / "metrics.json").is_file()]
+
+
 def flagged_utterances(entries, per_result: int = 20) -> list[dict]:
-    """Up to `per_result` flagged utterances of each evaluation (per_utt.csv's `flags`), with the wav."""
+    """Up to `per_result` flagged utterances of each evaluation (per_utt.csv's `flags`; of each seed's
+    folder for several seeds), with the wav."""
     out = []
-    for e, name, r in _newest(entries):
-        path = r.path / "per_utt.csv"
-        if not path.is_file():
-            continue
-        with path.open(encoding="utf-8", newline="") as f:
-            rows = [row for row in csv.DictReader(f) if row.get("flags")]
-        for row in rows[:per_result]:
-            out.append({"run": e.label, "testset": name, "step": r.step, "utt": row["utt"],
-                        "flags": row["flags"].replace(";", ", "), "wer": row.get("wer") or MISSING,
-                        "ratio": row.get("duration_ratio") or MISSING, "text": row.get("reference", ""),
-                        "hypothesis": row.get("hypothesis", ""), "wav": r.wavs_dir / f"{row['utt']}.wav"})
+    for e, name, top in _newest(entries):
+        for r, seed in _folders(top):
+            path = r.path / "per_utt.csv"
+            if not path.is_file():
+                continue
+            with path.open(encoding="utf-8", newline="") as f:
+                rows = [row for row in csv.DictReader(f) if row.get("flags")]
+            for row in rows[:per_result]:
+                out.append({"run": e.label, "testset": name, "step": top.step, "utt": row["utt"] + (f" (seed {seed})" if seed else ""),
+                            "file": row["utt"] + (f"_seed{seed}" if seed else ""),
+                            "flags": row["flags"].replace(";", ", "), "wer": row.get("wer") or MISSING,
+                            "ratio": row.get("duration_ratio") or MISSING, "text": row.get("reference", ""),
+                            "hypothesis": row.get("hypothesis", ""), "wav": r.wavs_dir / f"{row['utt']}.wav"})
     return out
 
 
@@ -63,7 +77,7 @@ def flagged_markdown(items: list[dict], out_dir: Path, slug) -> list[str]:
     for s in items:
         link = MISSING
         if s["wav"].is_file():
-            dest = out_dir / "audio" / f"{slug(s['run'])}_{s['testset']}_{s['utt']}_flagged.wav"
+            dest = out_dir / "audio" / f"{slug(s['run'])}_{s['testset']}_{s['file']}_flagged.wav"
             shutil.copyfile(s["wav"], dest)
             link = f"[wav](audio/{dest.name})"
         lines.append(" | ".join(["", s["run"], s["testset"], str(s["step"]), s["utt"], s["flags"], s["wer"], s["ratio"],

@@ -39,7 +39,8 @@ from pathlib import Path
 
 from eval.reporting.flags import HEADERS as FLAG_HEADERS
 from eval.reporting.flags import flag_rows, flagged_html, flagged_markdown, flagged_utterances
-from eval.reporting.results import Entry, ReportError, collect, column_of, count_params, data_hours, num
+from eval.intervals import paired_difference
+from eval.reporting.results import Entry, ReportError, Result, collect, column_of, count_params, data_hours, num
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
 MISSING = "—"
@@ -69,6 +70,34 @@ def fmt(x: float | None, digits: int, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
+def fmt_iv(x: float | None, interval: tuple[float, float] | None, digits: int) -> str:
+    """`12.34 [11.10, 13.60]`: a figure with its 95% interval where it has one (several seeds)."""
+    text = fmt(x, digits)
+    return text if x is None or interval is None else f"{text} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
+def difference(a: Result | None, b: Result | None, metric: str) -> dict | None:
+    """a - b with its paired bootstrap interval over the utterances and seeds both have; only where either
+    result carries intervals (several seeds: a one-seed comparison reads as it always has)."""
+    if a is None or b is None or (a.interval(metric) is None and b.interval(metric) is None):
+        return None
+    grid_a, grid_b = a.grid(metric), b.grid(metric)
+    return paired_difference(grid_a, grid_b) if grid_a and grid_b else None
+
+
+def fmt_delta(delta: float | None, diff: dict | None, digits: int) -> str:
+    """`+1.20 [+0.40, +2.10]*`: * only when the interval of the difference excludes zero."""
+    if diff is None:
+        return fmt(delta, digits, sign=True)
+    return (f"{diff['mean']:+.{digits}f} [{diff['low']:+.{digits}f}, {diff['high']:+.{digits}f}]"
+            + ("*" if diff["significant"] else ""))
+
+
+INTERVAL_NOTE = ("[low, high]: 95% bootstrap interval over utterances and seeds (results of several seeds); a Δ's "
+                 "interval is a paired bootstrap over the utterances and seeds both runs share, and * marks a Δ "
+                 "whose interval excludes zero.")
+
+
 def read_reference(name: str) -> list[dict]:
     path = REFERENCE_DIR / name
     with path.open(encoding="utf-8", newline="") as f:
@@ -94,6 +123,18 @@ class Table:
 def _values(entry: Entry) -> dict[str, float | None]:
     cols = entry.by_column()
     return {key: (getattr(cols[col], metric) if col in cols else None) for col, metric, key, _ in COLUMNS}
+
+
+def _results(entry: Entry | None) -> dict[str, Result | None]:
+    cols = entry.by_column() if entry is not None else {}
+    return {key: cols.get(col) for col, _, key, _ in COLUMNS}
+
+
+def _cells(entry: Entry) -> list[str]:
+    """Each column's figure, with its interval where it has one."""
+    vals, res = _values(entry), _results(entry)
+    return [fmt_iv(vals[key], res[key].interval(metric) if res[key] else None, 2 if metric == "wer" else 1)
+            for _, metric, key, _ in COLUMNS]
 
 
 def _sim_names(entry: Entry) -> str:
@@ -123,11 +164,9 @@ def main_table(entries: list[Entry]) -> Table:
                     + [fmt(_ref_value(ref, key), 2 if metric == "wer" else 1) for _, metric, key, _ in COLUMNS]
                     + [PAPER_SIM])
     for e in entries:
-        vals = _values(e)
         rows.append([f"{e.label} (ours)", fmt_params(count_params(e)), fmt_hours(data_hours(e)), _steps(e)]
-                    + [fmt(vals[key], 2 if metric == "wer" else 1) for _, metric, key, _ in COLUMNS]
-                    + [_sim_names(e)])
-    return Table("Seed-TTS-Eval: the paper's main table and our runs", headers, rows, [SIM_NOTE])
+                    + _cells(e) + [_sim_names(e)])
+    return Table("Seed-TTS-Eval: the paper's main table and our runs", headers, rows, [SIM_NOTE, INTERVAL_NOTE])
 
 
 def ablation_tables(entries: list[Entry]) -> list[Table]:
@@ -147,16 +186,17 @@ def ablation_tables(entries: list[Entry]) -> list[Table]:
     for (scale, overrides), group in groups.items():
         group.sort(key=lambda e: (order.index(e.experiment) if e.experiment in order else len(order), e.experiment))
         base = next((e for e in group if e.experiment == BASELINE and e.results), None)
-        base_vals = _values(base) if base else {}
+        base_vals, base_res = (_values(base) if base else {}), _results(base)
         rows = []
         for i, e in enumerate(group):
-            vals = _values(e)
+            vals, res = _values(e), _results(e)
             row = [e.experiment, f"ours: {e.label}", _steps(e)]
-            for _, metric, key, _ in COLUMNS:
+            for (_, metric, key, _), cell in zip(COLUMNS, _cells(e)):
                 d = 2 if metric == "wer" else 1
                 delta = (vals[key] - base_vals[key]) if base and vals[key] is not None \
                     and base_vals.get(key) is not None else None
-                row += [fmt(vals[key], d), fmt(delta, d, sign=True)]
+                diff = difference(res[key], base_res[key], metric) if delta is not None else None
+                row += [cell, fmt_delta(delta, diff, d)]
             rows.append(row + [_sim_names(e)])
             if i + 1 == len(group) or group[i + 1].experiment != e.experiment:  # after the last run of it
                 rows.append(_paper_ablation_row(e.experiment, paper))
@@ -165,7 +205,7 @@ def ablation_tables(entries: list[Entry]) -> list[Table]:
         notes = [f"Δ: change against the {BASELINE} row; ours against "
                  + (f"`{base.label}`" if base else f"nothing (no evaluated {BASELINE} run in this group)")
                  + f", the paper's against its {BASELINE} row. Lower WER is better, higher SIM is better.",
-                 SIM_NOTE]
+                 SIM_NOTE, INTERVAL_NOTE]
         tables.append(Table(title, headers, rows, notes))
     return tables
 
@@ -181,7 +221,7 @@ def _paper_ablation_row(exp: str, paper: dict) -> list[str]:
 
 def results_table(entries: list[Entry]) -> Table:
     headers = ["run", "test set", "column", "step", "utts", "WER", "corpus WER", "SIM", "SIM model", "MOS",
-               "MOS model", "ASR", "normalisation", "generation"]
+               "MOS model", "ASR", "normalisation", "generation", "seeds"]
     rows = []
     for e in entries:
         if not e.results:
@@ -199,11 +239,12 @@ def results_table(entries: list[Entry]) -> Table:
             gen = m.get("generation") or {}
             gen_text = ", ".join(f"{k} {v}" for k, v in gen.items() if k != "model") or MISSING
             rows.append([e.label, name, column_of(name) or MISSING, MISSING if r.step is None else str(r.step),
-                         str(m.get("n_utts", MISSING)), fmt(r.wer, 2), fmt(num(m.get("wer_corpus")), 2),
-                         fmt(r.sim, 1), m.get("sim_model") or "not scored", fmt(r.mos, 2),
-                         m.get("mos_model") or "not scored", asr_text or MISSING,
-                         (m.get("normalization") or {}).get("variant", MISSING), gen_text])
-    return Table("Every result (latest step per run and test set)", headers, rows)
+                         str(m.get("n_utts", MISSING)), fmt_iv(r.wer, r.interval("wer"), 2), fmt(num(m.get("wer_corpus")), 2),
+                         fmt_iv(r.sim, r.interval("sim"), 1), m.get("sim_model") or "not scored",
+                         fmt_iv(r.mos, r.interval("mos"), 2), m.get("mos_model") or "not scored", asr_text or MISSING,
+                         (m.get("normalization") or {}).get("variant", MISSING), gen_text,
+                         ", ".join(map(str, r.seeds))])
+    return Table("Every result (latest step per run and test set)", headers, rows, [INTERVAL_NOTE])
 
 
 # ---------------------------------------------------------------- figures

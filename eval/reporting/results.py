@@ -53,6 +53,33 @@ class Result:
         return num(self.metrics.get("mos"))
 
     @property
+    def seeds(self) -> list[int]:
+        """The generation seeds this result averages (one: a plain evaluation)."""
+        return list(self.metrics.get("seeds") or [int((self.metrics.get("generation") or {}).get("seed") or 0)])
+
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """(low, high) of the 95% bootstrap interval in the property's unit (SIM x100); None: no interval
+        (one seed: metrics.json has none)."""
+        iv = (self.metrics.get("intervals") or {}).get(metric)
+        scale = 100.0 if metric == "sim" else 1.0
+        return None if not iv else (scale * iv["low"], scale * iv["high"])
+
+    def grid(self, metric: str) -> dict[int, dict[str, float]]:
+        """seed -> utt -> value in the property's unit, from each seed folder's per_utt.csv ({}: not there)."""
+        from eval.intervals import read_per_utt
+
+        per_seed = self.metrics.get("per_seed") or {}
+        folders = {int(s): self.path / p["path"] for s, p in per_seed.items()} or {self.seeds[0]: self.path}
+        scale = 100.0 if metric == "sim" else 1.0
+        out = {}
+        for seed, folder in folders.items():
+            values = read_per_utt(folder / "per_utt.csv", metric) if (folder / "per_utt.csv").is_file() else {}
+            if not values:
+                return {}
+            out[seed] = {u: scale * v for u, v in values.items()}
+        return out
+
+    @property
     def wavs_dir(self) -> Path:
         given = Path(self.metrics.get("wavs_dir") or "")
         return given if str(given) not in ("", ".") and given.is_dir() else self.path / "wavs"

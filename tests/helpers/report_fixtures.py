@@ -10,10 +10,12 @@ from eval.run import CSV_FIELDS
 UTTS = {"en": ["en_001", "en_002"], "zh": ["zh_001", "zh_002"], "zh_hardcase": ["hard_001"]}
 
 
-def write_eval(folder: Path, testset: str, wer: float, sim: float | None, wavs: bool = True) -> Path:
-    """metrics.json (wer x100, sim as a cosine), per_utt.csv and, optionally, one wav per utterance."""
+def write_eval(folder: Path, testset: str, wer: float, sim: float | None, wavs: bool = True,
+               per_utt: dict | None = None, seed: int = 0) -> Path:
+    """metrics.json (wer x100, sim as a cosine), per_utt.csv (`per_utt`: utt -> WER x100, else `wer` for
+    each) and, optionally, one wav per utterance."""
     folder.mkdir(parents=True, exist_ok=True)
-    utts = UTTS.get(testset, ["u_001", "u_002"])
+    utts = list(per_utt) if per_utt else UTTS.get(testset, ["u_001", "u_002"])
     if wavs:
         for i, utt in enumerate(utts):
             write_tone(folder / "wavs" / f"{utt}.wav", 0.4, 120 + 40 * i + wer, seed=i)
@@ -25,14 +27,27 @@ def write_eval(folder: Path, testset: str, wer: float, sim: float | None, wavs: 
                "wavs_dir": str(folder / "wavs"), "normalization": {"variant": "seedtts"},
                "asr": {"source": "transcripts", "path": "/data/transcripts.jsonl"},
                "sim_backend": backend, "sim_model": backend and backend["model"],
-               "generation": {"cfg": 2.0, "timesteps": 10, "temperature": 1.0, "seed": 0}}
+               "generation": {"cfg": 2.0, "timesteps": 10, "temperature": 1.0, "seed": seed}}
     (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     with (folder / "per_utt.csv").open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for utt in utts:
             writer.writerow({"utt": utt, "lang": testset[:2], "reference": f"text of {utt}",
-                             "hypothesis": f"heard {utt}", "wer": f"{wer / 100:.4f}", "sim": sim or ""})
+                             "hypothesis": f"heard {utt}", "wer": f"{(per_utt or {}).get(utt, wer) / 100:.4f}", "sim": sim or ""})
+    return folder
+
+
+def write_seed_evals(folder: Path, testset: str, wers: dict, sim: float | None = None) -> Path:
+    """A several-seed evaluation (eval/seeds.py's layout): `wers` is seed -> utt -> WER x100."""
+    from eval.seeds import combine, seed_dir
+
+    per_seed = {}
+    for s, per_utt in wers.items():
+        write_eval(seed_dir(folder, s), testset, sum(per_utt.values()) / len(per_utt), sim, wavs=False,
+                   per_utt=per_utt, seed=s)
+        per_seed[s] = json.loads((seed_dir(folder, s) / "metrics.json").read_text(encoding="utf-8"))
+    (folder / "metrics.json").write_text(json.dumps(combine(folder, list(wers), per_seed)), encoding="utf-8")
     return folder
 
 
