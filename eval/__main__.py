@@ -4,6 +4,8 @@ Scores existing wavs (`--wavs`), or generates them first with a model (`--model`
 transcribes (or reads `--transcripts`), scores WER/CER and speaker SIM, and writes metrics.json,
 per_utt.csv and summary.md into `--out` (default `evals/<testset>_<time>`). `--asr none` scores
 without ASR: WER is left missing (null, with the reason) and SIM is still scored.
+`--seeds 0 1 2` (with --model) evaluates each seed into `<out>/seed_<k>/` and writes the mean with a 95%
+bootstrap interval over utterances and seeds into `<out>` (eval/seeds.py).
 `--mos dnsmos|utmos` adds a predicted MOS per utterance (named in every result, as the SIM model is).
 Exit status: 0 done, 2 bad input or missing weights (message says what to do).
 """

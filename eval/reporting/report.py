@@ -20,6 +20,8 @@ Outputs in `--out` (default `reports/<YYYYmmdd-HHMMSS>`; files of an earlier rep
 - PNG figures beside it: one per logged loss (`csv/metrics.csv`) and one per metric (WER, SIM)
   against step, a line per run and a panel per test set;
 - `report.html`: the same in one self-contained file (figures embedded as base64 PNG).
+Figures of several-seed evaluations carry their 95% bootstrap interval `[low, high]`; a Δ where either run has
+several seeds carries the paired bootstrap interval of the difference, marked * only when it excludes zero.
 Units follow the paper: WER/CER in %, SIM x 100. The SIM model is named in every table: only
 `wavlm_ecapa` (WavLM-large + ECAPA-TDNN) scores are comparable with the paper's SIM; resemblyzer
 or wespeaker scores are not. A missing or partial result is shown as "—", never as zero.
