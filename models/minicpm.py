@@ -164,6 +164,7 @@ class KVCache:
         self.length = 0
         self.valid: torch.Tensor | None = None
         self.next_pos = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.pos_step = 1  # rotary position advance per forward_step (the backbone's audio_positions)
 
     @property
     def batch_size(self) -> int:
@@ -300,13 +301,14 @@ class MiniCPMModel(nn.Module):
                        max_length, device or p.device, dtype or p.dtype)
 
     def forward(self, x: torch.Tensor, is_causal: bool = True, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, S, H] input embeddings -> [B, S, H] normalised hidden states.
 
         attention_mask: bool [B, S], False at (left) padding. cache: an empty KVCache to fill.
+        positions: [B, S] rotary positions in place of the running index (may be fractional).
         """
         b, s, _ = x.shape
-        mask = None
+        mask, given_positions = None, positions
         if attention_mask is None:
             positions = torch.arange(s, device=x.device)
         else:
@@ -317,6 +319,7 @@ class MiniCPMModel(nn.Module):
                 allowed = allowed & torch.ones(s, s, dtype=torch.bool, device=x.device).tril()
             # a padding query would see no key at all (NaN): let it see itself, it is never used
             mask = allowed | torch.eye(s, dtype=torch.bool, device=x.device)
+        positions = positions if given_positions is None else given_positions
         rope = None if self.rope is None else self.rope(positions)
         start = 0
         if cache is not None:
@@ -349,5 +352,5 @@ class MiniCPMModel(nn.Module):
         h = x[:, None, :]
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, mask, False, cache, i, start)
-        cache.next_pos = cache.next_pos + 1
+        cache.next_pos = cache.next_pos + cache.pos_step
         return self.norm(h)[:, 0]

@@ -138,6 +138,8 @@ def to_official_config(model: dict, **overrides: Any) -> dict:
         problems.append("model.condition_on_residual=false")
     if model.get("audio_start_id", 101) != 101 or model.get("audio_end_id", 102) != 102:
         problems.append("model.audio_start_id/audio_end_id other than 101/102")
+    if model.get("audio_positions") is not None:  # the official model numbers positions 0, 1, 2, ...
+        problems.append(f"model.audio_positions={model['audio_positions']}")
     vae = overrides.get("audio_vae_config") or {}
     if vae.get("decoder", "waveform") != "waveform":  # the official AudioVAE class has no other decoder
         problems.append(f"an AudioVAE with the {vae['decoder']} decoder (the official AudioVAE class cannot load it)")

@@ -33,6 +33,9 @@ Config (`config.model`, `_target_: models.voxcpm.VoxCPMBackbone`; every key is a
 - `align`: {heads: 0, sigma: 0.2}. heads > 0 adds a training loss (`align_loss`, weighted by
   `module.lambdas["align/loss"]`) that pushes the first `heads` attention heads of every TSLM layer
   to read the text near the diagonal (guided attention, DC-TTS); the network itself is unchanged.
+- `audio_positions`: null (the paper: rotary position = running index); r > 0: text token n at rotary
+  position n and audio patch j at j * r (r = text tokens per patch), in both LMs, in training and
+  generation (`rotary_positions`; the caches advance r per patch).
 - `lm_init`: {mode: none|full|partial, path, num_layers}: TSLM initialisation from a local
   Hugging Face causal LM (`models.lm_init`); applied by `apply_lm_init()`, never in __init__,
   so rebuilding a trained model from its config does not need the LM folder.
@@ -117,7 +120,7 @@ class VoxCPMBackbone(nn.Module):
                  lm_init: dict | None = None, max_length: int = 4096, audio_start_id: int = 101,
                  audio_end_id: int = 102, official: dict | None = None, lora: dict | None = None,
                  gradient_checkpointing: bool = False, history_noise: float = 0.0, prev_noise: float = 0.0,
-                 align: dict | None = None):
+                 align: dict | None = None, audio_positions: float | None = None):
         super().__init__()
         lm_cfg = MiniCPMConfig.from_dict(dict(lm), "model.lm")
         if lm_cfg.vocab_size <= 0:
@@ -134,8 +137,12 @@ class VoxCPMBackbone(nn.Module):
                            condition_on_residual=condition_on_residual, flow=flow_, lm_init=lm_init_,
                            max_length=max_length, audio_start_id=audio_start_id, audio_end_id=audio_end_id,
                            official=official, lora=None, gradient_checkpointing=bool(gradient_checkpointing),
-                           history_noise=float(history_noise), prev_noise=float(prev_noise), align=self.align)
+                           history_noise=float(history_noise), prev_noise=float(prev_noise), align=self.align,
+                           audio_positions=audio_positions)
         self.history_noise, self.prev_noise = float(history_noise), float(prev_noise)
+        if audio_positions is not None and not float(audio_positions) > 0:
+            raise ValueError(f"model.audio_positions must be null or > 0 (text tokens per patch), got {audio_positions}")
+        self.audio_positions = None if audio_positions is None else float(audio_positions)
         self.feat_dim, self.patch_size, self.max_length = feat_dim, patch_size, max_length
         self.audio_start_id, self.audio_end_id = audio_start_id, audio_end_id
         self.residual_input_e = residual_input_e
@@ -214,6 +221,23 @@ class VoxCPMBackbone(nn.Module):
         """[..., 2]: class 1 = the patch predicted from this state is the last one."""
         return self.stop_head(self.stop_actn(self.stop_proj(lm_hidden)))
 
+    def rotary_positions(self, text_mask, audio_mask, attention_mask=None) -> torch.Tensor | None:
+        """With `audio_positions` r: text token n at rotary position n (101 at N), audio patch j at j * r
+        (102 one step after the last patch), so patch j sits beside the text it speaks when the text is
+        read at r tokens per patch: reading near the diagonal becomes a fixed relative offset (0),
+        which RoPE attention finds at once, instead of an offset that depends on the text length.
+        None (the paper): the running index."""
+        if self.audio_positions is None:
+            return None
+        real = torch.ones_like(text_mask) if attention_mask is None else attention_mask.bool()
+        text_pos = ((text_mask & real).cumsum(1) - 1).float()
+        audio_pos = ((audio_mask & real).cumsum(1) - 1).float() * self.audio_positions
+        pos = torch.where(audio_mask, audio_pos, text_pos)
+        after = audio_mask.cumsum(1).bool() & ~audio_mask  # 102 and padding after the audio
+        last = audio_pos.amax(1, keepdim=True)
+        pos = torch.where(after, last + self.audio_positions, pos)
+        return torch.where(real, pos, torch.zeros_like(pos))
+
     # ---- training ---------------------------------------------------------------------------------
     def hidden_states(self, batch: dict) -> dict[str, torch.Tensor]:
         """Per-position states of a packed batch: `tslm` (TSLM output), `bottleneck` (after FSQ),
@@ -223,10 +247,12 @@ class VoxCPMBackbone(nn.Module):
                 raise KeyError(f"packed batch has no {key!r} (fields: {', '.join(BATCH_KEYS)})")
         text_mask, audio_mask = batch["text_mask"].bool(), batch["audio_mask"].bool()
         feat_embed = self.embed_audio(batch["audio_feats"], audio_mask)
-        tslm = self.base_lm(self.input_embeds(batch["text_tokens"], text_mask, feat_embed, audio_mask))
+        pos = self.rotary_positions(text_mask, audio_mask)
+        tslm = self.base_lm(self.input_embeds(batch["text_tokens"], text_mask, feat_embed, audio_mask), positions=pos)
         out = {"feat_embed": feat_embed, "tslm": tslm, "bottleneck": self.bottleneck(tslm, audio_mask)}
         if self.residual_lm is not None:
-            out["ralm"] = self.residual_lm(self.residual_inputs(out["bottleneck"], feat_embed, audio_mask))
+            out["ralm"] = self.residual_lm(self.residual_inputs(out["bottleneck"], feat_embed, audio_mask),
+                                           positions=pos)
         return out
 
     def forward(self, batch: dict, *, generator: torch.Generator | None = None, t=None, noise=None,
@@ -295,12 +321,19 @@ class VoxCPMBackbone(nn.Module):
         text_mask, audio_mask = text_mask.bool(), audio_mask.bool()
         feat_embed = self.embed_audio(audio_feats, audio_mask)
         x = self.input_embeds(text_tokens, text_mask, feat_embed, audio_mask)
-        h = self.bottleneck(self.base_lm(x, attention_mask=attention_mask, cache=caches["base"]), audio_mask)
-        if self.residual_lm is None:
-            return h[:, -1], None
-        r = self.residual_lm(self.residual_inputs(h, feat_embed, audio_mask), attention_mask=attention_mask,
-                             cache=caches["residual"])
-        return h[:, -1], r[:, -1]
+        pos = self.rotary_positions(text_mask, audio_mask, attention_mask)
+        h = self.bottleneck(self.base_lm(x, attention_mask=attention_mask, cache=caches["base"], positions=pos),
+                            audio_mask)
+        r = None
+        if self.residual_lm is not None:
+            r = self.residual_lm(self.residual_inputs(h, feat_embed, audio_mask), attention_mask=attention_mask,
+                                 cache=caches["residual"], positions=pos)
+        if pos is not None:  # the next patch: one step after the prompt's patches (0 when zero-shot)
+            for cache in (caches["base"], caches["residual"]):
+                if cache is not None:
+                    cache.next_pos = audio_mask.sum(1).float() * self.audio_positions
+                    cache.pos_step = self.audio_positions
+        return h[:, -1], (None if r is None else r[:, -1])
 
     def step(self, patch: torch.Tensor, caches: dict):
         """Append one generated patch [B, P, D] to both LMs; returns the next (lm_hidden, residual_hidden)."""

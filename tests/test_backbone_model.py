@@ -253,11 +253,12 @@ def test_cache_select_and_overflow():
         lm.forward_step(step[[2, 0]], cache)
 
 
-@pytest.mark.parametrize("name", ["d256s9", "no_ralm_tslm24_lminit", "no_e1", "no_hres"])
+@pytest.mark.parametrize("name", ["d256s9", "no_ralm_tslm24_lminit", "no_e1", "no_hres", "audio_positions"])
 @torch.no_grad()
 def test_prefill_and_steps_match_teacher_forced_states(name):
-    """Generation's incremental path gives the states the training forward conditions on."""
-    model = tiny(**ABLATIONS[name]).eval()
+    """Generation's incremental path gives the states the training forward conditions on (also with
+    model.audio_positions, whose rotary positions the caches must carry on at r per patch)."""
+    model = tiny(**(ABLATIONS[name] if name in ABLATIONS else {"audio_positions": 1.5})).eval()
     g = torch.Generator().manual_seed(3)
     item = pack_utterance(torch.randint(128, 300, (5,), generator=g), torch.randn(8, D, generator=g),
                           torch.randint(128, 300, (3,), generator=g), torch.randn(4, D, generator=g))
@@ -406,3 +407,24 @@ def test_alignment_loss_prefers_the_diagonal_and_trains_the_probed_heads():
     assert float(model(batch)["align_loss"]) < 0.8 * float(first)
     with pytest.raises(ValueError, match="model.align"):
         tiny(align={"heads": 99})
+
+
+def test_audio_positions_put_each_patch_beside_the_text_it_speaks():
+    """model.audio_positions r: text token n at rotary position n, patch j at j * r, 102 one step
+    after the last patch; left padding (generation batches) shifts nothing; null keeps the index."""
+    batch = make_batch()
+    text, audio = batch["text_mask"].bool(), batch["audio_mask"].bool()
+    assert tiny().rotary_positions(text, audio) is None
+    pos = tiny(audio_positions=1.5).rotary_positions(text, audio)
+    for b in range(2):
+        t_idx, a_idx = text[b].nonzero().flatten(), audio[b].nonzero().flatten()
+        assert pos[b, t_idx[:-1]].tolist() == list(range(len(t_idx) - 1))  # the text and 101
+        assert pos[b, a_idx].tolist() == [1.5 * j for j in range(len(a_idx))]
+        assert pos[b, t_idx[-1]] == 1.5 * len(a_idx)  # 102
+    padded = {k: torch.cat([torch.zeros_like(batch[k][:1, :3]), batch[k][:1]], 1) for k in ("text_mask", "audio_mask")}
+    real = torch.ones_like(padded["text_mask"], dtype=torch.bool)
+    real[:, :3] = False
+    left = tiny(audio_positions=1.5).rotary_positions(padded["text_mask"].bool(), padded["audio_mask"].bool(), real)
+    assert torch.equal(left[0, 3:], pos[0]) and torch.equal(left[0, :3], torch.zeros(3))
+    with pytest.raises(ValueError, match="audio_positions"):
+        tiny(audio_positions=0)

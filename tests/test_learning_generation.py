@@ -95,3 +95,20 @@ def test_generates_its_training_utterances_back_zero_shot(overfit):
 
 def test_generates_its_training_utterances_back_with_a_voice_prompt(overfit):
     _check(*overfit, prompts=True)
+
+
+def test_text_reliance_sees_that_the_trained_model_reads_its_text(overfit):
+    """eval.analysis.text_reliance: the model that speaks its 3 utterances back predicts their patches
+    far better from their own texts than from each other's; the same network untrained does not."""
+    from eval.analysis.text_reliance import text_reliance
+
+    model, utts = overfit
+    pairs = [(u["ids"], u["latents"]) for u in utts]
+    trained = text_reliance(model.backbone, pairs, times=(0.95,), seeds=2)[0]
+    torch.manual_seed(0)
+    fresh = VoxCPMBackbone(**{**SIZES, "lm": {**SIZES["lm"], "vocab_size": model.tokenizer.vocab_size}},
+                           feat_dim=model.vae.latent_dim)
+    untrained = text_reliance(fresh, pairs, times=(0.95,), seeds=2)[0]
+    assert trained["text_gap"] > 0.1 * trained["right_text"], trained
+    assert abs(untrained["text_gap"]) < 0.2 * trained["text_gap"], (untrained, trained)
+    assert trained["no_condition"] > trained["right_text"]
