@@ -27,11 +27,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 class RunFolder(Callback):
     """`last.ckpt` is the state at the end of training, not only at the last step checkpoint, and
     `status.json` follows the run (step at each checkpoint and validation) so a watcher sees progress.
-    (The config in every checkpoint is the module's to write: lightning_modules.base.)"""
+    (The config in every checkpoint is the module's to write: lightning_modules.base.)
+    `at_start(step)`, when set, runs once Lightning has built the optimizer, restored the checkpoint
+    and built the dataloaders: a resume writes its config.yaml and status.json only then."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.last = self.run_dir / "checkpoints" / "last.ckpt"
+        self.at_start = None
+        self.started = False
+
+    def on_train_start(self, trainer, pl_module):
+        self.started = True
+        if self.at_start is not None:
+            self.at_start(trainer.global_step)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         self._progress(trainer)

@@ -288,3 +288,21 @@ def test_a_resume_continues_from_the_highest_step_whatever_the_file_times(toy):
     (ckpts / "last.ckpt").write_bytes(b"torn")
     os.utime(ckpts / "step_0000002.ckpt", (now + 9999, now + 9999))
     assert resolve_resume(run)[1] == ckpts / "step_0000008.ckpt"
+
+
+def test_a_resume_whose_override_fails_inside_fit_leaves_the_run_as_it_was(toy, capsys):
+    """An override that passes the config checks but fails where Lightning uses it (the optimizer's
+    learning rate, the dataloader) must not rewrite config.yaml or status.json: a plain RESUME
+    afterwards still continues the run."""
+    run = train(toy)
+    before = snapshot(run)
+    for override in ("optim.lr=-1", "optim.lr=-1e-9", "datamodule.fail_in_dataloader=true"):
+        with pytest.raises((ConfigError, RuntimeError)):
+            train(None, overrides=["trainer.max_steps=8", override], resume=str(run))
+        assert snapshot(run) == before, override
+    assert main(["--resume", str(run), "optim.lr=-0.5"]) == 2  # the optimizer is built dry first: one line
+    err = capsys.readouterr().err
+    assert "optim.lr=-0.5" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert snapshot(run) == before
+    assert train(None, overrides=["trainer.max_steps=8"], resume=str(run)) == run
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8

@@ -27,8 +27,9 @@ from voxlab.checkpoint import CheckpointError, check_architecture, read_config_f
 from voxlab.cli.pieces import build_module
 from voxlab.cli.init_model import resolve_init
 from voxlab.locks import FolderLock, FolderLocked
-from voxlab.runs import (RUN_DIR_ENV, RunFolderError, checkpoint_step, claim_run_dir, is_main_process,
-                         planned_run_dir, remove_stale_temporaries, resolve_resume, run_lock, write_status)
+from voxlab.runs import (RUN_DIR_ENV, RunFolderError, checkpoint_step, claim_run_dir, folder_entries, is_main_process,
+                         planned_run_dir, remove_new_entries, remove_stale_temporaries, resolve_resume, run_lock,
+                         write_status)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -107,6 +108,42 @@ def ensure_embedded_corpus(cfg: DictConfig) -> None:
     build_corpus(root)
 
 
+class _DryTrainer:
+    """The trainer as `configure_optimizers` sees it before `fit`: the data's length is not known
+    yet, so a schedule sized by it gets `max_steps` (at least 1); everything else is the trainer's."""
+
+    def __init__(self, trainer):
+        self._trainer = trainer
+
+    def __getattr__(self, name):
+        return getattr(self._trainer, name)
+
+    @property
+    def estimated_stepping_batches(self) -> int:
+        return max(int(self._trainer.max_steps), 1)
+
+
+def check_optimizers(module, trainer, cfg: DictConfig) -> None:
+    """Build the module's optimizers and schedules once, dry, and drop them: a bad `optim` value
+    (a negative learning rate, betas out of range) is one line naming the settings before anything
+    is written, not a traceback from inside `fit` after config.yaml changed."""
+    module.trainer = _DryTrainer(trainer)
+    try:
+        module.configure_optimizers()
+    except Exception as err:  # torch raises ValueError; a schedule may raise anything
+        flat = _flatten(OmegaConf.to_container(cfg.optim, resolve=True) if cfg.get("optim") else {}, "optim")
+        given = ", ".join(f"{k}={v}" for k, v in flat.items())
+        raise ConfigError(f"the optimizer settings were refused: {str(err).splitlines()[0]} ({given})") from None
+    finally:
+        module.trainer = None
+
+
+def _flatten(node, prefix: str) -> dict:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}.{key}").items()}
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -152,6 +189,8 @@ def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), 
 def _run(plan: Plan) -> Path:
     import lightning as L
 
+    from callbacks.run_folder import RunFolder
+
     cfg, ckpt = plan.cfg, plan.ckpt
     main_process = is_main_process()
     # Everything is built (and so checked) before the run folder is created or written.
@@ -168,6 +207,7 @@ def _run(plan: Plan) -> Path:
         while True:
             run_dir = planned_run_dir(parent.parent, parent.name)
             trainer = build_trainer(cfg, run_dir)
+            check_optimizers(module, trainer, cfg)
             if claim_run_dir(run_dir):
                 break
         if main_process:
@@ -175,21 +215,32 @@ def _run(plan: Plan) -> Path:
     else:
         run_dir = plan.run_dir
         trainer = build_trainer(cfg, run_dir)
+        check_optimizers(module, trainer, cfg)
         if main_process:
             remove_stale_temporaries(run_dir)
     status = write_status if main_process else (lambda *a, **k: None)  # rank zero owns the run folder
-    if main_process:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        if plan.branch_of:
-            (run_dir / "branch.json").write_text(json.dumps(
-                {"from_run": str(plan.branch_of), "from_checkpoint": str(ckpt), "from_step": checkpoint_step(ckpt)},
-                indent=2))
+
+    def record_start(step: int = 0) -> None:
+        if main_process:
+            (run_dir / "config.yaml").write_text(to_yaml(cfg))
+            if plan.branch_of:
+                (run_dir / "branch.json").write_text(json.dumps(
+                    {"from_run": str(plan.branch_of), "from_checkpoint": str(ckpt), "from_step": checkpoint_step(ckpt)},
+                    indent=2))
+        status(run_dir, "running", step=step)
+
+    folder = next(c for c in trainer.callbacks if isinstance(c, RunFolder))
+    in_place = plan.run_dir is not None
+    if in_place:  # a resume writes nothing until fit has built all it uses (optimizer, checkpoint, data)
+        folder.at_start = record_start
+        found = folder_entries(run_dir)
+    else:
+        record_start()
     where = f", resuming from {ckpt}" if ckpt else ""
     if plan.branch_of:
         where = (f", branching from {ckpt} (step {checkpoint_step(ckpt)}; {plan.branch_of} keeps its newer "
                  "checkpoints)")
     print(f"[train] {cfg.experiment} (scale {cfg.scale}) -> {run_dir}{where}")
-    status(run_dir, "running", step=0)
     previous_env = os.environ.get(RUN_DIR_ENV)
     os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning launches for DDP join this run folder
     try:
@@ -200,11 +251,15 @@ def _run(plan: Plan) -> Path:
         for logger in trainer.loggers:
             logger.finalize("failed")
         interrupted = isinstance(err, (SIGTERMException, KeyboardInterrupt, SystemExit))
-        try:
-            status(run_dir, "interrupted" if interrupted else "failed", step=trainer.global_step,
-                   **({} if interrupted else {"error": repr(err)[:2000]}))
-        except OSError as status_err:  # a full disk must not hide the error that stopped the run
-            print(f"[train] could not update {run_dir / 'status.json'}: {status_err}", file=sys.stderr)
+        if in_place and not folder.started:  # the resume never started: the run folder stays as it was
+            if main_process:
+                remove_new_entries(run_dir, found)
+        else:
+            try:
+                status(run_dir, "interrupted" if interrupted else "failed", step=trainer.global_step,
+                       **({} if interrupted else {"error": repr(err)[:2000]}))
+            except OSError as status_err:  # a full disk must not hide the error that stopped the run
+                print(f"[train] could not update {run_dir / 'status.json'}: {status_err}", file=sys.stderr)
         if interrupted:
             raise TrainingInterrupted(f"{cfg.experiment} stopped at step {trainer.global_step}; "
                                       f"continue with: make train RESUME={run_dir}") from None
