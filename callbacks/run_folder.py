@@ -38,9 +38,9 @@ class RunFolder(Callback):
         self.started = False
 
     def on_train_start(self, trainer, pl_module):
-        self.started = True
         if self.at_start is not None:
-            self.at_start(trainer.global_step)
+            self.at_start(trainer.global_step)  # a failure here (a full disk) is still a resume that never started
+        self.started = True
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         self._progress(trainer)

@@ -306,3 +306,34 @@ def test_a_resume_whose_override_fails_inside_fit_leaves_the_run_as_it_was(toy, 
     assert snapshot(run) == before
     assert train(None, overrides=["trainer.max_steps=8"], resume=str(run)) == run
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
+
+
+def _train_on_a_full_disk(args: list[str], limit: int) -> subprocess.CompletedProcess:
+    """`python -m voxlab.cli.train ARGS` where no file may grow past `limit` bytes: a write past it
+    fails (EFBIG) after writing what fits, as on a full disk (SIGXFSZ ignored, so no kill)."""
+    import resource
+    import signal
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    return subprocess.run([sys.executable, "-m", "voxlab.cli.train", *args], preexec_fn=limited, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def test_config_yaml_is_written_whole_or_not_at_all_on_a_full_disk(toy, tmp_path):
+    """A resume on a full disk leaves the previous config.yaml (never a torn one: the run stays
+    resumable); a new run on a full disk is one line naming the file and leaves no folder."""
+    run = train(toy)
+    before = snapshot(run)
+    limit = (run / "config.yaml").stat().st_size // 2  # the new config does not fit; the small records do
+    done = _train_on_a_full_disk(["--resume", str(run), "trainer.max_steps=8"], limit)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"{run / 'config.yaml'}: could not be written" in done.stderr and "Traceback" not in done.stderr
+    assert snapshot(run) == before
+    new = _train_on_a_full_disk(["--exp", toy, f"run.root={tmp_path / 'other_runs'}"], limit)
+    assert new.returncode == 2 and "config.yaml: could not be written" in new.stderr, new.stderr[-3000:]
+    assert not list((tmp_path / "other_runs" / "toy").iterdir())
+    assert train(None, overrides=["trainer.max_steps=8"], resume=str(run)) == run  # space freed: it resumes
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8

@@ -160,9 +160,20 @@ def remove_new_entries(folder: Path, before: set[Path]) -> None:
             path.unlink(missing_ok=True)
 
 
+def write_record(path: Path, text: str) -> None:
+    """A run's record (config.yaml, branch.json, status.json) written whole or not at all: a full
+    disk leaves the previous file as it was (a torn config.yaml would make the run unresumable)."""
+    try:
+        write_text_atomic(path, text, fsync=True)
+    except OSError as err:
+        raise RunFolderError(f"{path}: could not be written ({err.strerror or err}): is the disk full, or a quota "
+                             f"or file-size limit reached? The previous {Path(path).name} (if any) is untouched; "
+                             "free space and run again") from None
+
+
 def write_status(run_dir: Path, state: str, **extra) -> None:
     data = {"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-    write_text_atomic(Path(run_dir) / "status.json", json.dumps(data, indent=2))
+    write_record(Path(run_dir) / "status.json", json.dumps(data, indent=2))
 
 
 def read_status(run_dir: Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import traceback
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from voxlab.cli.init_model import resolve_init
 from voxlab.locks import FolderLock, FolderLocked
 from voxlab.runs import (RUN_DIR_ENV, RunFolderError, checkpoint_step, claim_run_dir, folder_entries, is_main_process,
                          planned_run_dir, remove_new_entries, remove_stale_temporaries, resolve_resume, run_lock,
-                         write_status)
+                         write_record, write_status)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -208,6 +209,7 @@ def _run(plan: Plan) -> Path:
             run_dir = planned_run_dir(parent.parent, parent.name)
             trainer = build_trainer(cfg, run_dir)
             check_optimizers(module, trainer, cfg)
+            existed = run_dir.exists()  # an empty VOXLAB_RUN_DIR given by the user is theirs
             if claim_run_dir(run_dir):
                 break
         if main_process:
@@ -222,9 +224,9 @@ def _run(plan: Plan) -> Path:
 
     def record_start(step: int = 0) -> None:
         if main_process:
-            (run_dir / "config.yaml").write_text(to_yaml(cfg))
+            write_record(run_dir / "config.yaml", to_yaml(cfg))
             if plan.branch_of:
-                (run_dir / "branch.json").write_text(json.dumps(
+                write_record(run_dir / "branch.json", json.dumps(
                     {"from_run": str(plan.branch_of), "from_checkpoint": str(ckpt), "from_step": checkpoint_step(ckpt)},
                     indent=2))
         status(run_dir, "running", step=step)
@@ -235,7 +237,12 @@ def _run(plan: Plan) -> Path:
         folder.at_start = record_start
         found = folder_entries(run_dir)
     else:
-        record_start()
+        try:
+            record_start()
+        except RunFolderError:  # a full disk: the new folder holds at most our own partial records
+            if main_process and not existed:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     where = f", resuming from {ckpt}" if ckpt else ""
     if plan.branch_of:
         where = (f", branching from {ckpt} (step {checkpoint_step(ckpt)}; {plan.branch_of} keeps its newer "
@@ -258,7 +265,7 @@ def _run(plan: Plan) -> Path:
             try:
                 status(run_dir, "interrupted" if interrupted else "failed", step=trainer.global_step,
                        **({} if interrupted else {"error": repr(err)[:2000]}))
-            except OSError as status_err:  # a full disk must not hide the error that stopped the run
+            except (OSError, RunFolderError) as status_err:  # a full disk must not hide what stopped the run
                 print(f"[train] could not update {run_dir / 'status.json'}: {status_err}", file=sys.stderr)
         if interrupted:
             raise TrainingInterrupted(f"{cfg.experiment} stopped at step {trainer.global_step}; "
