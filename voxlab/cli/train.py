@@ -161,7 +161,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
 
     skip_limit = SkipLimit(OmegaConf.select(cfg, "nonfinite.max_skip_share", default=0.2),
                            OmegaConf.select(cfg, "nonfinite.min_batches", default=20))
-    callbacks = [step_ckpt, LearningRateMonitor("step"), RunFolder(run_dir),
+    folder = RunFolder(run_dir)
+    callbacks = [step_ckpt, LearningRateMonitor("step"), folder,
                  GracefulStop(run_dir), RngState(), skip_limit, *extra_callbacks]
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None and node.get("_target_"):
@@ -172,7 +173,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     try:
         return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks,
-                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
+                         plugins=[AtomicCheckpointIO(on_saved=folder.checkpoint_saved)], use_distributed_sampler=False,
                          enable_progress_bar=show_bar, **trainer_kwargs)
     except Exception as err:  # Lightning checks its options here (MisconfigurationException, ValueError...)
         given = ", ".join(f"trainer.{k}={v}" for k, v in trainer_kwargs.items())
@@ -232,6 +233,7 @@ def _run(plan: Plan) -> Path:
         status(run_dir, "running", step=step)
 
     folder = next(c for c in trainer.callbacks if isinstance(c, RunFolder))
+    folder.saved_step = checkpoint_step(ckpt) if ckpt else 0
     in_place = plan.run_dir is not None
     if in_place:  # a resume writes nothing until fit has built all it uses (optimizer, checkpoint, data)
         folder.at_start = record_start
@@ -263,8 +265,8 @@ def _run(plan: Plan) -> Path:
                 remove_new_entries(run_dir, found)
         else:
             try:
-                status(run_dir, "interrupted" if interrupted else "failed", step=trainer.global_step,
-                       **({} if interrupted else {"error": repr(err)[:2000]}))
+                status(run_dir, "interrupted" if interrupted else "failed", step=folder.saved_step,
+                       trained_to=trainer.global_step, **({} if interrupted else {"error": repr(err)[:2000]}))
             except (OSError, RunFolderError) as status_err:  # a full disk must not hide what stopped the run
                 print(f"[train] could not update {run_dir / 'status.json'}: {status_err}", file=sys.stderr)
         if interrupted:
