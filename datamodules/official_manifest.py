@@ -4,7 +4,7 @@ An official line is `{"audio", "text"}` with optional `duration`, `ref_audio` an
 `datamodules.manifest.read_manifest` reads both formats through the hooks here:
 - `resolve_audio`: a relative path names a file beside the manifest (our convention) when one is
   there, else in the working directory (the official trainer opens paths from there);
-- `official_fields`: `ref_audio` (checked like the audio: present, readable, mono, not empty) as an
+- `official_fields`: `ref_audio` (checked as the audio is: `datamodules.manifest.checked_audio`) as an
   Entry of its own, and `dataset_id` (a whole number >= 0; the official trainer uses it only to count
   audio per dataset in its logs);
 - `reference_entries`: the reference audios the latent cache encodes, in the target form
@@ -19,19 +19,14 @@ import math
 from pathlib import Path
 
 from datamodules.latents import latent_name
-from datamodules.manifest import Entry
+from datamodules.manifest import BadAudio, Entry, checked_audio
 from datamodules.tts import TTSDataset
 from models.packing import pack_with_reference
 
 REF_START_ID, REF_END_ID = 103, 104  # the official audio_prompt_start_id / audio_prompt_end_id
 
 
-class BadField(ValueError):
-    """A bad official field: `kind` (the report's category) and `detail`."""
-
-    def __init__(self, kind: str, detail: str):
-        super().__init__(f"{kind}: {detail}")
-        self.kind, self.detail = kind, detail
+BadField = BadAudio  # a bad official field: `kind` (the report's category) and `detail`
 
 
 def resolve_audio(manifest: Path, value: str) -> Path:
@@ -43,21 +38,12 @@ def resolve_audio(manifest: Path, value: str) -> Path:
 
 
 def _reference(manifest: Path, value, check_audio: bool) -> Entry:
-    import soundfile as sf
-
     if not isinstance(value, str) or not value:
         raise BadField("not a string", f"`ref_audio`: {value!r}")
     path = resolve_audio(manifest, value)
     if not check_audio:
         return Entry(f"{value} (ref_audio)", path, "", 0.0)
-    if not path.is_file():
-        raise BadField("missing file", f"ref_audio {path}")
-    try:
-        info = sf.info(str(path))
-    except Exception as err:  # unreadable header
-        raise BadField("unreadable audio", f"ref_audio {path}: {err}") from None
-    if info.frames == 0 or info.channels != 1:
-        raise BadField("empty audio" if info.frames == 0 else "several channels", f"ref_audio {path}")
+    info = checked_audio(path, "ref_audio ")  # as the target is checked: NaN/inf samples included
     stat = path.stat()
     return Entry(f"{value} (ref_audio)", path, "", info.frames / info.samplerate,
                  stamp=f"{stat.st_size}:{stat.st_mtime_ns}")

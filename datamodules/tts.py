@@ -244,7 +244,8 @@ class TTSDataModule(BudgetDataModule):
                 log.warning(unknown)
             prompts = PROMPTS[split](self.config)
             kept = [e for e in entries[split] if latent_name(e) in store
-                    and (not prompts or latent_name(e, prompt=True) in store)]
+                    and (not prompts or latent_name(e, prompt=True) in store)
+                    and (e.ref_audio is None or latent_name(e.ref_audio) in store)]  # its reference too
             if len(kept) < len(entries[split]):  # non-finite latents (named when they were encoded)
                 log.warning(f"{manifest}: {len(entries[split]) - len(kept)} entries left out: not in the latent "
                             f"cache {store.folder} (their latents were non-finite)")
