@@ -29,7 +29,8 @@ from torch.utils.data import Dataset
 
 from datamodules.base import BudgetDataModule
 
-from datamodules.latents import CacheInterrupted, LatentStore, build_cache, cache_dir, latent_name, vae_fingerprint
+from datamodules.latents import (CacheInterrupted, LatentStore, build_cache, cache_dir, check_writable, latent_name,
+                                 vae_fingerprint)
 from datamodules.manifest import Entry, read_configured
 from models.packing import collate_packed, pack_utterance
 from voxlab.text import build_tokenizer
@@ -217,8 +218,11 @@ class TTSDataModule(BudgetDataModule):
 
     def validate(self) -> None:
         """Before the run folder is written: both manifests read and checked, the VAE loaded and
-        pinned in the config (path + fingerprint)."""
+        pinned in the config (path + fingerprint), and a latent cache still to build writable."""
         self._entries, self._vae = read_splits(self.config), pinned_vae(self.config)
+        fingerprint = vae_fingerprint(self._vae, self.cfg.sample_rate, self.config.model.patch_size)
+        for split in SPLITS:
+            check_writable(self.cfg[f"{split}_manifest"], self._entries[split], fingerprint, PROMPTS[split](self.config))
 
     def _validated(self) -> tuple[dict[str, list[Entry]], object]:
         if getattr(self, "_entries", None) is None:

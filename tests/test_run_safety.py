@@ -337,3 +337,17 @@ def test_config_yaml_is_written_whole_or_not_at_all_on_a_full_disk(toy, tmp_path
     assert not list((tmp_path / "other_runs" / "toy").iterdir())
     assert train(None, overrides=["trainer.max_steps=8"], resume=str(run)) == run  # space freed: it resumes
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
+
+
+def test_a_new_run_that_fails_before_its_first_step_leaves_no_folder(toy, tmp_path, monkeypatch):
+    """Nothing to resume, so nothing left: the version folder goes; a user's empty VOXLAB_RUN_DIR
+    stays, empty (a run that fails after its first step keeps its folder and status: test_train_entry)."""
+    with pytest.raises(RuntimeError, match="toy dataloader failure"):
+        train(toy, overrides=["datamodule.fail_in_dataloader=true"])
+    assert not any((tmp_path / "runs" / "toy").iterdir())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    monkeypatch.setenv("VOXLAB_RUN_DIR", str(mine))
+    with pytest.raises(RuntimeError, match="toy dataloader failure"):
+        train(toy, overrides=["datamodule.fail_in_dataloader=true"])
+    assert mine.is_dir() and not any(mine.iterdir()) and not list(tmp_path.glob(".mine.lock"))

@@ -145,6 +145,17 @@ def _flatten(node, prefix: str) -> dict:
     return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}.{key}").items()}
 
 
+def discard_new_run(run_dir: Path, existed: bool) -> None:
+    """A new run that failed before its first step has nothing to resume: its folder (made by this
+    command; call with its lock held) goes, or is emptied when it was the user's empty VOXLAB_RUN_DIR."""
+    if existed:
+        for child in run_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(f"[train] {run_dir} removed: the run failed before its first step")
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -194,6 +205,7 @@ def _run(plan: Plan) -> Path:
     from callbacks.run_folder import RunFolder
 
     cfg, ckpt = plan.cfg, plan.ckpt
+    existed = False  # whether a new run's folder was there before (an empty VOXLAB_RUN_DIR)
     main_process = is_main_process()
     # Everything is built (and so checked) before the run folder is created or written.
     L.seed_everything(int(cfg.seed), workers=True)
@@ -242,8 +254,8 @@ def _run(plan: Plan) -> Path:
         try:
             record_start()
         except RunFolderError:  # a full disk: the new folder holds at most our own partial records
-            if main_process and not existed:
-                shutil.rmtree(run_dir, ignore_errors=True)
+            if main_process:
+                discard_new_run(run_dir, existed)
             raise
     where = f", resuming from {ckpt}" if ckpt else ""
     if plan.branch_of:
@@ -263,6 +275,9 @@ def _run(plan: Plan) -> Path:
         if in_place and not folder.started:  # the resume never started: the run folder stays as it was
             if main_process:
                 remove_new_entries(run_dir, found)
+        elif not folder.started and not interrupted:  # a new run that failed before its first step
+            if main_process:
+                discard_new_run(run_dir, existed)
         else:
             try:
                 status(run_dir, "interrupted" if interrupted else "failed", step=folder.saved_step,
