@@ -254,7 +254,7 @@ def cache_path(manifest: Path) -> Path:
     return manifest.with_name(manifest.name + ".checked.json")
 
 
-CACHE_VERSION = 5  # raise when what a check decides, or the cache's layout, changes: older caches are then ignored
+CACHE_VERSION = 6  # raise when what a check decides, or the cache's layout, changes: older caches are then ignored
 ENTRY_COLUMNS = ("utt", "audio", "text", "duration", "speaker", "lang", "stamp")  # + dataset_id, ref
 
 
@@ -548,7 +548,7 @@ def checked_audio(audio: Path, label: str = "", min_duration: float = 0.0, max_d
         raise BadAudio("several channels", f"{name}: {info.channels} channels")
     duration = info.frames / info.samplerate
     if duration > max_duration:
-        raise BadAudio("too long", f"{name}: {duration:.2f} s > {max_duration} s")
+        raise BadAudio("too long", f"{name}: {duration:.2f} s > {max_duration} s (data.max_duration)")
     if duration < min_duration:
         raise BadAudio("too short", f"{name}: {duration:.2f} s < {min_duration} s")
     if info.subtype not in INTEGER_PCM:  # floats may hold NaN, inf or any peak
@@ -611,7 +611,7 @@ def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_aud
         report.add(lineno, "too short", f"{audio}: {duration:.2f} s < {min_duration} s")
         return None
     try:
-        ref_audio, dataset_id = official_fields(item, path, check_audio)
+        ref_audio, dataset_id = official_fields(item, path, check_audio, max_duration)
     except BadAudio as err:
         report.add(lineno, err.kind, err.detail)
         return None

@@ -37,25 +37,28 @@ def resolve_audio(manifest: Path, value: str) -> Path:
     return in_cwd if in_cwd.is_file() else beside
 
 
-def _reference(manifest: Path, value, check_audio: bool) -> Entry:
+def _reference(manifest: Path, value, check_audio: bool, max_duration: float) -> Entry:
     if not isinstance(value, str) or not value:
         raise BadField("not a string", f"`ref_audio`: {value!r}")
     path = resolve_audio(manifest, value)
     if not check_audio:
         return Entry(f"{value} (ref_audio)", path, "", 0.0)
-    info = checked_audio(path, "ref_audio ")  # as the target is checked: NaN/inf samples included
+    # as the target is checked: NaN/inf samples, and longer than data.max_duration (it is packed into
+    # the same sequence as the target, so an hour-long reference would take the batch's memory)
+    info = checked_audio(path, "ref_audio ", max_duration=max_duration)
     stat = path.stat()
     return Entry(f"{value} (ref_audio)", path, "", info.frames / info.samplerate,
                  stamp=f"{stat.st_size}:{stat.st_mtime_ns}")
 
 
-def official_fields(item: dict, manifest: Path, check_audio: bool = True) -> tuple[Entry | None, int]:
+def official_fields(item: dict, manifest: Path, check_audio: bool = True,
+                    max_duration: float = float("inf")) -> tuple[Entry | None, int]:
     """(the reference audio as an Entry or None, dataset_id) of one manifest line; BadField if wrong."""
     ref = item.get("ref_audio")
     dataset_id = item.get("dataset_id", 0)
     if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or dataset_id < 0:
         raise BadField("bad dataset_id", f"`dataset_id` must be a whole number >= 0, got {dataset_id!r}")
-    return (None if ref is None else _reference(manifest, ref, check_audio)), dataset_id
+    return (None if ref is None else _reference(manifest, ref, check_audio, max_duration)), dataset_id
 
 
 def reference_entries(entries: list[Entry]) -> list[Entry]:
