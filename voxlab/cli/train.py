@@ -27,6 +27,7 @@ from models.lora import LoRAConfigError
 from voxlab.checkpoint import CheckpointError, check_architecture, read_config_file
 from voxlab.cli.pieces import build_module
 from voxlab.cli.init_model import resolve_init
+from voxlab.cli.model_size import check_model_size
 from voxlab.locks import FolderLock, FolderLocked
 from voxlab.runs import (RUN_DIR_ENV, RunFolderError, checkpoint_step, claim_run_dir, folder_entries, is_main_process,
                          planned_run_dir, remove_new_entries, remove_stale_temporaries, resolve_resume, run_lock,
@@ -74,6 +75,7 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
         if not exp:
             raise ConfigError("EXP is required (or RESUME=<run folder or checkpoint>)")
         cfg = resolve_init(compose(exp, scale, overrides))  # init.model: voxlab/cli/init_model.py
+        check_model_size(cfg)  # before the data, the VAE or any allocation
         ensure_embedded_corpus(cfg)
         return Plan(cfg)
     run_dir, ckpt, branch = resolve_resume(resume)
@@ -89,6 +91,7 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
         validate_layer(saved, layer, "command-line override")
         plan.cfg = resolve(OmegaConf.merge(OmegaConf.create(saved), OmegaConf.create(layer)))
         check_values(plan.cfg)
+        check_model_size(plan.cfg)
         if exp and exp != plan.cfg.experiment:
             raise ConfigError(f"RESUME={resume} is a run of {plan.cfg.experiment!r}, not of EXP={exp!r}")
     except BaseException:
