@@ -15,10 +15,17 @@ from voxlab.runs import write_status
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer and reader: atomic writes, weights-only reads (voxlab.checkpoint)."""
+    """Lightning's checkpoint writer and reader: atomic writes, weights-only reads (voxlab.checkpoint).
+    `on_saved(path, step)` runs once a checkpoint is whole on disk (never for one that failed)."""
+
+    def __init__(self, on_saved=None):
+        super().__init__()
+        self.on_saved = on_saved
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         atomic_torch_save(checkpoint, path)
+        if self.on_saved is not None:
+            self.on_saved(Path(path), int(checkpoint.get("global_step", 0)))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return load_checkpoint(path, map_location or "cpu")
@@ -26,23 +33,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class RunFolder(Callback):
     """`last.ckpt` is the state at the end of training, not only at the last step checkpoint, and
-    `status.json` follows the run (step at each checkpoint and validation) so a watcher sees progress.
-    (The config in every checkpoint is the module's to write: lightning_modules.base.)"""
+    `status.json` follows the run so a watcher sees progress: its `step` is always the step of a
+    checkpoint on disk (where a resume continues; 0: the start), written once that checkpoint is
+    whole (`checkpoint_saved`, called by AtomicCheckpointIO), and `trained_to` the step reached.
+    (The config in every checkpoint is the module's to write: lightning_modules.base.)
+    `at_start(step)`, when set, runs once Lightning has built the optimizer, restored the checkpoint
+    and built the dataloaders: a resume writes its config.yaml and status.json only then."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.last = self.run_dir / "checkpoints" / "last.ckpt"
+        self.at_start = None
+        self.started = False
+        self.saved_step = 0  # the newest checkpoint's step (a resume sets the one it starts from)
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
-        self._progress(trainer)
+    def on_train_start(self, trainer, pl_module):
+        if self.at_start is not None:
+            self.at_start(trainer.global_step)  # a failure here (a full disk) is still a resume that never started
+        self.started = True
+
+    def checkpoint_saved(self, path: Path, step: int) -> None:
+        """Only rank zero writes checkpoints, so only rank zero gets here."""
+        self.saved_step = step
+        write_status(self.run_dir, "running", step=step, trained_to=step)
 
     def on_validation_end(self, trainer, pl_module):
-        if not trainer.sanity_checking:
-            self._progress(trainer)
-
-    def _progress(self, trainer):
-        if trainer.is_global_zero:  # rank zero owns the run folder
-            write_status(self.run_dir, "running", step=trainer.global_step)
+        if not trainer.sanity_checking and trainer.is_global_zero:  # rank zero owns the run folder
+            write_status(self.run_dir, "running", step=self.saved_step, trained_to=trainer.global_step)
 
     def on_train_end(self, trainer, pl_module):
         trainer.save_checkpoint(self.last, weights_only=False)

@@ -28,6 +28,7 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,6 +85,35 @@ def cache_dir(manifest: str | Path, fingerprint: str) -> Path:
     return Path(manifest).resolve().parent / "latents" / fingerprint
 
 
+def _todo(entries: list[Entry], index: dict, prompts: bool) -> list[tuple[Entry, bool]]:
+    """(entry, prompt form) of what is not in the cache yet."""
+    todo = [(e, False) for e in entries if latent_name(e) not in index]
+    return todo + ([(e, True) for e in entries if latent_name(e, prompt=True) not in index] if prompts else [])
+
+
+def check_writable(manifest: str | Path, entries: list[Entry], fingerprint: str, prompts: bool) -> None:
+    """Before a run folder is made: a cache that still has entries to encode must be creatable and
+    writable beside its manifest (a read-only data folder, `latents` a file), else CacheError. A
+    complete cache is only read, so it may be read-only."""
+    from datamodules.official_manifest import reference_entries
+
+    folder = cache_dir(manifest, fingerprint)
+    entries = entries + reference_entries(entries)
+    if folder.is_dir() and not _todo(entries, _read_index(folder), prompts):
+        return
+    probe = folder
+    while not probe.exists() and not probe.is_symlink():
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(20, "not a folder", str(probe))
+        tempfile.TemporaryFile(dir=probe).close()  # the real test: permissions, a read-only mount, quotas
+    except OSError as err:
+        raise CacheError(f"{folder}: the latent cache of {manifest} cannot be written ({probe}: {err.strerror or err});"
+                         " it goes beside the manifest: copy the manifest and its audio to a writable folder, "
+                         "or make that one writable") from None
+
+
 def _read_index(folder: Path) -> dict[str, str]:
     path = folder / "index.json"
     if not path.is_file():
@@ -122,17 +152,22 @@ def build_cache(manifest: str | Path, vae: torch.nn.Module, sample_rate: int, pa
     the cache, and its prompt form when `prompts`, padded to whole patches of `patch_size` frames.
     Returns the cache folder."""
     vae = vae.eval()
-    folder = cache_dir(manifest, vae_fingerprint(vae, sample_rate, patch_size))
-    folder.mkdir(parents=True, exist_ok=True)
+    fingerprint = vae_fingerprint(vae, sample_rate, patch_size)
+    folder = cache_dir(manifest, fingerprint)
     if entries is None:
         entries, _ = read_manifest(manifest)
+    check_writable(manifest, entries, fingerprint, prompts)  # a complete cache returns here unwritten
     from datamodules.official_manifest import reference_entries
     entries = entries + reference_entries(entries)  # official `ref_audio`s, encoded as targets
+    if folder.is_dir() and not _todo(entries, _read_index(folder), prompts):
+        return folder  # complete: no lock needed (an index only grows), so a read-only cache works
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheError(f"{folder}: the latent cache of {manifest} cannot be created ({err.strerror or err})") from None
     with _stop_requests() as stop, FolderLock(folder, what="latent cache", wait=True):
         index = _read_index(folder)  # read under the lock: another build may have just added to it
-        todo = [(e, False) for e in entries if latent_name(e) not in index]
-        if prompts:
-            todo += [(e, True) for e in entries if latent_name(e, prompt=True) not in index]
+        todo = _todo(entries, index, prompts)
         if not todo:
             return folder
         todo.sort(key=lambda item: item[0].duration)

@@ -254,7 +254,7 @@ def cache_path(manifest: Path) -> Path:
     return manifest.with_name(manifest.name + ".checked.json")
 
 
-CACHE_VERSION = 4  # raise when what a check decides, or the cache's layout, changes: older caches are then ignored
+CACHE_VERSION = 6  # raise when what a check decides, or the cache's layout, changes: older caches are then ignored
 ENTRY_COLUMNS = ("utt", "audio", "text", "duration", "speaker", "lang", "stamp")  # + dataset_id, ref
 
 
@@ -522,6 +522,42 @@ def _seconds(value) -> float | None:
     return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
+class BadAudio(ValueError):
+    """An audio file a manifest line names that cannot be trained on: `kind` (the report's category)
+    and `detail` (naming the file)."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind, self.detail = kind, detail
+
+
+def checked_audio(audio: Path, label: str = "", min_duration: float = 0.0, max_duration: float = float("inf")):
+    """The checks every audio file of a line passes, the target and an official `ref_audio` alike
+    (`label` prefixes the file in the message): present, readable, not empty, mono, within the
+    durations, and float samples finite with a sane peak. Its soundfile info, or BadAudio."""
+    name = f"{label}{audio}"
+    if not audio.is_file():
+        raise BadAudio("missing file", name)
+    try:
+        info = sf.info(str(audio))
+    except Exception as err:  # unreadable header
+        raise BadAudio("unreadable audio", f"{name}: {err}") from None
+    if info.frames == 0:
+        raise BadAudio("empty audio", name)
+    if info.channels != 1:
+        raise BadAudio("several channels", f"{name}: {info.channels} channels")
+    duration = info.frames / info.samplerate
+    if duration > max_duration:
+        raise BadAudio("too long", f"{name}: {duration:.2f} s > {max_duration} s (data.max_duration)")
+    if duration < min_duration:
+        raise BadAudio("too short", f"{name}: {duration:.2f} s < {min_duration} s")
+    if info.subtype not in INTEGER_PCM:  # floats may hold NaN, inf or any peak
+        problem = sample_problem(sf.read(str(audio), dtype="float32")[0])
+        if problem:
+            raise BadAudio("bad samples", f"{name}: {problem}")
+    return info
+
+
 def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_audio) -> Entry | None:
     try:
         item = json.loads(raw)
@@ -543,24 +579,15 @@ def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_aud
     if not text:
         report.add(lineno, "empty text", str(item.get("audio")))
         return None
-    from datamodules.official_manifest import BadField, official_fields, resolve_audio  # the official format
+    from datamodules.official_manifest import official_fields, resolve_audio  # the official format
 
     audio = resolve_audio(path, item["audio"])
     duration = item.get("duration")
     if check_audio:
-        if not audio.is_file():
-            report.add(lineno, "missing file", str(audio))
-            return None
         try:
-            info = sf.info(str(audio))
-        except Exception as err:  # unreadable header
-            report.add(lineno, "unreadable audio", f"{audio}: {err}")
-            return None
-        if info.frames == 0:
-            report.add(lineno, "empty audio", str(audio))
-            return None
-        if info.channels != 1:
-            report.add(lineno, "several channels", f"{audio}: {info.channels} channels")
+            info = checked_audio(audio, "", min_duration, max_duration)
+        except BadAudio as err:
+            report.add(lineno, err.kind, err.detail)
             return None
         duration = info.frames / info.samplerate
         stat = audio.stat()
@@ -583,14 +610,9 @@ def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_aud
     if duration < min_duration:
         report.add(lineno, "too short", f"{audio}: {duration:.2f} s < {min_duration} s")
         return None
-    if check_audio and info.subtype not in INTEGER_PCM:  # floats may hold NaN, inf or any peak
-        problem = sample_problem(sf.read(str(audio), dtype="float32")[0])
-        if problem:
-            report.add(lineno, "bad samples", f"{audio}: {problem}")
-            return None
     try:
-        ref_audio, dataset_id = official_fields(item, path, check_audio)
-    except BadField as err:
+        ref_audio, dataset_id = official_fields(item, path, check_audio, max_duration)
+    except BadAudio as err:
         report.add(lineno, err.kind, err.detail)
         return None
     utt = str(item.get("utt") or Path(item["audio"]).with_suffix("").as_posix())

@@ -4,7 +4,7 @@ An official line is `{"audio", "text"}` with optional `duration`, `ref_audio` an
 `datamodules.manifest.read_manifest` reads both formats through the hooks here:
 - `resolve_audio`: a relative path names a file beside the manifest (our convention) when one is
   there, else in the working directory (the official trainer opens paths from there);
-- `official_fields`: `ref_audio` (checked like the audio: present, readable, mono, not empty) as an
+- `official_fields`: `ref_audio` (checked as the audio is: `datamodules.manifest.checked_audio`) as an
   Entry of its own, and `dataset_id` (a whole number >= 0; the official trainer uses it only to count
   audio per dataset in its logs);
 - `reference_entries`: the reference audios the latent cache encodes, in the target form
@@ -19,19 +19,14 @@ import math
 from pathlib import Path
 
 from datamodules.latents import latent_name
-from datamodules.manifest import Entry
+from datamodules.manifest import BadAudio, Entry, checked_audio
 from datamodules.tts import TTSDataset
 from models.packing import pack_with_reference
 
 REF_START_ID, REF_END_ID = 103, 104  # the official audio_prompt_start_id / audio_prompt_end_id
 
 
-class BadField(ValueError):
-    """A bad official field: `kind` (the report's category) and `detail`."""
-
-    def __init__(self, kind: str, detail: str):
-        super().__init__(f"{kind}: {detail}")
-        self.kind, self.detail = kind, detail
+BadField = BadAudio  # a bad official field: `kind` (the report's category) and `detail`
 
 
 def resolve_audio(manifest: Path, value: str) -> Path:
@@ -42,34 +37,28 @@ def resolve_audio(manifest: Path, value: str) -> Path:
     return in_cwd if in_cwd.is_file() else beside
 
 
-def _reference(manifest: Path, value, check_audio: bool) -> Entry:
-    import soundfile as sf
-
+def _reference(manifest: Path, value, check_audio: bool, max_duration: float) -> Entry:
     if not isinstance(value, str) or not value:
         raise BadField("not a string", f"`ref_audio`: {value!r}")
     path = resolve_audio(manifest, value)
     if not check_audio:
         return Entry(f"{value} (ref_audio)", path, "", 0.0)
-    if not path.is_file():
-        raise BadField("missing file", f"ref_audio {path}")
-    try:
-        info = sf.info(str(path))
-    except Exception as err:  # unreadable header
-        raise BadField("unreadable audio", f"ref_audio {path}: {err}") from None
-    if info.frames == 0 or info.channels != 1:
-        raise BadField("empty audio" if info.frames == 0 else "several channels", f"ref_audio {path}")
+    # as the target is checked: NaN/inf samples, and longer than data.max_duration (it is packed into
+    # the same sequence as the target, so an hour-long reference would take the batch's memory)
+    info = checked_audio(path, "ref_audio ", max_duration=max_duration)
     stat = path.stat()
     return Entry(f"{value} (ref_audio)", path, "", info.frames / info.samplerate,
                  stamp=f"{stat.st_size}:{stat.st_mtime_ns}")
 
 
-def official_fields(item: dict, manifest: Path, check_audio: bool = True) -> tuple[Entry | None, int]:
+def official_fields(item: dict, manifest: Path, check_audio: bool = True,
+                    max_duration: float = float("inf")) -> tuple[Entry | None, int]:
     """(the reference audio as an Entry or None, dataset_id) of one manifest line; BadField if wrong."""
     ref = item.get("ref_audio")
     dataset_id = item.get("dataset_id", 0)
     if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or dataset_id < 0:
         raise BadField("bad dataset_id", f"`dataset_id` must be a whole number >= 0, got {dataset_id!r}")
-    return (None if ref is None else _reference(manifest, ref, check_audio)), dataset_id
+    return (None if ref is None else _reference(manifest, ref, check_audio, max_duration)), dataset_id
 
 
 def reference_entries(entries: list[Entry]) -> list[Entry]:

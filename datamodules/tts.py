@@ -29,7 +29,8 @@ from torch.utils.data import Dataset
 
 from datamodules.base import BudgetDataModule
 
-from datamodules.latents import CacheInterrupted, LatentStore, build_cache, cache_dir, latent_name, vae_fingerprint
+from datamodules.latents import (CacheInterrupted, LatentStore, build_cache, cache_dir, check_writable, latent_name,
+                                 vae_fingerprint)
 from datamodules.manifest import Entry, read_configured
 from models.packing import collate_packed, pack_utterance
 from voxlab.text import build_tokenizer
@@ -217,8 +218,11 @@ class TTSDataModule(BudgetDataModule):
 
     def validate(self) -> None:
         """Before the run folder is written: both manifests read and checked, the VAE loaded and
-        pinned in the config (path + fingerprint)."""
+        pinned in the config (path + fingerprint), and a latent cache still to build writable."""
         self._entries, self._vae = read_splits(self.config), pinned_vae(self.config)
+        fingerprint = vae_fingerprint(self._vae, self.cfg.sample_rate, self.config.model.patch_size)
+        for split in SPLITS:
+            check_writable(self.cfg[f"{split}_manifest"], self._entries[split], fingerprint, PROMPTS[split](self.config))
 
     def _validated(self) -> tuple[dict[str, list[Entry]], object]:
         if getattr(self, "_entries", None) is None:
@@ -244,7 +248,8 @@ class TTSDataModule(BudgetDataModule):
                 log.warning(unknown)
             prompts = PROMPTS[split](self.config)
             kept = [e for e in entries[split] if latent_name(e) in store
-                    and (not prompts or latent_name(e, prompt=True) in store)]
+                    and (not prompts or latent_name(e, prompt=True) in store)
+                    and (e.ref_audio is None or latent_name(e.ref_audio) in store)]  # its reference too
             if len(kept) < len(entries[split]):  # non-finite latents (named when they were encoded)
                 log.warning(f"{manifest}: {len(entries[split]) - len(kept)} entries left out: not in the latent "
                             f"cache {store.folder} (their latents were non-finite)")

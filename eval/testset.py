@@ -57,6 +57,27 @@ def testset_name(path: str | Path) -> str:
     return meta.parent.name if meta.name == "meta.lst" else f"{meta.parent.name}_{meta.stem}"
 
 
+NAME_MAX = 255  # bytes in one file name on common file systems (ext4, xfs, btrfs, tmpfs, APFS)
+# the longest name generation writes for an utterance: save_audio's temporary `.<utt>.wav.<pid>.<8 hex>.tmp`
+# (a pid of up to 7 digits); `<utt>.gen.json` and `<utt>.wav` are shorter
+MAX_UTT_BYTES = NAME_MAX - len(".") - len(".wav.1234567.abcdef12.tmp")
+
+
+def utt_problem(utt: str) -> str | None:
+    """Why `utt` cannot name the files generated for it (checked before anything is generated), or None."""
+    if not utt:
+        return "empty utt"
+    shown = utt if len(utt) <= 40 else f"{utt[:40]}..."
+    if "/" in utt or "\\" in utt or utt in (".", "..") or any(ord(c) < 32 for c in utt):
+        return f"utt {shown!r} is not a plain file name"
+    size = len(utt.encode("utf-8"))
+    if size > MAX_UTT_BYTES:
+        return (f"utt {shown!r} is {len(utt)} characters ({size} bytes in UTF-8): the files generated for it "
+                f"(<utt>.wav, <utt>.gen.json, a temporary name) would pass the file system's {NAME_MAX}-byte "
+                f"name limit; at most {MAX_UTT_BYTES} bytes")
+    return None
+
+
 def _parse_line(raw: str, line_no: int, root: Path, problems: list[str]) -> TestItem | None:
     fields = [f.strip() for f in raw.split("|")]
     if len(fields) not in (4, 5):
@@ -65,11 +86,7 @@ def _parse_line(raw: str, line_no: int, root: Path, problems: list[str]) -> Test
         return None
     utt, prompt_text, prompt_wav, target_text = fields[:4]
     gt = fields[4] if len(fields) == 5 and fields[4] else None
-    bad = []
-    if not utt:
-        bad.append("empty utt")
-    elif "/" in utt or "\\" in utt or utt in (".", ".."):
-        bad.append(f"utt {utt!r} is not a plain file name")
+    bad = [problem] if (problem := utt_problem(utt)) else []
     if not prompt_text:
         bad.append("empty prompt_text")
     if not target_text:
@@ -83,7 +100,7 @@ def _parse_line(raw: str, line_no: int, root: Path, problems: list[str]) -> Test
     if gt_path is not None and not gt_path.is_file():
         bad.append(f"gt_wav not found: {gt_path}")
     if bad:
-        problems.append(f"line {line_no} ({utt or '?'}): " + "; ".join(bad))
+        problems.append(f"line {line_no} ({(utt[:40] + '...' if len(utt) > 40 else utt) or '?'}): " + "; ".join(bad))
         return None
     return TestItem(utt, prompt_text, prompt_path, target_text, gt_path, line_no)
 

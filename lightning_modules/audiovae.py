@@ -41,6 +41,11 @@ def vae_schedule(name: str, gamma: float = 1.0, warmup_steps: int = 0):
 
 
 class AudioVAEModule(VoxLabModule):
+    @staticmethod
+    def build_network(config: DictConfig):
+        """The AudioVAE of `config.model` (voxlab.cli.model_size builds it on the meta device to size it)."""
+        return build_audiovae(OmegaConf.to_container(config.model, resolve=True), "config model")
+
     def __init__(self, config: DictConfig | dict):
         # The resolved config rides in every checkpoint (lightning_modules.base), so a checkpoint
         # alone rebuilds the model.
@@ -48,7 +53,7 @@ class AudioVAEModule(VoxLabModule):
         super().__init__(config, config.module.lambdas)
         self.cfg = self.config
         m = config.module
-        self.vae = build_audiovae(OmegaConf.to_container(config.model, resolve=True), "config model")
+        self.vae = self.build_network(config)
         self.discriminator = instantiate(config.discriminator)
         self.vae_ema = copy.deepcopy(self.vae).requires_grad_(False) if m.ema.enabled else None
         sr = int(config.data.sample_rate)

@@ -22,12 +22,17 @@ TERMS = {"flow/loss": "flow_loss", "stop/loss": "stop_loss", "align/loss": "alig
 
 
 class TTSModule(VoxLabModule):
+    @staticmethod
+    def build_network(config):
+        """The backbone of `config.model` (voxlab.cli.model_size builds it on the meta device to size it)."""
+        return instantiate(config.model)
+
     def __init__(self, config, vae=None, tokenizer=None, lm_init: str | Path | None = None):
         """`vae` (models.AudioVAE) and `tokenizer` (voxlab.text) are recorded for the checkpoint
         (kept as plain data, not as submodules: never trained); `lm_init`: the LM folder to
         initialise the TSLM from (None: no LM init, or the weights come from a checkpoint)."""
         super().__init__(config, config.module.lambdas)
-        self.model = instantiate(config.model)
+        self.model = self.build_network(config)
         unknown = set(self.lambdas) - set(TERMS)
         if unknown:
             raise ValueError(f"module.lambdas: unknown term(s) {sorted(unknown)}; terms: {sorted(TERMS)}")

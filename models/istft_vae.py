@@ -102,7 +102,7 @@ class ISTFTDecoder(nn.Module):
         self.fast = nn.Sequential(*[ConvNeXtBlock(dim) for _ in range(fast_blocks)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, n_fft + 2)
-        window = torch.hann_window(n_fft)
+        window = torch.hann_window(n_fft, device="cpu")  # a real tensor even when built on the meta device (sizing)
         self.register_buffer("window", window, persistent=False)
         # overlap-add gain of window^2 at full overlap (constant for a Hann window with hop | n_fft / 2)
         self.ola_gain = float(window.square().reshape(-1, stft_hop).sum(0).mean())

@@ -42,6 +42,54 @@ def test_nan_inf_and_absurd_peaks_are_bad_entries_named_in_the_summary(tmp_path)
     assert "non-finite samples" in summary and "is over 4 (full scale is 1)" in summary
 
 
+def test_a_reference_audio_with_bad_samples_is_a_bad_entry_naming_it(tmp_path):
+    """An official `ref_audio` is checked as the target audio is (it used to pass, then end in a
+    KeyError traceback): NaN in a float wav, inf in a double wav, an absurd peak, by a relative or
+    an absolute path; one line each naming the reference file, and data.strict refuses them."""
+    from datamodules.manifest import ManifestError
+
+    refs = {"nan.wav": ("FLOAT", 5, np.nan), "inf.wav": ("DOUBLE", 7, np.inf), "loud.wav": ("FLOAT", None, 1e5)}
+    sf.write(tmp_path / "target.wav", _speech(), 16000)
+    lines = [{"audio": "target.wav", "text": "fine", "utt": "ok"}]
+    for i, (name, (subtype, at, value)) in enumerate(refs.items()):
+        wav = _speech(seed=i).astype(np.float64)
+        if at is None:
+            wav *= value
+        else:
+            wav[at] = value
+        sf.write(tmp_path / name, wav, 16000, subtype=subtype)
+        ref = str(tmp_path / name) if name == "inf.wav" else name
+        lines.append({"audio": "target.wav", "text": "hi", "utt": name, "ref_audio": ref})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    entries, report = read_manifest(tmp_path / "m.jsonl")
+    assert [e.utt for e in entries] == ["ok"] and report.bad["bad samples"] == 3
+    for line, name in ((2, "nan.wav"), (3, "inf.wav"), (4, "loud.wav")):
+        assert f"m.jsonl:{line}: bad samples: ref_audio {tmp_path / name}: " in report.summary()
+    with pytest.raises(ManifestError, match=r"m.jsonl:2: bad samples: ref_audio .*nan.wav: 1 non-finite"):
+        read_manifest(tmp_path / "m.jsonl", strict=True)
+
+
+def test_a_reference_audio_longer_than_max_duration_is_refused_naming_it(tmp_path):
+    """A `ref_audio` is packed with its target: one longer than data.max_duration (600 s against
+    20 s, or just over) is a bad entry naming the reference, as an over-long target is; an integer
+    PCM one by an absolute path too; one within the limit is kept."""
+    from datamodules.manifest import ManifestError
+
+    sf.write(tmp_path / "target.wav", _speech(), 16000)
+    sizes = {"long.wav": 600 * 1000, "just_over.wav": 20 * 1000 + 10, "within.wav": 19 * 1000}
+    for name, n in sizes.items():  # at 1 kHz: 600 s in 600k samples
+        sf.write(tmp_path / name, np.zeros(n, np.float32), 1000, subtype="FLOAT" if name == "long.wav" else "PCM_16")
+    lines = [{"audio": "target.wav", "text": "hi", "utt": name,
+              "ref_audio": str(tmp_path / name) if name == "just_over.wav" else name} for name in sizes]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    entries, report = read_manifest(tmp_path / "m.jsonl", max_duration=20)
+    assert [e.utt for e in entries] == ["within.wav"] and report.bad["too long"] == 2
+    assert f"m.jsonl:1: too long: ref_audio {tmp_path / 'long.wav'}: 600.00 s > 20" in report.summary()
+    assert f"m.jsonl:2: too long: ref_audio {tmp_path / 'just_over.wav'}: 20.01 s > 20" in report.summary()
+    with pytest.raises(ManifestError, match=r"ref_audio .*long.wav: 600.00 s > 20.0 s \(data.max_duration\)"):
+        read_manifest(tmp_path / "m.jsonl", max_duration=20, strict=True)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--cfg", "nan"], "cfg=nan"), (["--cfg", "1e9"], "cfg=1000000000.0"), (["--cfg", "-1"], "cfg=-1.0"),
     (["--temperature", "nan"], "temperature=nan"), (["--temperature", "inf"], "temperature=inf"),

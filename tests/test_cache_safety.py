@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,56 @@ def test_a_second_cache_build_waits_for_the_first_then_sigterm_stops_it_cleanly(
     assert not (folder / ".lock").exists()
     assert train(None, resume=str(run)) == run  # resumes from the start, finishing the cache
     assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def _data_copy(corpus: Path, data: Path) -> Path:
+    data.mkdir()
+    for name in ("train.jsonl", "val.jsonl", "vocab.txt", "lm_text.txt"):
+        (data / name).write_text((corpus / name).read_text())
+    (data / "wavs").symlink_to(corpus / "wavs")
+    return data
+
+
+@contextmanager
+def _read_only(folder: Path):
+    """`folder` made read-only: by its mode, or for root (who writes anyway) by a read-only bind
+    mount; None where neither is possible."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    view = folder.parent / f"{folder.name}_ro"
+    view.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(view)], capture_output=True).returncode:
+        yield None
+        return
+    try:
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+def test_a_latent_cache_that_cannot_be_written_is_one_line_and_no_run_folder(tts_assets, tmp_path, capsys):
+    """The cache goes beside the manifest: a read-only data folder, or a `latents` there that is a
+    file, is one line naming the cache folder, before any run folder is made."""
+    from voxlab.cli.train import main
+
+    root, corpus, vae_dir = tts_assets
+    runs = tmp_path / "runs"
+    blocked = _data_copy(corpus, tmp_path / "blocked")
+    (blocked / "latents").write_text("not a folder")
+    cases = [blocked]
+    with _read_only(_data_copy(corpus, tmp_path / "ro")) as ro:
+        if ro is not None:
+            cases.append(ro)
+        for data in cases:
+            args = tts_overrides(root, data, vae_dir, steps=1) + [f"run.root={runs}", "callbacks.tts_samples._target_=null"]
+            assert main(["--exp", "d256s9", "--scale", "tiny", *args]) == 2, data
+            err = capsys.readouterr().err
+            assert f"{data / 'latents'}" in err and "cannot be written" in err and "Traceback" not in err, err[-2000:]
+            assert [line.startswith("error: ") for line in err.splitlines()].count(True) == 1, err
+            assert not (runs / "d256s9").exists() or not any((runs / "d256s9").iterdir()), data
+    assert len(cases) == 2 or os.geteuid() == 0  # only root without mount rights tries one case

@@ -52,3 +52,50 @@ def test_sigkill_at_several_moments_always_resumes(exp):
 def _newest_step(run: Path) -> int:
     ckpt = newest_loadable_checkpoint(run) if (run / "checkpoints").is_dir() else None
     return load_checkpoint(ckpt)["global_step"] if ckpt else -1
+
+
+class FullDisk:
+    """Checkpoint writes fail from training step `at_step` on (a full disk, or a quota on large
+    files when `records_too` is False: then status.json can still be written)."""
+
+    def __init__(self, at_step: int, records_too: bool):
+        from voxlab import runs
+        from voxlab.checkpoint import atomic_torch_save
+
+        self.at_step, self.records_too, self.full = at_step, records_too, False
+        self.real_save, self.real_write = atomic_torch_save, runs.write_text_atomic
+
+    def save(self, obj, path):
+        from voxlab.checkpoint import CheckpointError
+
+        if obj.get("global_step", 0) >= self.at_step:
+            self.full = True
+            raise CheckpointError(f"{path}: could not be written (No space left on device)")
+        return self.real_save(obj, path)
+
+    def write(self, path, text, **kwargs):
+        if self.full and self.records_too:
+            raise OSError(28, "No space left on device", str(path))
+        return self.real_write(path, text, **kwargs)
+
+
+@pytest.mark.parametrize("at_step,records_too", [(4, True), (4, False), (6, True), (5, False)])
+def test_status_never_names_a_step_whose_checkpoint_failed_to_write(tmp_path, monkeypatch, at_step, records_too):
+    """Whatever checkpoint fails (a step checkpoint, or last.ckpt at the end) and whether status.json
+    can still be written (max_steps 5: last.ckpt at the end fails): its step is one a checkpoint on disk holds, and it is `running` only if the
+    failure could not be recorded."""
+    import callbacks.run_folder
+    import voxlab.runs
+
+    exp = toy_experiment(tmp_path, run={"checkpoint_every_steps": 2, "keep_checkpoints": -1},
+                         trainer={"max_steps": 5 if at_step == 5 else 6, "log_every_n_steps": 1})
+    disk = FullDisk(at_step, records_too)
+    monkeypatch.setattr(callbacks.run_folder, "atomic_torch_save", disk.save)
+    monkeypatch.setattr(voxlab.runs, "write_text_atomic", disk.write)
+    with pytest.raises(Exception, match="could not be written"):
+        train(exp)
+    run = tmp_path / "runs" / "toy" / "version_0"
+    status = json.loads((run / "status.json").read_text())
+    saved = {load_checkpoint(p)["global_step"] for p in (run / "checkpoints").glob("*.ckpt")}
+    assert status["step"] in saved and status["step"] < at_step, (status, saved)
+    assert status["state"] == ("running" if records_too else "failed"), status

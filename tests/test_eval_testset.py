@@ -79,3 +79,35 @@ def test_byte_order_mark_is_not_part_of_the_first_utt(tmp_path):
     meta = make_testset(tmp_path)
     meta.write_text("\ufeff" + meta.read_text(encoding="utf-8"), encoding="utf-8")
     assert read_testset(meta)[0].utt == MINI_LINES[0][0]
+
+
+def test_an_utt_too_long_for_its_generated_files_is_refused_before_generating(tmp_path, capsys):
+    """A name whose generated files (`<utt>.wav`, `<utt>.gen.json`, the temporary
+    `.<utt>.wav.<pid>.<random>.tmp`) would pass the 255-byte name limit is a bad line, before any
+    generation: 252 ASCII characters, 80 CJK characters (240 bytes), a control character; 229
+    bytes, the longest that fits, is kept and its files can be written."""
+    from eval.__main__ import main as eval_main
+    from voxlab.audio import save_audio
+
+    meta = make_testset(tmp_path / "ts")
+    good = meta.read_text(encoding="utf-8").splitlines()
+    rest = "|prompt|prompt-wavs/en_001_prompt.wav|target"
+    fits = "b" * 229
+    meta.write_text("\n".join(good + ["a" * 252 + rest, "语" * 80 + rest, "x\x1by" + rest, fits + rest]) + "\n",
+                    encoding="utf-8")
+    with pytest.raises(TestSetError) as err:
+        read_testset(meta)
+    msg = str(err.value)
+    assert "3 of 8 lines invalid" in msg and "line 5 (" + "a" * 40 + "...): utt" in msg
+    assert "252 characters (252 bytes in UTF-8)" in msg and "80 characters (240 bytes in UTF-8)" in msg
+    assert "line 7 (x\x1by): utt 'x\\x1by' is not a plain file name" in msg
+    meta.write_text("\n".join(good + ["a" * 252 + rest]) + "\n", encoding="utf-8")
+    code = eval_main(["--testset", str(meta), "--model", str(tmp_path / "no_model.ckpt"), "--wavs",
+                      str(tmp_path / "gen"), "--sim", "none", "--out", str(tmp_path / "res")])
+    out = capsys.readouterr().err
+    assert code == 2 and "252 characters" in out and "Traceback" not in out
+    assert not (tmp_path / "gen").exists()
+    meta.write_text("\n".join(good + [fits + rest]) + "\n", encoding="utf-8")
+    assert read_testset(meta)[-1].utt == fits
+    save_audio(tmp_path / f"{fits}.wav", [0.0] * 160, 16000)  # its longest name fits
+    (tmp_path / f"{fits}.gen.json").write_text("{}")

@@ -288,3 +288,66 @@ def test_a_resume_continues_from_the_highest_step_whatever_the_file_times(toy):
     (ckpts / "last.ckpt").write_bytes(b"torn")
     os.utime(ckpts / "step_0000002.ckpt", (now + 9999, now + 9999))
     assert resolve_resume(run)[1] == ckpts / "step_0000008.ckpt"
+
+
+def test_a_resume_whose_override_fails_inside_fit_leaves_the_run_as_it_was(toy, capsys):
+    """An override that passes the config checks but fails where Lightning uses it (the optimizer's
+    learning rate, the dataloader) must not rewrite config.yaml or status.json: a plain RESUME
+    afterwards still continues the run."""
+    run = train(toy)
+    before = snapshot(run)
+    for override in ("optim.lr=-1", "optim.lr=-1e-9", "datamodule.fail_in_dataloader=true"):
+        with pytest.raises((ConfigError, RuntimeError)):
+            train(None, overrides=["trainer.max_steps=8", override], resume=str(run))
+        assert snapshot(run) == before, override
+    assert main(["--resume", str(run), "optim.lr=-0.5"]) == 2  # the optimizer is built dry first: one line
+    err = capsys.readouterr().err
+    assert "optim.lr=-0.5" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert snapshot(run) == before
+    assert train(None, overrides=["trainer.max_steps=8"], resume=str(run)) == run
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
+
+
+def _train_on_a_full_disk(args: list[str], limit: int) -> subprocess.CompletedProcess:
+    """`python -m voxlab.cli.train ARGS` where no file may grow past `limit` bytes: a write past it
+    fails (EFBIG) after writing what fits, as on a full disk (SIGXFSZ ignored, so no kill)."""
+    import resource
+    import signal
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    return subprocess.run([sys.executable, "-m", "voxlab.cli.train", *args], preexec_fn=limited, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def test_config_yaml_is_written_whole_or_not_at_all_on_a_full_disk(toy, tmp_path):
+    """A resume on a full disk leaves the previous config.yaml (never a torn one: the run stays
+    resumable); a new run on a full disk is one line naming the file and leaves no folder."""
+    run = train(toy)
+    before = snapshot(run)
+    limit = (run / "config.yaml").stat().st_size // 2  # the new config does not fit; the small records do
+    done = _train_on_a_full_disk(["--resume", str(run), "trainer.max_steps=8"], limit)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"{run / 'config.yaml'}: could not be written" in done.stderr and "Traceback" not in done.stderr
+    assert snapshot(run) == before
+    new = _train_on_a_full_disk(["--exp", toy, f"run.root={tmp_path / 'other_runs'}"], limit)
+    assert new.returncode == 2 and "config.yaml: could not be written" in new.stderr, new.stderr[-3000:]
+    assert not list((tmp_path / "other_runs" / "toy").iterdir())
+    assert train(None, overrides=["trainer.max_steps=8"], resume=str(run)) == run  # space freed: it resumes
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
+
+
+def test_a_new_run_that_fails_before_its_first_step_leaves_no_folder(toy, tmp_path, monkeypatch):
+    """Nothing to resume, so nothing left: the version folder goes; a user's empty VOXLAB_RUN_DIR
+    stays, empty (a run that fails after its first step keeps its folder and status: test_train_entry)."""
+    with pytest.raises(RuntimeError, match="toy dataloader failure"):
+        train(toy, overrides=["datamodule.fail_in_dataloader=true"])
+    assert not any((tmp_path / "runs" / "toy").iterdir())
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    monkeypatch.setenv("VOXLAB_RUN_DIR", str(mine))
+    with pytest.raises(RuntimeError, match="toy dataloader failure"):
+        train(toy, overrides=["datamodule.fail_in_dataloader=true"])
+    assert mine.is_dir() and not any(mine.iterdir()) and not list(tmp_path.glob(".mine.lock"))

@@ -130,15 +130,18 @@ def test_resume_skips_a_torn_last_checkpoint(exp):
 
 
 def test_status_follows_the_run(tmp_path):
-    """status.json shows the step of the newest checkpoint while training (not `step: 0` until the end)."""
+    """status.json shows the step of the newest checkpoint while training (not `step: 0` until the
+    end), and how far training got at each validation."""
     from types import SimpleNamespace
 
     from callbacks.run_folder import RunFolder
 
     callback = RunFolder(tmp_path)
-    checkpoint: dict = {}
-    callback.on_save_checkpoint(SimpleNamespace(is_global_zero=True, global_step=40), None, checkpoint)
+    callback.checkpoint_saved(tmp_path / "step_0000040.ckpt", 40)
     assert json.loads((tmp_path / "status.json").read_text()) | {"time": None} == \
-        {"state": "running", "step": 40, "time": None}
+        {"state": "running", "step": 40, "trained_to": 40, "time": None}
     callback.on_validation_end(SimpleNamespace(is_global_zero=False, global_step=50, sanity_checking=False), None)
-    assert json.loads((tmp_path / "status.json").read_text())["step"] == 40  # other ranks never write
+    assert json.loads((tmp_path / "status.json").read_text())["trained_to"] == 40  # other ranks never write
+    callback.on_validation_end(SimpleNamespace(is_global_zero=True, global_step=50, sanity_checking=False), None)
+    assert json.loads((tmp_path / "status.json").read_text()) | {"time": None} == \
+        {"state": "running", "step": 40, "trained_to": 50, "time": None}

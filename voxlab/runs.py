@@ -144,9 +144,36 @@ def remove_stale_temporaries(run_dir: Path) -> None:
         stale.unlink()
 
 
+def folder_entries(folder: Path) -> set[Path]:
+    """Every file and folder under `folder` (what a failed start compares against)."""
+    return set(Path(folder).rglob("*"))
+
+
+def remove_new_entries(folder: Path, before: set[Path]) -> None:
+    """Undo what a resume that never started left (a logger's empty event file): remove what is
+    under `folder` now but was not in `before`, deepest first. Call with the run's lock held."""
+    for path in sorted(folder_entries(folder) - before, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+
+
+def write_record(path: Path, text: str) -> None:
+    """A run's record (config.yaml, branch.json, status.json) written whole or not at all: a full
+    disk leaves the previous file as it was (a torn config.yaml would make the run unresumable)."""
+    try:
+        write_text_atomic(path, text, fsync=True)
+    except OSError as err:
+        raise RunFolderError(f"{path}: could not be written ({err.strerror or err}): is the disk full, or a quota "
+                             f"or file-size limit reached? The previous {Path(path).name} (if any) is untouched; "
+                             "free space and run again") from None
+
+
 def write_status(run_dir: Path, state: str, **extra) -> None:
     data = {"state": state, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-    write_text_atomic(Path(run_dir) / "status.json", json.dumps(data, indent=2))
+    write_record(Path(run_dir) / "status.json", json.dumps(data, indent=2))
 
 
 def read_status(run_dir: Path) -> dict:

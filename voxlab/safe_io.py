@@ -32,7 +32,7 @@ def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_text_atomic(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
-    with atomic_path(path) as tmp:
+def write_text_atomic(path: str | Path, text: str, encoding: str = "utf-8", fsync: bool = False) -> Path:
+    with atomic_path(path, fsync=fsync) as tmp:
         tmp.write_text(text, encoding=encoding)
     return Path(path)

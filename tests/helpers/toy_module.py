@@ -40,8 +40,11 @@ class ToyModule(VoxLabModule):
 class ToyData(L.LightningDataModule):
     def __init__(self, config):
         super().__init__()
+        self.fail = config.datamodule.get("fail_in_dataloader")  # a setting that fails only inside fit
 
     def train_dataloader(self):
+        if self.fail:
+            raise RuntimeError("toy dataloader failure")
         g = torch.Generator().manual_seed(0)
         x = torch.randn(64, 4, generator=g)
         return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)
@@ -55,7 +58,7 @@ def toy_experiment(folder, module=None, run=None, trainer=None) -> str:
     base = yaml.safe_load(open("experiments/base.yaml"))
     base.update({"module": {"_target_": "tests.helpers.toy_module.ToyModule", "fail_at": None, "sleep": 0.0, "nan_at": None, "nan_from": None, "hidden": None,
                             **(module or {})},
-                 "datamodule": {"_target_": "tests.helpers.toy_module.ToyData"}, "optim": {"lr": 0.1}})
+                 "datamodule": {"_target_": "tests.helpers.toy_module.ToyData", "fail_in_dataloader": False}, "optim": {"lr": 0.1}})
     base["run"].update({"root": str(folder / "runs"), **(run or {})})
     base["trainer"].update({"accelerator": "cpu", "enable_model_summary": False, **(trainer or {})})
     (folder / "exps" / "base.yaml").write_text(yaml.safe_dump(base))

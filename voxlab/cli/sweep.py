@@ -17,6 +17,7 @@ from pathlib import Path
 
 from voxlab.config import ConfigError, available_experiments, load_yaml
 from voxlab.runs import find_run, newest_loadable_checkpoint, read_status
+from voxlab.safe_io import write_text_atomic
 
 def load_sweep(name: str) -> dict:
     from voxlab import config
@@ -65,7 +66,7 @@ def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None
             traceback.print_exc()
             run = find_run(cfg.run.root, exp, scale, overrides)
             results[exp] = {"run": str(run) if run else None, "state": "failed", "error": repr(err)[:500]}
-        (record_dir / "sweep.json").write_text(json.dumps(
+        write_text_atomic(record_dir / "sweep.json", json.dumps(  # whole or not at all: a re-run reads it
             {"sweep": name, "scale": scale, "overrides": overrides, "results": results}, indent=2))
     try:  # a report problem must not fail a sweep whose runs finished
         from eval.reporting.report import write_report

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import traceback
 from dataclasses import dataclass
@@ -26,9 +27,11 @@ from models.lora import LoRAConfigError
 from voxlab.checkpoint import CheckpointError, check_architecture, read_config_file
 from voxlab.cli.pieces import build_module
 from voxlab.cli.init_model import resolve_init
+from voxlab.cli.model_size import check_model_size
 from voxlab.locks import FolderLock, FolderLocked
-from voxlab.runs import (RUN_DIR_ENV, RunFolderError, checkpoint_step, claim_run_dir, is_main_process,
-                         planned_run_dir, remove_stale_temporaries, resolve_resume, run_lock, write_status)
+from voxlab.runs import (RUN_DIR_ENV, RunFolderError, checkpoint_step, claim_run_dir, folder_entries, is_main_process,
+                         planned_run_dir, remove_new_entries, remove_stale_temporaries, resolve_resume, run_lock,
+                         write_record, write_status)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -72,6 +75,7 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
         if not exp:
             raise ConfigError("EXP is required (or RESUME=<run folder or checkpoint>)")
         cfg = resolve_init(compose(exp, scale, overrides))  # init.model: voxlab/cli/init_model.py
+        check_model_size(cfg)  # before the data, the VAE or any allocation
         ensure_embedded_corpus(cfg)
         return Plan(cfg)
     run_dir, ckpt, branch = resolve_resume(resume)
@@ -87,6 +91,7 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
         validate_layer(saved, layer, "command-line override")
         plan.cfg = resolve(OmegaConf.merge(OmegaConf.create(saved), OmegaConf.create(layer)))
         check_values(plan.cfg)
+        check_model_size(plan.cfg)
         if exp and exp != plan.cfg.experiment:
             raise ConfigError(f"RESUME={resume} is a run of {plan.cfg.experiment!r}, not of EXP={exp!r}")
     except BaseException:
@@ -107,6 +112,53 @@ def ensure_embedded_corpus(cfg: DictConfig) -> None:
     build_corpus(root)
 
 
+class _DryTrainer:
+    """The trainer as `configure_optimizers` sees it before `fit`: the data's length is not known
+    yet, so a schedule sized by it gets `max_steps` (at least 1); everything else is the trainer's."""
+
+    def __init__(self, trainer):
+        self._trainer = trainer
+
+    def __getattr__(self, name):
+        return getattr(self._trainer, name)
+
+    @property
+    def estimated_stepping_batches(self) -> int:
+        return max(int(self._trainer.max_steps), 1)
+
+
+def check_optimizers(module, trainer, cfg: DictConfig) -> None:
+    """Build the module's optimizers and schedules once, dry, and drop them: a bad `optim` value
+    (a negative learning rate, betas out of range) is one line naming the settings before anything
+    is written, not a traceback from inside `fit` after config.yaml changed."""
+    module.trainer = _DryTrainer(trainer)
+    try:
+        module.configure_optimizers()
+    except Exception as err:  # torch raises ValueError; a schedule may raise anything
+        flat = _flatten(OmegaConf.to_container(cfg.optim, resolve=True) if cfg.get("optim") else {}, "optim")
+        given = ", ".join(f"{k}={v}" for k, v in flat.items())
+        raise ConfigError(f"the optimizer settings were refused: {str(err).splitlines()[0]} ({given})") from None
+    finally:
+        module.trainer = None
+
+
+def _flatten(node, prefix: str) -> dict:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}.{key}").items()}
+
+
+def discard_new_run(run_dir: Path, existed: bool) -> None:
+    """A new run that failed before its first step has nothing to resume: its folder (made by this
+    command; call with its lock held) goes, or is emptied when it was the user's empty VOXLAB_RUN_DIR."""
+    if existed:
+        for child in run_dir.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    print(f"[train] {run_dir} removed: the run failed before its first step")
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -123,7 +175,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
 
     skip_limit = SkipLimit(OmegaConf.select(cfg, "nonfinite.max_skip_share", default=0.2),
                            OmegaConf.select(cfg, "nonfinite.min_batches", default=20))
-    callbacks = [step_ckpt, LearningRateMonitor("step"), RunFolder(run_dir),
+    folder = RunFolder(run_dir)
+    callbacks = [step_ckpt, LearningRateMonitor("step"), folder,
                  GracefulStop(run_dir), RngState(), skip_limit, *extra_callbacks]
     for node in (cfg.get("callbacks") or {}).values():
         if node is not None and node.get("_target_"):
@@ -134,7 +187,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     try:
         return L.Trainer(default_root_dir=run_dir, logger=loggers, callbacks=callbacks,
-                         plugins=[AtomicCheckpointIO()], use_distributed_sampler=False,
+                         plugins=[AtomicCheckpointIO(on_saved=folder.checkpoint_saved)], use_distributed_sampler=False,
                          enable_progress_bar=show_bar, **trainer_kwargs)
     except Exception as err:  # Lightning checks its options here (MisconfigurationException, ValueError...)
         given = ", ".join(f"trainer.{k}={v}" for k, v in trainer_kwargs.items())
@@ -152,7 +205,10 @@ def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), 
 def _run(plan: Plan) -> Path:
     import lightning as L
 
+    from callbacks.run_folder import RunFolder
+
     cfg, ckpt = plan.cfg, plan.ckpt
+    existed = False  # whether a new run's folder was there before (an empty VOXLAB_RUN_DIR)
     main_process = is_main_process()
     # Everything is built (and so checked) before the run folder is created or written.
     L.seed_everything(int(cfg.seed), workers=True)
@@ -168,6 +224,8 @@ def _run(plan: Plan) -> Path:
         while True:
             run_dir = planned_run_dir(parent.parent, parent.name)
             trainer = build_trainer(cfg, run_dir)
+            check_optimizers(module, trainer, cfg)
+            existed = run_dir.exists()  # an empty VOXLAB_RUN_DIR given by the user is theirs
             if claim_run_dir(run_dir):
                 break
         if main_process:
@@ -175,21 +233,38 @@ def _run(plan: Plan) -> Path:
     else:
         run_dir = plan.run_dir
         trainer = build_trainer(cfg, run_dir)
+        check_optimizers(module, trainer, cfg)
         if main_process:
             remove_stale_temporaries(run_dir)
     status = write_status if main_process else (lambda *a, **k: None)  # rank zero owns the run folder
-    if main_process:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        if plan.branch_of:
-            (run_dir / "branch.json").write_text(json.dumps(
-                {"from_run": str(plan.branch_of), "from_checkpoint": str(ckpt), "from_step": checkpoint_step(ckpt)},
-                indent=2))
+
+    def record_start(step: int = 0) -> None:
+        if main_process:
+            write_record(run_dir / "config.yaml", to_yaml(cfg))
+            if plan.branch_of:
+                write_record(run_dir / "branch.json", json.dumps(
+                    {"from_run": str(plan.branch_of), "from_checkpoint": str(ckpt), "from_step": checkpoint_step(ckpt)},
+                    indent=2))
+        status(run_dir, "running", step=step)
+
+    folder = next(c for c in trainer.callbacks if isinstance(c, RunFolder))
+    folder.saved_step = checkpoint_step(ckpt) if ckpt else 0
+    in_place = plan.run_dir is not None
+    if in_place:  # a resume writes nothing until fit has built all it uses (optimizer, checkpoint, data)
+        folder.at_start = record_start
+        found = folder_entries(run_dir)
+    else:
+        try:
+            record_start()
+        except RunFolderError:  # a full disk: the new folder holds at most our own partial records
+            if main_process:
+                discard_new_run(run_dir, existed)
+            raise
     where = f", resuming from {ckpt}" if ckpt else ""
     if plan.branch_of:
         where = (f", branching from {ckpt} (step {checkpoint_step(ckpt)}; {plan.branch_of} keeps its newer "
                  "checkpoints)")
     print(f"[train] {cfg.experiment} (scale {cfg.scale}) -> {run_dir}{where}")
-    status(run_dir, "running", step=0)
     previous_env = os.environ.get(RUN_DIR_ENV)
     os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning launches for DDP join this run folder
     try:
@@ -200,11 +275,18 @@ def _run(plan: Plan) -> Path:
         for logger in trainer.loggers:
             logger.finalize("failed")
         interrupted = isinstance(err, (SIGTERMException, KeyboardInterrupt, SystemExit))
-        try:
-            status(run_dir, "interrupted" if interrupted else "failed", step=trainer.global_step,
-                   **({} if interrupted else {"error": repr(err)[:2000]}))
-        except OSError as status_err:  # a full disk must not hide the error that stopped the run
-            print(f"[train] could not update {run_dir / 'status.json'}: {status_err}", file=sys.stderr)
+        if in_place and not folder.started:  # the resume never started: the run folder stays as it was
+            if main_process:
+                remove_new_entries(run_dir, found)
+        elif not folder.started and not interrupted:  # a new run that failed before its first step
+            if main_process:
+                discard_new_run(run_dir, existed)
+        else:
+            try:
+                status(run_dir, "interrupted" if interrupted else "failed", step=folder.saved_step,
+                       trained_to=trainer.global_step, **({} if interrupted else {"error": repr(err)[:2000]}))
+            except (OSError, RunFolderError) as status_err:  # a full disk must not hide what stopped the run
+                print(f"[train] could not update {run_dir / 'status.json'}: {status_err}", file=sys.stderr)
         if interrupted:
             raise TrainingInterrupted(f"{cfg.experiment} stopped at step {trainer.global_step}; "
                                       f"continue with: make train RESUME={run_dir}") from None
