@@ -110,7 +110,7 @@ def recorded_official_loss(model, batch, monkeypatch):
 
 def our_loss(module, batch, t, noise, cfg_keep):
     raw = module.model(batch, t=t, noise=noise, cfg_keep=cfg_keep)
-    terms = {name: raw[key] for name, key in TERMS.items()}
+    terms = {name: raw[key] for name, key in TERMS.items() if key in raw}  # align: only when model.align is on
     return module.weighted_loss(terms), terms
 
 
