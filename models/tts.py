@@ -74,6 +74,14 @@ class Synthesis:
     attempts: int = 1            # runs made (more than 1: bad-case retries)
 
 
+@dataclass
+class PromptLatents:
+    """A prompt given as latent patches [n, P, D] in place of a wav: nothing is encoded (a VoxCPM2
+    backbone whose AudioVAE V2 VoxLab cannot build yet; tests feeding the official path the same
+    latents). Its audio would still be decoded as context in front of a cloned voice."""
+    patches: torch.Tensor
+
+
 MAX_CFG, MAX_TEMPERATURE = 10.0, 5.0  # beyond these the output is noise at full scale, not speech
 
 
@@ -216,6 +224,11 @@ class TTSModel(nn.Module):
         patches are kept (the last PROMPT_CACHE files, keyed by path, size, mtime and the VAE's
         weights and the backbone's dtype): an evaluation during training clones the same prompt
         voices at every checkpoint with the same VAE, and encoding them is a large share of it."""
+        if isinstance(wav, PromptLatents):
+            p, d = self.backbone.patch_size, self.backbone.feat_dim
+            if wav.patches.dim() != 3 or tuple(wav.patches.shape[1:]) != (p, d) or not len(wav.patches):
+                raise ValueError(f"PromptLatents: patches must be [n >= 1, {p}, {d}], got {tuple(wav.patches.shape)}")
+            return wav.patches.to(self.device, self._dtype)
         if not isinstance(wav, (str, Path)):
             return self._encode_prompt(wav)
         from voxlab.audio import load_audio
