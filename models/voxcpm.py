@@ -194,6 +194,11 @@ class VoxCPMBackbone(nn.Module):
             from models.lora import apply_lora
             apply_lora(self, lora)
 
+    @property
+    def is_voxcpm2(self) -> bool:
+        """The official VoxCPM2 switches (concat fusion, prefix condition): reference tokens 103/104 apply."""
+        return (self.config["residual_fusion"], self.config["dit_condition_mode"]) == ("concat", "prefix")
+
     # ---- pieces shared by training and generation -------------------------------------------
     def encode_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """Latent patches [..., P, D] -> projected patch embeddings `E` [..., lm hidden]."""

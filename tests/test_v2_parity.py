@@ -1,8 +1,9 @@
 """VoxCPM2 backbone against the official `voxcpm` package (2.0.3, `VoxCPM2Model`): small random
 official models of two sizes (patch 2 with RoPE in the RALM, patch 4 without) saved in the release
 layout, loaded with `models.load_backbone`; the same weights give the same teacher-forced states,
-LocDiT velocity and training losses, and the same generated latent patches, zero-shot and with a
-prompt, at temperature 0 and seeded at temperature 1. The AudioVAE V2 is not built by VoxLab yet
+LocDiT velocity and training losses, and the same generated latent patches in the four official
+modes (zero-shot, continuation of a prompt, isolated reference [103 .. 104], reference + continuation),
+at temperature 0 and seeded at temperature 1. The AudioVAE V2 is not built by VoxLab yet
 (issue 27 item 2): generation is compared on the latents before decoding, with the prompt given as
 latents on both sides, and `models.load` on the folder stops with one line saying so."""
 from __future__ import annotations
@@ -213,10 +214,12 @@ def official_temperature(off, temperature):
         del off.feat_decoder.forward
 
 
-def official_latents(off, text, prompt=None, prompt_text=None, temperature=0.0, seed=None, max_len=4096):
+def official_latents(off, text, mode, prompt=None, reference=None, temperature=0.0, seed=None, max_len=4096):
     """`VoxCPM2Model.generate_with_prompt_cache`'s new latent patches; the prompt cache holds the
-    prompt's latents as `build_prompt_cache` would (continuation mode)."""
-    cache = None if prompt is None else {"mode": "continuation", "prompt_text": prompt_text, "audio_feat": prompt}
+    latents as `build_prompt_cache` would (modes: continuation, reference, ref_continuation)."""
+    cache = None
+    if mode != "zero_shot":
+        cache = {"mode": mode, "prompt_text": PROMPT_TEXT, "audio_feat": prompt, "ref_audio_feat": reference}
     with official_temperature(off, temperature):
         if seed is not None:
             torch.manual_seed(seed)
@@ -224,16 +227,51 @@ def official_latents(off, text, prompt=None, prompt_text=None, temperature=0.0, 
     return feats
 
 
+MODES = {"zero_shot": (False, False), "continuation": (True, False), "reference": (False, True),
+         "ref_continuation": (True, True)}  # official mode: (prompt, reference)
+
+
 @pytest.mark.parametrize("temperature,seed", [(0.0, None), (1.0, 11)], ids=["t0", "t1_seeded"])
-@pytest.mark.parametrize("prompt", [False, True], ids=["zero_shot", "prompt"])
-def test_generated_latents_match_official(pair, prompt, temperature, seed):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_generated_latents_match_official(pair, mode, temperature, seed):
     off, ours, cfg, _ = pair
     g = torch.Generator().manual_seed(7)
-    latents = torch.randn(5, cfg["patch_size"], cfg["feat_dim"], generator=g) if prompt else None
-    ref = official_latents(off, TEXT, latents, PROMPT_TEXT if prompt else None, temperature, seed, MAX_LEN)
+    shape = (cfg["patch_size"], cfg["feat_dim"])
+    has_prompt, has_ref = MODES[mode]
+    prompt = torch.randn(5, *shape, generator=g) if has_prompt else None
+    reference = torch.randn(4, *shape, generator=g) if has_ref else None
+    ref = official_latents(off, TEXT, mode, prompt, reference, temperature, seed, MAX_LEN)
     assert ours.encode_text(TEXT) == off.text_tokenizer(TEXT)
-    got = ours.synthesize_batch([TEXT], [PromptLatents(latents) if prompt else None],
-                                [PROMPT_TEXT if prompt else None], temperature=temperature, seed=seed,
-                                max_len=MAX_LEN)[0]
+    got = ours.synthesize_batch([TEXT], [PromptLatents(prompt) if has_prompt else None],
+                                [PROMPT_TEXT if has_prompt else None], temperature=temperature, seed=seed,
+                                max_len=MAX_LEN, reference_wavs=[PromptLatents(reference) if has_ref else None])[0]
     assert got.stopped == (len(got.patches) < MAX_LEN)  # the same length: the stop head agreed at every step
     close(got.patches, ref, "generated latents", GEN_TOL)
+
+
+def test_batch_with_mixed_modes_matches_one_by_one(pair):
+    """Left-padded items of every mode in one batch give each item's own latents."""
+    _, ours, cfg, _ = pair
+    g = torch.Generator().manual_seed(8)
+    shape = (cfg["patch_size"], cfg["feat_dim"])
+    prompts = [None, PromptLatents(torch.randn(3, *shape, generator=g)), None,
+               PromptLatents(torch.randn(2, *shape, generator=g))]
+    refs = [None, None, PromptLatents(torch.randn(6, *shape, generator=g)),
+            PromptLatents(torch.randn(2, *shape, generator=g))]
+    texts = ["hello world", "we test this", "a test", "hello"]
+    ptexts = [None if p is None else PROMPT_TEXT for p in prompts]
+    kw = dict(temperature=1.0, seed=3, max_len=12)
+    batch = ours.synthesize_batch(texts, prompts, ptexts, reference_wavs=refs, **kw)
+    for i, got in enumerate(batch):
+        alone = ours.synthesize_batch([texts[i]], [prompts[i]], [ptexts[i]], reference_wavs=[refs[i]],
+                                      **{**kw, "seed": 3 + i})[0]
+        close(got.patches, alone.patches, f"item {i}", GEN_TOL)
+
+
+def test_reference_needs_voxcpm2():
+    from test_inference import make_model
+
+    v1 = make_model()
+    latents = PromptLatents(torch.zeros(2, v1.backbone.patch_size, v1.backbone.feat_dim))
+    with pytest.raises(ValueError, match="a reference wav needs a VoxCPM2 model"):
+        v1.synthesize_batch(["abc"], reference_wavs=[latents], max_len=3)
