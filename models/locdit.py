@@ -1,7 +1,8 @@
 """LocDiT: the per-patch flow-matching decoder, and the flow-matching training loss around it.
 
 The estimator is a bidirectional MiniCPM stack over [mu + time embedding, previous patch, noisy
-patch]; the last P outputs, projected back to the latent size, are the predicted velocity. The time
+patch] (VoxCPM; mu [N, H]), or [mu tokens, time embedding, previous patch, noisy patch] (the VoxCPM2
+DiT; mu [N, k, H]: the TSLM and RALM projections as k separate tokens); the last P outputs, projected back to the latent size, are the predicted velocity. The time
 embedding is sinusoidal (scale 1000) through an MLP; a second MLP embeds the step size `dt` of
 mean-velocity models, always 0 here (its constant output still enters, as in the official code).
 
@@ -26,6 +27,14 @@ def timestep_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torc
     freq = torch.exp(torch.arange(half, dtype=t.dtype, device=t.device) * -(math.log(10000) / (half - 1)))
     arg = scale * t.unsqueeze(1) * freq.unsqueeze(0)
     return torch.cat((arg.sin(), arg.cos()), dim=-1)
+
+
+def condition_tokens(mu: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    """The tokens in front of the previous patch: [mu + temb] for a summed condition mu [N, H];
+    [mu_1 .. mu_k, temb] for prefix tokens mu [N, k, H] (VoxCPM2). temb: [N, H]."""
+    if mu.dim() == 3:
+        return torch.cat([mu, temb.unsqueeze(1)], dim=1)
+    return (mu + temb).unsqueeze(1)
 
 
 class TimestepMLP(nn.Module):
@@ -53,8 +62,8 @@ class LocDiT(nn.Module):
 
     def forward(self, x: torch.Tensor, mu: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
                 dt: torch.Tensor | None = None) -> torch.Tensor:
-        """x: noisy patch [N, P, D]; mu: condition [N, hidden]; t: [N]; cond: previous patch
-        [N, P', D]; dt: [N] or None (= 0). Returns the velocity [N, P, D]."""
+        """x: noisy patch [N, P, D]; mu: condition [N, hidden] (summed) or [N, k, hidden] (prefix
+        tokens); t: [N]; cond: previous patch [N, P', D]; dt: [N] or None (= 0). Returns the velocity [N, P, D]."""
         xh = self.in_proj(x)
         ch = self.cond_proj(cond)
         dim = xh.shape[-1]
@@ -62,8 +71,9 @@ class LocDiT(nn.Module):
         if dt is None:  # one row for the constant dt = 0, broadcast
             dt = torch.zeros(1, dtype=t.dtype, device=t.device)
         temb = temb + self.delta_time_mlp(timestep_embedding(dt, dim).to(xh.dtype))
-        seq = torch.cat([(mu + temb).unsqueeze(1), ch, xh], dim=1)
-        out = self.decoder(seq, is_causal=False)[:, 1 + ch.shape[1]:]
+        head = condition_tokens(mu, temb.expand(xh.shape[0], -1))
+        seq = torch.cat([head, ch, xh], dim=1)
+        out = self.decoder(seq, is_causal=False)[:, head.shape[1] + ch.shape[1]:]
         return self.out_proj(out)
 
 
@@ -95,7 +105,7 @@ class FlowMatching(nn.Module):
             noise = torch.randn(x1.shape, **kw)
         t = t.to(x1.dtype)
         noise = noise.to(x1.dtype)
-        mu = mu * cfg_keep.to(mu.dtype).unsqueeze(-1)
+        mu = mu * cfg_keep.to(mu.dtype).view(-1, *[1] * (mu.dim() - 1))
         tt = t.view(-1, 1, 1)
         y = (1 - tt) * x1 + tt * noise
         pred = self.estimator(y, mu, t, cond)

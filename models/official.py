@@ -8,6 +8,12 @@ patch_size, feat_dim, max_length. Everything else (architecture, dtype, device, 
 lm_config bos/eos ids, the other cfm_config fields...) goes to `official`, mirroring the official
 nesting, and is written back unchanged; official -> ours -> official is the identity.
 
+Architectures: `"architecture": "voxcpm"` (or absent) is VoxCPM (add fusion, summed LocDiT
+condition); `"voxcpm2"` is VoxCPM2: residual_fusion=concat, dit_condition_mode=prefix,
+residual_lm_no_rope read from the config, and the absent keys take the official VoxCPM2 defaults
+(patch 4, residual LM 8 layers, FSQ 512, max_length 8192). Export writes the architecture back from
+those switches; a mix of the two (concat with a summed condition...) has no official form.
+
 A plain-RoPE model (`lm.rope_scaling: null`) is written as LongRoPE with all factors 1 and
 original_max_position_embeddings = max_position_embeddings, which is the same function; that
 form reads back as null. Ablations the official model cannot express (no FSQ, no rounding, no
@@ -26,6 +32,14 @@ LM_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_v
 LOCAL_KEYS = ("hidden_dim", "ffn_dim", "num_heads", "num_layers", "kv_channels")
 TOP_KEYS = ("lm_config", "encoder_config", "dit_config", "residual_lm_num_layers", "scalar_quantization_latent_dim",
             "scalar_quantization_scale", "patch_size", "feat_dim", "max_length")
+V2_TOP_KEYS = TOP_KEYS + ("residual_lm_no_rope",)
+# the official config classes' defaults for keys a config.json may leave out (voxcpm 2.0.3)
+ARCH_DEFAULTS = {
+    "voxcpm": {"patch_size": 2, "residual_lm_num_layers": 6, "scalar_quantization_latent_dim": 256, "max_length": 4096},
+    "voxcpm2": {"patch_size": 4, "residual_lm_num_layers": 8, "scalar_quantization_latent_dim": 512, "max_length": 8192},
+}
+# (residual_fusion, dit_condition_mode) of each official architecture
+ARCH_SWITCHES = {"voxcpm": ("add", "sum"), "voxcpm2": ("concat", "prefix")}
 DEFAULT_EXTRAS: dict[str, Any] = {
     "architecture": "voxcpm", "device": "cuda", "dtype": "bfloat16",
     "lm_config": {"bos_token_id": 1, "eos_token_id": 2},
@@ -63,6 +77,11 @@ def _is_plain_rope(rs: dict | None, head_dim: int, max_pos: int) -> bool:
 def from_official_config(official: dict) -> dict:
     """Official config.json dict -> our `config.model` dict (with `_target_`)."""
     src = copy.deepcopy(official)
+    arch = str(src.get("architecture", "voxcpm")).lower()
+    if arch not in ARCH_DEFAULTS:
+        raise ValueError(f"official config: architecture {arch!r} unknown (VoxLab reads {', '.join(ARCH_DEFAULTS)})")
+    v2, dflt = arch == "voxcpm2", ARCH_DEFAULTS[arch]
+    top_keys = V2_TOP_KEYS if v2 else TOP_KEYS
     lm_src = _need(src, "lm_config", "")
     lm = {k: lm_src[k] for k in LM_KEYS if k in lm_src}
     for key in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
@@ -79,20 +98,24 @@ def from_official_config(official: dict) -> dict:
         for key in LOCAL_KEYS[:4]:
             _need(block, key, theirs + ".")
     cfm = src.get("dit_config", {}).get("cfm_config", {})
-    if src.get("dit_mean_mode"):
+    if src.get("dit_mean_mode") or src.get("dit_config", {}).get("dit_mean_mode"):
         raise ValueError("official config: dit_mean_mode=true (mean-velocity LocDiT) is not supported")
     model = {
         "_target_": TARGET, "lm": lm, **locals_,
-        "feat_dim": src.get("feat_dim", 64), "patch_size": src.get("patch_size", 2),
-        "residual_lm_layers": src.get("residual_lm_num_layers", 6),
-        "fsq": {"enabled": True, "latent_dim": src.get("scalar_quantization_latent_dim", 256),
+        "feat_dim": src.get("feat_dim", 64), "patch_size": src.get("patch_size", dflt["patch_size"]),
+        "residual_lm_layers": src.get("residual_lm_num_layers", dflt["residual_lm_num_layers"]),
+        "fsq": {"enabled": True, "latent_dim": src.get("scalar_quantization_latent_dim",
+                                                        dflt["scalar_quantization_latent_dim"]),
                 "scale": src.get("scalar_quantization_scale", 9), "quantize": True},
         "residual_input_e": True, "condition_on_residual": True,
         "flow": {"cfg_dropout": cfm.get("training_cfg_rate", 0.1), "t_mean": -0.4, "t_std": 1.0},
-        "max_length": src.get("max_length", 4096),
+        "max_length": src.get("max_length", dflt["max_length"]),
     }
+    if v2:
+        model.update(residual_fusion="concat", dit_condition_mode="prefix",
+                     residual_lm_no_rope=bool(src.get("residual_lm_no_rope", False)))
     # what the network does not use, in the official nesting
-    extras = {k: v for k, v in src.items() if k not in TOP_KEYS}
+    extras = {k: v for k, v in src.items() if k not in top_keys}
     lm_extra = {k: v for k, v in lm_src.items() if k not in LM_KEYS}
     if lm_extra:
         extras["lm_config"] = lm_extra
@@ -140,6 +163,13 @@ def to_official_config(model: dict, **overrides: Any) -> dict:
         problems.append("model.audio_start_id/audio_end_id other than 101/102")
     if model.get("audio_positions") is not None:  # the official model numbers positions 0, 1, 2, ...
         problems.append(f"model.audio_positions={model['audio_positions']}")
+    switches = (model.get("residual_fusion", "add"), model.get("dit_condition_mode", "sum"))
+    arch = next((a for a, sw in ARCH_SWITCHES.items() if sw == switches), None)
+    if arch is None:
+        problems.append(f"model.residual_fusion={switches[0]} with model.dit_condition_mode={switches[1]} "
+                        "(voxcpm: add + sum, voxcpm2: concat + prefix)")
+    if model.get("residual_lm_no_rope") and arch != "voxcpm2":
+        problems.append("model.residual_lm_no_rope=true without the voxcpm2 switches")
     vae = overrides.get("audio_vae_config") or {}
     if vae.get("decoder", "waveform") != "waveform":  # the official AudioVAE class has no other decoder
         problems.append(f"an AudioVAE with the {vae['decoder']} decoder (the official AudioVAE class cannot load it)")
@@ -163,6 +193,9 @@ def to_official_config(model: dict, **overrides: Any) -> dict:
                        "cfm_config": {"training_cfg_rate": flow["cfg_dropout"]}},
         "max_length": model.get("max_length", 4096),
     }
+    if arch == "voxcpm2":
+        out["residual_lm_no_rope"] = bool(model.get("residual_lm_no_rope", False))
     extras = model.get("official")
     out = _merge(out, DEFAULT_EXTRAS if extras is None else extras)
+    out["architecture"] = arch  # from the switches, whatever the extras carried
     return _merge(out, overrides)

@@ -11,6 +11,9 @@ prompt cache calls. Only code paths that touch nothing else of them are used her
 - `build_official(config, vae_config=None, seed=0)` -> an fp32 CPU VoxCPMModel in eval mode.
 - `write_official_folder(model, folder, vae_config=None)` -> the release layout of that model (config.json,
   model.safetensors, audiovae.pth, tokenizer files), which the official `from_local` reads.
+- VoxCPM2: `import_official_v2()` (VoxCPM2Model, VoxCPMConfig, AudioVAEV2, AudioVAEConfigV2),
+  `small_official_v2_config(**over)`, `build_official_v2(config, vae_config=None, seed=0)` (a small
+  AudioVAE V2, `SMALL_VAE_V2`, 16 kHz in, 48 kHz out); `write_official_folder` writes either.
 - `python -m models.official_reference OUT [--vae FOLDER]`: a small random official folder (with the
   AudioVAE of FOLDER, e.g. assets/tiny_audiovae) to try `make finetune` on.
 """
@@ -28,6 +31,10 @@ STUBBED = ("torchaudio",)
 
 SMALL_VAE = {"encoder_dim": 4, "encoder_rates": [2, 5], "latent_dim": 8, "decoder_dim": 8,
              "decoder_rates": [5, 2], "sample_rate": 16000}
+
+# the AudioVAE V2: hop 10 at 16 kHz in, 30 output samples per latent frame (48 kHz out)
+SMALL_VAE_V2 = {"encoder_dim": 4, "encoder_rates": [2, 5], "latent_dim": 8, "decoder_dim": 8, "decoder_rates": [5, 3, 2],
+                "sample_rate": 16000, "out_sample_rate": 48000, "cond_dim": 8}
 
 
 def install_stubs() -> None:
@@ -60,6 +67,30 @@ def import_official() -> types.SimpleNamespace:
     from voxcpm.modules.audiovae import AudioVAE, AudioVAEConfig
     return types.SimpleNamespace(VoxCPMModel=VoxCPMModel, VoxCPMConfig=VoxCPMConfig, AudioVAE=AudioVAE,
                                  AudioVAEConfig=AudioVAEConfig)
+
+
+def import_official_v2() -> types.SimpleNamespace:
+    install_stubs()
+    from voxcpm.model.voxcpm2 import VoxCPM2Model, VoxCPMConfig
+    from voxcpm.modules.audiovae import AudioVAEConfigV2, AudioVAEV2
+    return types.SimpleNamespace(VoxCPM2Model=VoxCPM2Model, VoxCPMConfig=VoxCPMConfig, AudioVAEV2=AudioVAEV2,
+                                 AudioVAEConfigV2=AudioVAEConfigV2)
+
+
+def small_official_v2_config(**over) -> dict:
+    """The small config as VoxCPM2 (patch 4, RALM without RoPE); `over` changes any of it."""
+    return _deep_update(small_official_config(architecture="voxcpm2", patch_size=4, residual_lm_no_rope=True), over)
+
+
+def build_official_v2(config: dict, vae_config: dict | None = None, seed: int = 0, tokenizer=None):
+    """An official VoxCPM2Model with random weights: fp32, CPU, eval mode."""
+    off = import_official_v2()
+    torch.manual_seed(seed)
+    cfg = off.VoxCPMConfig.model_validate({**config, "device": "cpu", "dtype": "float32"})
+    vae_cfg = {**SMALL_VAE_V2, "latent_dim": config.get("feat_dim", 64)} if vae_config is None else vae_config
+    vae = off.AudioVAEV2(off.AudioVAEConfigV2(**vae_cfg))
+    model = off.VoxCPM2Model(cfg, tokenizer or tiny_tokenizer(), vae, device="cpu")
+    return model.float().eval()
 
 
 def tiny_tokenizer():
@@ -160,7 +191,8 @@ def backbone_state_dict(model) -> dict:
 
 
 def write_official_folder(model, folder, vae_config: dict | None = None) -> "Path":
-    """`model` (an official VoxCPMModel built with `vae_config`, default SMALL_VAE) saved as a release folder."""
+    """`model` (an official VoxCPMModel built with `vae_config`, default SMALL_VAE; or a VoxCPM2Model,
+    default SMALL_VAE_V2 at its latent size) saved as a release folder."""
     import json
     from pathlib import Path
 
@@ -168,7 +200,11 @@ def write_official_folder(model, folder, vae_config: dict | None = None) -> "Pat
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = {**model.config.model_dump(), "audio_vae_config": dict(vae_config or SMALL_VAE)}
+    v2 = hasattr(model, "fusion_concat_proj")
+    if vae_config is None:
+        vae_config = {**SMALL_VAE_V2, "latent_dim": model.feat_dim} if v2 else SMALL_VAE
+    config = {"architecture": "voxcpm2" if v2 else "voxcpm", **model.config.model_dump(),
+              "audio_vae_config": dict(vae_config)}
     for block in (config["lm_config"], config["encoder_config"], config["dit_config"]):
         if block.get("kv_channels") is None:  # the official schema reads no null here (its own dump writes one)
             block.pop("kv_channels", None)

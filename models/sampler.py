@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from models.locdit import LocDiT, timestep_embedding
+from models.locdit import LocDiT, condition_tokens, timestep_embedding
 
 SWAY_COEF = 1.0
 ZERO_STAR_EPS = 1e-8
@@ -77,13 +77,15 @@ class PatchSampler:
         self.temb = temb + dt0  # [timesteps, H]: what the estimator adds to mu at each step
 
     def velocity(self, x: torch.Tensor, mu: torch.Tensor, cond_h: torch.Tensor, step: int) -> torch.Tensor:
-        """Estimator output for x [N, P, D], condition mu [N, H], projected previous patch [N, P', H]."""
+        """Estimator output for x [N, P, D], condition mu [N, H] or [N, k, H] (prefix tokens),
+        projected previous patch [N, P', H]."""
         est = self.est
-        seq = torch.cat([(mu + self.temb[step]).unsqueeze(1), cond_h, est.in_proj(x)], dim=1)
-        return est.out_proj(est.decoder(seq, is_causal=False)[:, 1 + cond_h.shape[1]:])
+        head = condition_tokens(mu, self.temb[step].expand(mu.shape[0], -1))
+        seq = torch.cat([head, cond_h, est.in_proj(x)], dim=1)
+        return est.out_proj(est.decoder(seq, is_causal=False)[:, head.shape[1] + cond_h.shape[1]:])
 
     def __call__(self, mu: torch.Tensor, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """mu [B, H], cond (previous patch) [B, P, D], noise [B, P, D] (already temperature-scaled)
+        """mu [B, H] or [B, k, H], cond (previous patch) [B, P, D], noise [B, P, D] (already temperature-scaled)
         -> the sampled patch [B, P, D]."""
         b = mu.shape[0]
         guided = self.cfg != 1.0  # cfg = 1: the guided velocity is the conditional one

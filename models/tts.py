@@ -7,8 +7,9 @@ sample_rate)`;
 `generate_streaming(text, ..., chunk_patches=1)` yields waveform chunks as the patches are made.
 
 The loop (the official VoxCPM-0.5B inference, voxcpm 2.0.3, made incremental and batched):
-- prefix `[prompt text + text, 101, prompt patches]` through TSLM and RALM once, filling their KV
-  caches (items of different lengths are left-padded, with an attention mask);
+- prefix `[prompt text + text, 101, prompt patches]` (VoxCPM2 with a reference voice: `[103,
+  reference patches, 104]` in front) through TSLM and RALM once, filling their KV caches (items of
+  different lengths are left-padded, with an attention mask);
 - per step: LocDiT condition from the last TSLM/RALM states -> one patch by the Euler sampler
   (`models.sampler`); the stop head on the same TSLM state says whether that patch is the last;
   LocEnc encodes the new patch, and only that position goes through TSLM and RALM (caches);
@@ -59,6 +60,7 @@ LENGTH_RATIO, LENGTH_PAD = 6.0, 10   # official cap: int(target tokens * 6.0 + 1
 RETRY_MAX_TIMES = 3                   # official retry_badcase_max_times (runs in all)
 MIN_LEN = 2                           # official: the stop head counts once the step index is > 2
 CONTEXT_PATCHES = 2                   # prompt patches decoded in front of a cloned voice
+REF_START_ID, REF_END_ID = 103, 104   # VoxCPM2: around an isolated reference segment
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")  # TTSModel.set_precision
 PROMPT_CACHE = 512                    # prompt files whose latent patches a model keeps (a few kB each)
 log = logging.getLogger(__name__)
@@ -72,6 +74,14 @@ class Synthesis:
     stopped: bool                # True: the stop head ended it; False: the length cap did
     text_ids: list[int] = field(default_factory=list)
     attempts: int = 1            # runs made (more than 1: bad-case retries)
+
+
+@dataclass
+class PromptLatents:
+    """A prompt given as latent patches [n, P, D] in place of a wav: nothing is encoded (a VoxCPM2
+    backbone whose AudioVAE V2 VoxLab cannot build yet; tests feeding the official path the same
+    latents). Its audio would still be decoded as context in front of a cloned voice."""
+    patches: torch.Tensor
 
 
 MAX_CFG, MAX_TEMPERATURE = 10.0, 5.0  # beyond these the output is noise at full scale, not speech
@@ -210,24 +220,29 @@ class TTSModel(nn.Module):
     def encode_text(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text))
 
-    def prompt_patches(self, wav) -> torch.Tensor:
+    def prompt_patches(self, wav, pad: str = "left") -> torch.Tensor:
         """Prompt audio (a path, or samples at the model's rate) -> latent patches [n, P, D].
         Left-padded to whole patches, so the real audio ends right before the target. A path's
         patches are kept (the last PROMPT_CACHE files, keyed by path, size, mtime and the VAE's
         weights and the backbone's dtype): an evaluation during training clones the same prompt
         voices at every checkpoint with the same VAE, and encoding them is a large share of it."""
+        if isinstance(wav, PromptLatents):
+            p, d = self.backbone.patch_size, self.backbone.feat_dim
+            if wav.patches.dim() != 3 or tuple(wav.patches.shape[1:]) != (p, d) or not len(wav.patches):
+                raise ValueError(f"PromptLatents: patches must be [n >= 1, {p}, {d}], got {tuple(wav.patches.shape)}")
+            return wav.patches.to(self.device, self._dtype)
         if not isinstance(wav, (str, Path)):
-            return self._encode_prompt(wav)
+            return self._encode_prompt(wav, pad)
         from voxlab.audio import load_audio
         try:
             stat = Path(wav).stat()
         except OSError:  # load_audio says what is wrong with it
-            return self._encode_prompt(load_audio(wav, self.sample_rate, mono="mix"))
+            return self._encode_prompt(load_audio(wav, self.sample_rate, mono="mix"), pad)
         vae_state = tuple((t.data_ptr(), t._version) for t in self.vae.parameters())
-        key = (str(Path(wav).resolve()), stat.st_size, stat.st_mtime_ns, vae_state, self._dtype, self.device)
+        key = (str(Path(wav).resolve()), stat.st_size, stat.st_mtime_ns, vae_state, self._dtype, self.device, pad)
         cache = self.__dict__.setdefault("_prompt_cache", {})
         if key not in cache:
-            cache[key] = self._encode_prompt(load_audio(wav, self.sample_rate, mono="mix"))
+            cache[key] = self._encode_prompt(load_audio(wav, self.sample_rate, mono="mix"), pad)
             while len(cache) > PROMPT_CACHE:
                 cache.pop(next(iter(cache)))
         return cache[key]
@@ -236,7 +251,7 @@ class TTSModel(nn.Module):
         """Drop the kept prompt latents (benchmarks timing a first evaluation)."""
         self.__dict__.pop("_prompt_cache", None)
 
-    def _encode_prompt(self, wav) -> torch.Tensor:
+    def _encode_prompt(self, wav, pad: str = "left") -> torch.Tensor:
         wav = torch.as_tensor(np.asarray(wav, dtype=np.float32) if not torch.is_tensor(wav) else wav).float()
         wav = wav.reshape(-1)
         if wav.numel() == 0:
@@ -246,7 +261,8 @@ class TTSModel(nn.Module):
         if problem:
             raise ValueError(f"prompt audio: {problem}")
         p = self.backbone.patch_size
-        wav = F.pad(wav, (-wav.numel() % (p * self.vae.hop_length), 0))
+        extra = -wav.numel() % (p * self.vae.hop_length)  # a reference is padded on the right (official)
+        wav = F.pad(wav, (extra, 0) if pad == "left" else (0, extra))
         z = self.vae.encode(wav.to(self.device, self._vae_dtype).view(1, 1, -1)).float()  # [1, D, frames]
         return to_patches(z[0].t(), p).to(self._dtype)
 
@@ -265,10 +281,14 @@ class TTSModel(nn.Module):
                          temperature: float = 1.0, seed: int | Sequence[int] | None = None,
                          max_len: int | Sequence[int] = 4096, min_len: int = MIN_LEN, stop: bool = True,
                          retry_badcase: bool = False, retry_badcase_max_times: int = RETRY_MAX_TIMES,
-                         retry_badcase_ratio_threshold: float = LENGTH_RATIO) -> list[Synthesis]:
+                         retry_badcase_ratio_threshold: float = LENGTH_RATIO,
+                         reference_wavs: Sequence | None = None) -> list[Synthesis]:
         """Synthesise every text; item i uses seed + i (or seed[i]) and max_len (or max_len[i]);
         `stop=False` ignores the stop head (every item runs to its length cap: benchmarks, or a
-        duration fixed per item); retry_badcase: see the module doc."""
+        duration fixed per item); retry_badcase: see the module doc. `reference_wavs` (VoxCPM2 only):
+        per item None or a reference voice, read as an isolated segment `[103, its patches, 104]`
+        in front of the text; with a prompt too, the prompt is continued after it (the official
+        reference and reference + continuation modes)."""
         n = len(texts)
         max_lens = list(max_len) if isinstance(max_len, (list, tuple)) else [max_len] * n
         if len(max_lens) != n:
@@ -283,7 +303,10 @@ class TTSModel(nn.Module):
             raise ValueError(f"{n} texts but {len(prompt_wavs)} prompt wavs and {len(prompt_texts)} prompt texts")
         if retry_badcase and retry_badcase_max_times < 1:
             raise ValueError(f"retry_badcase_max_times must be at least 1, got {retry_badcase_max_times}")
-        items = [self._prepare(t, w, pt) for t, w, pt in zip(texts, prompt_wavs, prompt_texts)]
+        refs = list(reference_wavs) if reference_wavs is not None else [None] * n
+        if len(refs) != n:
+            raise ValueError(f"{n} texts but {len(refs)} reference wavs")
+        items = [self._prepare(t, w, pt, r) for t, w, pt, r in zip(texts, prompt_wavs, prompt_texts, refs)]
         ratio = float(retry_badcase_ratio_threshold)
         caps = [min(int(len(it["target_ids"]) * ratio + LENGTH_PAD), cap) for it, cap in zip(items, max_lens)]
         if seed is None:
@@ -313,11 +336,12 @@ class TTSModel(nn.Module):
 
     def generate(self, text: str, prompt_wav=None, prompt_text: str | None = None, cfg: float = 2.0,
                  timesteps: int = 10, temperature: float = 1.0, seed: int | None = None, max_len: int = 4096,
-                 **kw) -> tuple[torch.Tensor, int]:
+                 reference_wav=None, **kw) -> tuple[torch.Tensor, int]:
         """One utterance -> (waveform as a 1-D float tensor, sample rate)."""
         self.check_text(text)
         s = self.synthesize_batch([text], [prompt_wav], [prompt_text], cfg=cfg, timesteps=timesteps,
-                                  temperature=temperature, seed=seed, max_len=max_len, **kw)[0]
+                                  temperature=temperature, seed=seed, max_len=max_len,
+                                  reference_wavs=[reference_wav], **kw)[0]
         if not s.stopped and kw.get("stop", True):
             self._warn_cut(text, len(s.patches), max_len, float(kw.get("retry_badcase_ratio_threshold", LENGTH_RATIO)))
         return s.wav, s.sample_rate
@@ -326,7 +350,7 @@ class TTSModel(nn.Module):
     def generate_streaming(self, text: str, prompt_wav=None, prompt_text: str | None = None, cfg: float = 2.0,
                            timesteps: int = 10, temperature: float = 1.0, seed: int | None = None,
                            max_len: int = 4096, chunk_patches: int = 1, min_len: int = MIN_LEN,
-                           stop: bool = True) -> Iterator[torch.Tensor]:
+                           stop: bool = True, reference_wav=None) -> Iterator[torch.Tensor]:
         """One utterance as waveform chunks [chunk_patches x P x hop samples, the last maybe shorter],
         each yielded as soon as its patches are made. The causal VAE decodes each chunk once, carrying
         its layers' left context (AudioVAE.stream_decoder), so the joined chunks are `generate`'s
@@ -337,7 +361,7 @@ class TTSModel(nn.Module):
             raise ValueError(f"chunk_patches must be at least 1, got {chunk_patches}")
         check_settings(cfg, timesteps, temperature, max_len)
         self.check_text(text)
-        item = self._prepare(text, prompt_wav, prompt_text)
+        item = self._prepare(text, prompt_wav, prompt_text, reference_wav)
         cap = min(int(len(item["target_ids"]) * LENGTH_RATIO + LENGTH_PAD), max_len)
         gens = None if seed is None else [torch.Generator().manual_seed(int(seed))]
         decoder = self.vae.stream_decoder()
@@ -402,7 +426,7 @@ class TTSModel(nn.Module):
         return unknown
 
     # ---- internals --------------------------------------------------------------------------------
-    def _prepare(self, text: str, prompt_wav, prompt_text: str | None) -> dict:
+    def _prepare(self, text: str, prompt_wav, prompt_text: str | None, reference_wav=None) -> dict:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text is empty: nothing to synthesise")
         has_wav = prompt_wav is not None and not (isinstance(prompt_wav, str) and prompt_wav == "")
@@ -417,36 +441,60 @@ class TTSModel(nn.Module):
             raise ValueError(f"text {text!r} has no token the tokenizer knows")
         ids = self.encode_text(prompt_text + text) if has_wav else target_ids
         prompt = self.prompt_patches(prompt_wav) if has_wav else None
-        return {"ids": ids, "target_ids": target_ids, "prompt": prompt}
+        reference = None
+        if reference_wav is not None and not (isinstance(reference_wav, str) and reference_wav == ""):
+            if not self.backbone.is_voxcpm2:
+                raise ValueError("a reference wav needs a VoxCPM2 model (tokens 103/104); this one is VoxCPM: "
+                                 "clone with prompt_wav and prompt_text")
+            reference = self.prompt_patches(reference_wav, pad="right")
+        return {"ids": ids, "target_ids": target_ids, "prompt": prompt, "reference": reference}
 
-    @staticmethod
-    def _bad_case(item: dict, patches: torch.Tensor, ratio: float) -> bool:
-        """The official test: its patch count includes the prompt context patches in front."""
+    def _bad_case(self, item: dict, patches: torch.Tensor, ratio: float) -> bool:
+        """The official test: VoxCPM counts the prompt context patches in front, VoxCPM2 does not."""
         context = 0 if item["prompt"] is None else min(CONTEXT_PATCHES, len(item["prompt"]))
+        if self.backbone.is_voxcpm2:
+            context = 0
         return len(patches) + context >= len(item["target_ids"]) * ratio
 
     def _prefix(self, items: list[dict]) -> dict:
-        """Left-padded prefix batch `[ids, 101, prompt patches]`."""
+        """Left-padded prefix batch `[103, reference patches, 104]` (VoxCPM2, when given) `[ids, 101,
+        prompt patches]`; the reference tokens are text positions, its patches audio positions."""
         bb, dev, dtype = self.backbone, self.device, self._dtype
         p, d = bb.patch_size, bb.feat_dim
-        lens = [len(it["ids"]) + 1 + (0 if it["prompt"] is None else len(it["prompt"])) for it in items]
+        layouts = [self._layout(it) for it in items]
+        lens = [len(tok) for tok, _, _ in layouts]
         b, s = len(items), max(lens)
         out = {"text_tokens": torch.zeros(b, s, dtype=torch.long), "text_mask": torch.zeros(b, s, dtype=torch.bool),
                "audio_feats": torch.zeros(b, s, p, d, dtype=dtype, device=dev),
                "audio_mask": torch.zeros(b, s, dtype=torch.bool), "attention_mask": torch.zeros(b, s, dtype=torch.bool)}
-        for i, (it, n) in enumerate(zip(items, lens)):
+        for i, ((tok, text, feats), n) in enumerate(zip(layouts, lens)):
             start = s - n
-            n_text = len(it["ids"]) + 1
-            out["text_tokens"][i, start:start + n_text] = torch.tensor(it["ids"] + [bb.audio_start_id])
-            out["text_mask"][i, start:start + n_text] = True
+            out["text_tokens"][i, start:] = tok
+            out["text_mask"][i, start:] = text
+            out["audio_mask"][i, start:] = ~text
+            out["audio_feats"][i, start:] = feats
             out["attention_mask"][i, start:] = True
-            if it["prompt"] is not None:
-                out["audio_feats"][i, start + n_text:] = it["prompt"]
-                out["audio_mask"][i, start + n_text:] = True
         out = {k: v.to(dev) for k, v in out.items()}
         if min(lens) == s:  # no padding: the plain causal path
             out["attention_mask"] = None
         return out
+
+    def _layout(self, it: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One item's prefix: token ids [n] (0 at patches), text flags [n], patches [n, P, D] (0 at text)."""
+        bb = self.backbone
+        def blank(k):
+            return torch.zeros(k, bb.patch_size, bb.feat_dim, dtype=self._dtype, device=self.device)
+        parts = []  # (token ids, is text, patches)
+        if it.get("reference") is not None:
+            ref = it["reference"]
+            parts += [([REF_START_ID], True, blank(1)), ([0] * len(ref), False, ref), ([REF_END_ID], True, blank(1))]
+        ids = list(it["ids"]) + [bb.audio_start_id]
+        parts.append((ids, True, blank(len(ids))))
+        if it["prompt"] is not None:
+            parts.append(([0] * len(it["prompt"]), False, it["prompt"]))
+        tok = torch.tensor([t for ids_, _, _ in parts for t in ids_], dtype=torch.long)
+        text = torch.cat([torch.full((len(ids_),), flag) for ids_, flag, _ in parts])
+        return tok, text, torch.cat([f for _, _, f in parts])
 
     def _generate_patches(self, items, caps, cfg, timesteps, temperature, gens, min_len, stop):
         out: list[list[torch.Tensor]] = [[] for _ in items]

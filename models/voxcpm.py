@@ -39,6 +39,14 @@ Config (`config.model`, `_target_: models.voxcpm.VoxCPMBackbone`; every key is a
 - `lm_init`: {mode: none|full|partial, path, num_layers}: TSLM initialisation from a local
   Hugging Face causal LM (`models.lm_init`); applied by `apply_lm_init()`, never in __init__,
   so rebuilding a trained model from its config does not need the LM folder.
+- `residual_fusion`: "add" (VoxCPM, the paper): the RALM input is the bottleneck output + `E`;
+  "concat" (VoxCPM2): `fusion_concat_proj`, a Linear(2H -> H) over [bottleneck output, `E`]
+  (`E` is 0 at text positions, so the Linear also acts there).
+- `dit_condition_mode`: "sum" (VoxCPM): the LocDiT reads one condition token, proj(TSLM) +
+  proj(RALM) + time embedding; "prefix" (VoxCPM2, the v2 DiT): proj(TSLM) and proj(RALM) are
+  separate prefix tokens, followed by the time embedding as its own token.
+- `residual_lm_no_rope`: false (VoxCPM); true runs the RALM without rotary positions (an option of
+  the official VoxCPM2 config).
 - `max_length`: default KV-cache length for generation (official `max_length`).
 - `audio_start_id` / `audio_end_id`: 101 / 102.
 - `official`: official config.json fields with no effect on the network (dtype, audio_vae_config,
@@ -78,6 +86,8 @@ from models.locdit import FlowMatching, LocDiT
 from models.locenc import LocEnc
 from models.minicpm import MiniCPMConfig, MiniCPMModel
 
+FUSIONS = ("add", "concat")         # residual_fusion: VoxCPM, VoxCPM2
+CONDITION_MODES = ("sum", "prefix")  # dit_condition_mode: VoxCPM, VoxCPM2
 BATCH_KEYS = ("text_tokens", "text_mask", "audio_feats", "audio_mask", "loss_mask", "stop_labels")
 LOCAL_KEYS = ("hidden_dim", "ffn_dim", "num_heads", "num_layers", "kv_channels")
 DEFAULTS: dict[str, Any] = {
@@ -120,8 +130,15 @@ class VoxCPMBackbone(nn.Module):
                  lm_init: dict | None = None, max_length: int = 4096, audio_start_id: int = 101,
                  audio_end_id: int = 102, official: dict | None = None, lora: dict | None = None,
                  gradient_checkpointing: bool = False, history_noise: float = 0.0, prev_noise: float = 0.0,
-                 align: dict | None = None, audio_positions: float | None = None):
+                 align: dict | None = None, audio_positions: float | None = None, residual_fusion: str = "add",
+                 dit_condition_mode: str = "sum", residual_lm_no_rope: bool = False):
         super().__init__()
+        if residual_fusion not in FUSIONS:
+            raise ValueError(f"model.residual_fusion must be one of {FUSIONS}, got {residual_fusion!r}")
+        if dit_condition_mode not in CONDITION_MODES:
+            raise ValueError(f"model.dit_condition_mode must be one of {CONDITION_MODES}, got {dit_condition_mode!r}")
+        if residual_fusion == "concat" and not residual_input_e:
+            raise ValueError("model.residual_fusion=concat fuses E into the RALM input: it needs model.residual_input_e=true")
         lm_cfg = MiniCPMConfig.from_dict(dict(lm), "model.lm")
         if lm_cfg.vocab_size <= 0:
             raise ValueError("model.lm.vocab_size must be > 0 (the TSLM embeds text tokens)")
@@ -138,7 +155,9 @@ class VoxCPMBackbone(nn.Module):
                            max_length=max_length, audio_start_id=audio_start_id, audio_end_id=audio_end_id,
                            official=official, lora=None, gradient_checkpointing=bool(gradient_checkpointing),
                            history_noise=float(history_noise), prev_noise=float(prev_noise), align=self.align,
-                           audio_positions=audio_positions)
+                           audio_positions=audio_positions, residual_fusion=residual_fusion,
+                           dit_condition_mode=dit_condition_mode, residual_lm_no_rope=bool(residual_lm_no_rope))
+        self.dit_condition_mode = dit_condition_mode
         self.history_noise, self.prev_noise = float(history_noise), float(prev_noise)
         if audio_positions is not None and not float(audio_positions) > 0:
             raise ValueError(f"model.audio_positions must be null or > 0 (text tokens per patch), got {audio_positions}")
@@ -153,7 +172,7 @@ class VoxCPMBackbone(nn.Module):
         self.residual_lm = None
         if residual_lm_layers > 0 and condition_on_residual:
             self.residual_lm = MiniCPMModel(MiniCPMConfig(**{**lm_cfg.to_dict(), "num_hidden_layers": residual_lm_layers,
-                                                             "vocab_size": 0}))
+                                                             "vocab_size": 0, "no_rope": bool(residual_lm_no_rope)}))
         self.feat_encoder = LocEnc(local_config(lm_cfg, enc, "encoder"), input_dim=feat_dim)
         self.feat_decoder = FlowMatching(LocDiT(local_config(lm_cfg, dit_, "dit"), in_channels=feat_dim), **flow_)
         self.fsq_layer = (FSQ(h, h, fsq_["latent_dim"], fsq_["scale"], fsq_["quantize"])
@@ -161,6 +180,8 @@ class VoxCPMBackbone(nn.Module):
         self.enc_to_lm_proj = nn.Linear(enc["hidden_dim"], h)
         self.lm_to_dit_proj = nn.Linear(h, dit_["hidden_dim"])
         self.res_to_dit_proj = nn.Linear(h, dit_["hidden_dim"]) if self.residual_lm is not None else None
+        self.fusion_concat_proj = (nn.Linear(2 * h, h) if residual_fusion == "concat" and self.residual_lm is not None
+                                   else None)
         self.stop_proj = nn.Linear(h, h)
         self.stop_actn = nn.SiLU()
         self.stop_head = nn.Linear(h, 2, bias=False)
@@ -172,6 +193,11 @@ class VoxCPMBackbone(nn.Module):
         if lora is not None:
             from models.lora import apply_lora
             apply_lora(self, lora)
+
+    @property
+    def is_voxcpm2(self) -> bool:
+        """The official VoxCPM2 switches (concat fusion, prefix condition): reference tokens 103/104 apply."""
+        return (self.config["residual_fusion"], self.config["dit_condition_mode"]) == ("concat", "prefix")
 
     # ---- pieces shared by training and generation -------------------------------------------
     def encode_patches(self, patches: torch.Tensor) -> torch.Tensor:
@@ -203,19 +229,24 @@ class VoxCPMBackbone(nn.Module):
         return out
 
     def residual_inputs(self, hidden, feat_embed, audio_mask=None) -> torch.Tensor:
-        """RALM input: the bottleneck output, plus `E` at audio positions unless `no_e1`."""
+        """RALM input: the bottleneck output, plus `E` at audio positions unless `no_e1`; with
+        `residual_fusion=concat`, Linear([bottleneck output, E]) instead of the sum."""
         if not self.residual_input_e:
             return hidden
         if audio_mask is not None:
             feat_embed = feat_embed * audio_mask.unsqueeze(-1).to(feat_embed.dtype)
+        if self.fusion_concat_proj is not None:
+            return self.fusion_concat_proj(torch.cat([hidden, feat_embed.to(hidden.dtype)], dim=-1))
         return hidden + feat_embed
 
     def dit_condition(self, lm_hidden, residual_hidden=None) -> torch.Tensor:
-        """LocDiT condition mu = proj(TSLM hidden) [+ proj(RALM hidden)]."""
+        """LocDiT condition: "sum": mu = proj(TSLM hidden) [+ proj(RALM hidden)], [..., H];
+        "prefix": the projections as separate tokens, [..., 1 or 2, H] (models.locdit)."""
         mu = self.lm_to_dit_proj(lm_hidden)
-        if self.res_to_dit_proj is not None:
-            mu = mu + self.res_to_dit_proj(residual_hidden)
-        return mu
+        if self.res_to_dit_proj is None:
+            return mu.unsqueeze(-2) if self.dit_condition_mode == "prefix" else mu
+        res = self.res_to_dit_proj(residual_hidden)
+        return torch.stack([mu, res], dim=-2) if self.dit_condition_mode == "prefix" else mu + res
 
     def stop_logits(self, lm_hidden) -> torch.Tensor:
         """[..., 2]: class 1 = the patch predicted from this state is the last one."""
