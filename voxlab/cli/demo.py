@@ -83,8 +83,9 @@ def _evaluate(run: Path, lang: str, limit: int | None, paraformer: str | None) -
     from eval.generate import model_generate_fn
     from eval.run import evaluate
     from voxlab.checkpoint import load_checkpoint
+    from voxlab.runs import last_checkpoint
 
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = last_checkpoint(run)
     step = load_checkpoint(ckpt)["global_step"]
     meta = DATA / "seedtts" / lang / "meta.lst"
     out = run / "eval" / lang / f"final_step_{step}"
