@@ -14,9 +14,9 @@ Precision: `dtype: null` generates with the training weights as they are; `bfloa
 with a copy of them in that precision made at each evaluation (as `make eval ARGS="--dtype ..."`;
 on a 2-core CPU, batched int8 generation is about 10x the official's one-by-one, fp32 about 4x:
 docs/benchmarks.md, Generation speed), recorded in metrics.json's `generation`.
-ASR: `auto` scores WER when the ASR weights are there and otherwise records why it is missing
-(WER null, SIM still scored); `required` fails at the start of training when they are missing;
-`none` never runs ASR. The test sets and backend weights are checked in `setup`, before training.
+ASR: the policy of `make eval --asr` (eval.backends.asr_skip_reason), here `auto` by default: `auto`
+scores WER when the ASR weights are there and otherwise records why it is missing (WER null, SIM
+still scored); `required` fails at the start of training when they are missing; `none` never runs ASR. The test sets and backend weights are checked in `setup`, before training.
 
 Under DDP: generation is sharded (rank r makes utterances r, r+W, ...), the waveforms are gathered
 on rank zero, which alone scores, writes and logs, while the others wait in the broadcast of the
@@ -38,8 +38,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-
-ASR_MODES = ("auto", "required", "none")
 
 
 @dataclass
@@ -78,11 +76,11 @@ class SeedTTSEvalCallback(L.Callback):
                  normalization: str = "seedtts", cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0,
                  seed: int = 0, max_len: int = 4096, batch_size: int = 0, memory_gb: float = 2.0,
                  device: str | None = None, dtype: str | None = None, seeds: list[int] | None = None):
-        from eval.backends import EvalConfig
+        from eval.backends import ASR_POLICIES, EvalConfig
         from eval.generate import DTYPES
 
-        if asr not in ASR_MODES:
-            raise ValueError(f"SeedTTSEvalCallback: asr must be one of {ASR_MODES}, got {asr!r}")
+        if asr not in ASR_POLICIES:
+            raise ValueError(f"SeedTTSEvalCallback: asr must be one of {ASR_POLICIES}, got {asr!r}")
         if every_n_steps is not None and int(every_n_steps) < 1:
             raise ValueError(f"SeedTTSEvalCallback: every_n_steps must be >= 1 or null, got {every_n_steps}")
         self.testsets = [str(testset)] if isinstance(testset, (str, Path)) else [str(t) for t in testset]
@@ -90,8 +88,7 @@ class SeedTTSEvalCallback(L.Callback):
             raise ValueError("SeedTTSEvalCallback: no test set given")
         self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
         self.limit = None if limit is None else int(limit)
-        self.asr_mode = asr
-        self.eval_config = EvalConfig(asr="none" if asr == "none" else "auto", whisper=whisper,
+        self.eval_config = EvalConfig(asr=asr, whisper=whisper,
                                       paraformer=paraformer, sim=sim, wavlm=wavlm, ecapa=ecapa,
                                       wespeaker=wespeaker, normalization=normalization)
         self.eval_config.validate()
@@ -113,9 +110,7 @@ class SeedTTSEvalCallback(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" or self.sets:
             return
-        from dataclasses import replace
-
-        from eval.backends import asr_available, check_backends
+        from eval.backends import asr_skip_reason
         from eval.run import preflight
         from eval.testset import testset_name
 
@@ -124,18 +119,16 @@ class SeedTTSEvalCallback(L.Callback):
                             f"not {type(pl_module).__name__}")
         names = set()
         for testset in self.testsets:
-            # the test set and the SIM weights; ASR is decided per set below
-            meta, items, langs, _, _ = preflight(testset, replace(self.eval_config, asr="none"), limit=self.limit)
+            # the test set and the weights: `required` fails here on missing ASR weights, as `make eval` does
+            meta, items, langs, _, _ = preflight(testset, self.eval_config, limit=self.limit)
             name = testset_name(meta)
             if name in names:
                 raise ValueError(f"SeedTTSEvalCallback: two test sets named {name!r} ({self.testsets})")
             names.add(name)
-            if self.asr_mode == "required":  # the same message `make eval` gives, before any training
-                check_backends(self.eval_config, asr_langs=sorted(set(langs.values())), sim=False)
-            ok, reason = asr_available(self.eval_config, sorted(set(langs.values())))
-            if not ok and self.asr_mode == "auto" and trainer.is_global_zero:
+            reason = asr_skip_reason(self.eval_config, sorted(set(langs.values())))
+            if reason and self.eval_config.asr == "auto" and trainer.is_global_zero:
                 print(f"[seedtts_eval] {name}: WER unavailable: {reason}", file=sys.stderr)
-            self.sets.append(_TestSet(name, meta, items, None if ok else reason))
+            self.sets.append(_TestSet(name, meta, items, reason))
 
     # ---- when --------------------------------------------------------------------------------------
     def on_validation_end(self, trainer, pl_module) -> None:

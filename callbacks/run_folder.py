@@ -11,7 +11,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from voxlab.checkpoint import atomic_torch_save, load_checkpoint
-from voxlab.runs import write_status
+from voxlab.runs import last_checkpoint, write_status
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -32,7 +32,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class RunFolder(Callback):
-    """`last.ckpt` is the state at the end of training, not only at the last step checkpoint, and
+    """The last checkpoint (voxlab.runs.last_checkpoint) is the state at the end of training, not only at the last step checkpoint, and
     `status.json` follows the run so a watcher sees progress: its `step` is always the step of a
     checkpoint on disk (where a resume continues; 0: the start), written once that checkpoint is
     whole (`checkpoint_saved`, called by AtomicCheckpointIO), and `trained_to` the step reached.
@@ -42,7 +42,7 @@ class RunFolder(Callback):
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.last = self.run_dir / "checkpoints" / "last.ckpt"
+        self.last = last_checkpoint(self.run_dir)
         self.at_start = None
         self.started = False
         self.saved_step = 0  # the newest checkpoint's step (a resume sets the one it starts from)
@@ -67,12 +67,12 @@ class RunFolder(Callback):
 
 class GracefulStop(Callback):
     """SIGTERM (a scheduler's pre-emption) and SIGINT (Ctrl+C) both finish the current batch,
-    save `last.ckpt` and stop; a second Ctrl+C stops at once. Lightning raises SIGTERMException
+    save the last checkpoint and stop; a second Ctrl+C stops at once. Lightning raises SIGTERMException
     after the batch in which SIGTERM arrived; SIGINT is turned into SIGTERM so that a half-done
     optimizer step is never what gets saved."""
 
     def __init__(self, run_dir: Path):
-        self.last = Path(run_dir) / "checkpoints" / "last.ckpt"
+        self.last = last_checkpoint(run_dir)
         self.stopping = False
         self._previous = None
 
@@ -86,7 +86,7 @@ class GracefulStop(Callback):
             if self.stopping:
                 raise KeyboardInterrupt
             self.stopping = True
-            print("\n[train] interrupt: finishing this batch, saving last.ckpt (Ctrl+C again to stop now)")
+            print("\n[train] interrupt: finishing this batch, saving {self.last.name} (Ctrl+C again to stop now)")
             os.kill(os.getpid(), signal.SIGTERM)
 
         self._previous = signal.signal(signal.SIGINT, on_sigint)

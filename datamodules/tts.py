@@ -42,20 +42,20 @@ SHIPPED_TINY_VAE = Path(__file__).resolve().parents[1] / "assets" / "tiny_audiov
 
 def resolve_vae_path(cfg) -> Path:
     """`vae.path`: a file or run folder, or `auto` = the newest finished AudioVAE run of this scale."""
-    from voxlab.runs import find_run
+    from voxlab.runs import find_run, has_last_checkpoint, last_checkpoint
 
     path = cfg.vae.path
     if path and path != "auto":
         path = Path(path)
-        if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file():
-            return path / "checkpoints" / "last.ckpt"
+        if has_last_checkpoint(path):
+            return last_checkpoint(path)
         if not path.exists():
             raise FileNotFoundError(f"vae.path={path} does not exist (a VAE checkpoint, run folder, "
                                     "export or official audiovae.pth)")
         return path
     run = find_run(cfg.run.root, cfg.vae.experiment, cfg.scale, finished=True, with_last=True)
     if run is not None:
-        return run / "checkpoints" / "last.ckpt"
+        return last_checkpoint(run)
     if cfg.scale == "tiny" and (SHIPPED_TINY_VAE / "audiovae.pth").is_file():
         print(f"[vae] vae.path=auto: no finished {cfg.vae.experiment!r} run at scale tiny under {cfg.run.root}/, "
               f"so the VAE the repository ships: {SHIPPED_TINY_VAE}", flush=True)

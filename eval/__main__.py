@@ -3,7 +3,8 @@
 Scores existing wavs (`--wavs`), or generates them first with a model (`--model`, resumable), then
 transcribes (or reads `--transcripts`), scores WER/CER and speaker SIM, and writes metrics.json,
 per_utt.csv and summary.md into `--out` (default `evals/<testset>_<time>`). `--asr none` scores
-without ASR: WER is left missing (null, with the reason) and SIM is still scored.
+without ASR, `--asr auto` without it when its weights are missing: WER is left missing (null, with
+the reason) and SIM is still scored; `--asr required` (the default) fails on missing ASR weights.
 `--seeds 0 1 2` (with --model) evaluates each seed into `<out>/seed_<k>/` and writes the mean with a 95%
 bootstrap interval over utterances and seeds into `<out>` (eval/seeds.py).
 `--mos dnsmos|utmos` adds a predicted MOS per utterance (named in every result, as the SIM model is).
@@ -17,7 +18,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from eval.backends import ASR_CHOICES, EvalConfig
+from eval.backends import ASR_POLICIES, EvalConfig
 from eval.errors import EvalError
 from eval.generate import DTYPES
 from eval.mos import MOS_CHOICES
@@ -54,9 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     sel.add_argument("--lang", choices=("auto", "en", "zh"), default="auto",
                      help="language of the targets (auto: per utterance, CJK characters -> zh)")
     asr = p.add_argument_group("ASR")
-    asr.add_argument("--asr", choices=ASR_CHOICES, default="auto",
-                     help="auto: whisper (en) / paraformer (zh), missing weights fail; none: no WER "
-                          "(null with the reason), SIM still scored")
+    asr.add_argument("--asr", choices=ASR_POLICIES, default="required",
+                     help="whisper (en) / paraformer (zh). required: missing weights fail; auto: WER when the "
+                          "weights are there, else null with the reason; none: no WER; SIM is scored either way")
     asr.add_argument("--transcripts", help="JSONL {\"utt\", \"text\"} lines replacing ASR")
     asr.add_argument("--whisper", default="auto", help="auto (a transformers whisper-large-v3 folder from $VOXLAB_WHISPER_HF or the HF cache: the protocol's path; else "
                           "openai-whisper large-v3 if cached; else the bundled tiny.en), bundled, a transformers whisper folder, "

@@ -3,20 +3,24 @@
 `check_backends` is the cheap preflight (files present, names valid) that runs before generation,
 so that missing weights fail in seconds with one message naming every problem. `Backends` loads
 each backend on first use and keeps it, so a callback evaluating at many steps loads them once.
-`asr="none"` scores without ASR (WER/CER left null with the reason, SIM still scored);
-`asr_available` lets a caller that may go on without WER (the training callback, a demo) decide
-before it starts, while `make eval` keeps failing on missing weights.
+The ASR policy (`EvalConfig.asr`, `--asr`, the training callback's `asr`) has one meaning
+everywhere, read by `asr_skip_reason` alone: `required` fails before any work when the ASR weights
+are missing (the default of `make eval`); `auto` scores WER when they are there and otherwise
+records why not (WER null, SIM still scored: the default during training and in the demo);
+`none` never runs ASR.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 from eval.errors import MissingWeightsError
 from eval.mos import MOS_CHOICES
 from eval.normalize import VARIANTS
 from eval.sim import SIM_CHOICES
 
-ASR_CHOICES = ("auto", "none")
+ASRPolicy = Literal["required", "auto", "none"]
+ASR_POLICIES: tuple[str, ...] = get_args(ASRPolicy)
 ASR_DISABLED = "ASR disabled (asr=none)"
 
 
@@ -30,7 +34,7 @@ def default_device() -> str:
 class EvalConfig:
     whisper: str = "auto"               # auto | bundled | transformers folder | whisper name | .pt | CTranslate2 folder (eval/asr)
     paraformer: str | None = None       # paraformer-zh folder (else $VOXLAB_PARAFORMER / ModelScope cache)
-    asr: str = "auto"                   # auto: whisper (en) / paraformer (zh), weights required; none: no WER
+    asr: ASRPolicy = "required"         # whisper (en) / paraformer (zh): required | auto | none (asr_skip_reason)
     sim: str = "resemblyzer"            # none | resemblyzer | wavlm_ecapa | wespeaker
     wavlm: str | None = None            # transformers WavLM folder (wavlm_ecapa)
     ecapa: str | None = None            # wavlm_large_finetune.pth (wavlm_ecapa)
@@ -43,8 +47,8 @@ class EvalConfig:
     normalization: str = "seedtts"      # seedtts | f5tts | whisper
 
     def validate(self) -> None:
-        if self.asr not in ASR_CHOICES:
-            raise ValueError(f"asr must be one of {ASR_CHOICES}, got {self.asr!r}")
+        if self.asr not in ASR_POLICIES:
+            raise ValueError(f"asr must be one of {ASR_POLICIES}, got {self.asr!r}")
         if self.sim not in SIM_CHOICES:
             raise ValueError(f"sim must be one of {SIM_CHOICES}, got {self.sim!r}")
         if self.mos not in MOS_CHOICES:
@@ -89,17 +93,21 @@ def check_backends(config: EvalConfig, asr_langs=("en", "zh"), sim: bool = True,
         raise MissingWeightsError("\n".join(f"- {p}" for p in problems))
 
 
-def asr_available(config: EvalConfig, langs) -> tuple[bool, str | None]:
-    """(True, None) when ASR can run for every language in `langs`, else (False, reason): for
-    callers that may score without WER. The reason is one line (it goes into metrics.json)."""
+def asr_skip_reason(config: EvalConfig, langs) -> str | None:
+    """The one reading of the ASR policy: why WER is not scored for `langs` (None: it is).
+    `none`: ASR_DISABLED; `auto`: the missing ASR weights as one line (it goes into metrics.json),
+    None when they are all there; `required`: None, so that `check_backends` fails on missing
+    weights, naming them with every other missing backend."""
     config.validate()
     if config.asr == "none":
-        return False, ASR_DISABLED
+        return ASR_DISABLED
+    if config.asr == "required" or not langs:
+        return None
     try:
         check_backends(config, asr_langs=list(langs), sim=False, mos=False)
     except MissingWeightsError as err:  # check_backends lists problems as "- ..." lines
-        return False, "; ".join(" ".join(line.removeprefix("- ").split()) for line in str(err).splitlines())
-    return True, None
+        return "; ".join(" ".join(line.removeprefix("- ").split()) for line in str(err).splitlines())
+    return None
 
 
 class Backends:
@@ -127,9 +135,8 @@ class Backends:
                     self._asr[lang] = FasterWhisperASR(spec.path, device=c.device, batch_size=c.asr_batch_size,
                                                        label=spec.label)
                 else:
-                    from eval.asr.whisper_asr import DEFAULT_MODEL, WhisperASR
-                    name = DEFAULT_MODEL if c.whisper == "auto" else c.whisper
-                    self._asr[lang] = WhisperASR(name, device=c.device, batch_size=c.asr_batch_size)
+                    from eval.asr.whisper_asr import WhisperASR
+                    self._asr[lang] = WhisperASR(spec.model, device=c.device, batch_size=c.asr_batch_size)
             elif lang == "zh":
                 from eval.asr.paraformer_asr import ParaformerASR
                 self._asr[lang] = ParaformerASR(c.paraformer, device=c.device, batch_size=c.asr_batch_size)

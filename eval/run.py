@@ -5,8 +5,8 @@ It writes into `out_dir`: `metrics.json`, `per_utt.csv` and `summary.md`, and re
 Order matters: everything cheap is checked first (test set, transcripts, backend weights) so that a
 mistake fails in seconds, before any generation; a missing generated wav fails and lists the
 utterances, instead of being skipped as the original scripts do.
-Without ASR (`config.asr="none"`, or `skip_asr=<reason>` from a caller whose ASR weights are not
-there) WER/CER are null in metrics.json with `wer_unavailable` giving the reason, empty in
+Without ASR (`config.asr="none"`, `config.asr="auto"` with the ASR weights missing, or
+`skip_asr=<reason>` from the caller: eval.backends.asr_skip_reason) WER/CER are null in metrics.json with `wer_unavailable` giving the reason, empty in
 per_utt.csv, and SIM is still scored.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import soundfile as sf
 
-from eval.backends import ASR_DISABLED, Backends, EvalConfig, check_backends
+from eval.backends import Backends, EvalConfig, asr_skip_reason, check_backends
 from eval.errors import EvalError
 from eval.flags import DEFINITIONS, flag_utterances, raised, summarize_flags, summary_lines
 from eval.generate import GenerateFn, check_generation_dir, run_generation
@@ -90,9 +90,10 @@ def log_metrics(metrics: dict, set_name: str) -> dict[str, float]:
             if metrics.get(key) is not None}
 
 
-def wer_skip_reason(config: EvalConfig, transcripts=None, skip_asr: str | None = None) -> str | None:
-    """Why WER is not scored (None: it is). Transcripts replace ASR, so they contradict asr=none."""
-    reason = skip_asr or (ASR_DISABLED if config.asr == "none" else None)
+def wer_skip_reason(config: EvalConfig, transcripts=None, skip_asr: str | None = None, langs=()) -> str | None:
+    """Why WER is not scored for `langs` (None: it is): the caller's `skip_asr`, else the ASR policy's
+    answer. Transcripts replace ASR, so they contradict a reason not to score."""
+    reason = skip_asr or asr_skip_reason(config, [] if transcripts is not None else langs)
     if reason and transcripts is not None:
         raise EvalError(f"transcripts {transcripts} are given but WER is not scored ({reason}): "
                         "drop one of the two")
@@ -103,7 +104,7 @@ def preflight(testset, config: EvalConfig, transcripts=None, limit=None, utts=No
     """Everything cheap, before any work: the test set, the references after normalisation, the
     transcripts, the backend weights. Returns (meta, items, langs, normalised refs, transcripts)."""
     config.validate()
-    no_wer = wer_skip_reason(config, transcripts, skip_asr)
+    wer_skip_reason(config, transcripts, skip_asr)  # transcripts with asr=none fail before reading anything
     meta = resolve_meta(testset)
     items = read_testset(meta, limit=limit, utts=list(utts) if utts else None)
     langs = {it.utt: (config.lang if config.lang != "auto" else detect_lang(it.target_text)) for it in items}
@@ -112,6 +113,7 @@ def preflight(testset, config: EvalConfig, transcripts=None, limit=None, utts=No
     if empty:
         raise EvalError(f"{meta}: {len(empty)} target texts have nothing left to score after "
                         f"{config.normalization} normalisation:\n{summarize(empty)}")
+    no_wer = wer_skip_reason(config, transcripts, skip_asr, sorted(set(langs.values())))
     given = None
     if transcripts is not None:
         given = load_transcripts(transcripts)
@@ -145,7 +147,7 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
     # 1. preflight: test set, references, transcripts, backend weights (before any generation)
     meta, items, langs, refs, given = preflight(testset, config, transcripts=transcripts,
                                                  limit=limit, utts=utts, skip_asr=skip_asr)
-    no_wer = wer_skip_reason(config, transcripts, skip_asr)
+    no_wer = wer_skip_reason(config, transcripts, skip_asr, sorted(set(langs.values())))
     asr_langs = sorted(set(langs.values())) if given is None and not no_wer else []
     backends = backends or Backends(config)
 

@@ -6,7 +6,7 @@ Accepted MODEL kinds (docs/design.md section 2):
   kwargs + `_target_`), `voxlab_vae` = {"config": AudioVAE kwargs, "state_dict"} and `voxlab_tokenizer` =
   {"kind": "char", "chars": [...]} or {"kind": "hf", "path": folder}. Without the last two, the
   config's `vae.path` and `text` section are used when they point at existing files;
-- a run folder (its `checkpoints/last.ckpt`);
+- a run folder (its last checkpoint, voxlab.runs.last_checkpoint);
 - an exported or official VoxCPM folder: `config.json`, `model.safetensors` or `pytorch_model.bin`,
   `audiovae.pth` or `audiovae.safetensors`, tokenizer files. An official VoxCPM2 folder
   (`"architecture": "voxcpm2"`) builds its backbone, then stops with one line: its AudioVAE V2 is
@@ -37,13 +37,14 @@ from models.weights import (WeightsError, audiovae_from_payload, load_audiovae, 
                             read_state_dict)
 from voxlab.checkpoint import (CONFIG_KEY, TOKENIZER_KEY, VAE_KEY, CheckpointError, read_config, read_weights_file,
                                submodule_state)
+from voxlab.runs import LAST_CHECKPOINT, has_last_checkpoint, last_checkpoint
 
 BACKBONE_TARGET = "models.voxcpm.VoxCPMBackbone"
 MODEL_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 OURS_MODEL, OURS_TOKENIZER = "voxlab_model.json", "voxlab_tokenizer.json"
 ACCEPTED = ("MODEL accepts: a Lightning checkpoint of the TTS module (*.ckpt); a run folder "
-            "(runs/<exp>/<version>/ with checkpoints/last.ckpt); an exported or official VoxCPM folder "
+            f"(runs/<exp>/<version>/ with {LAST_CHECKPOINT}); an exported or official VoxCPM folder "
             "(config.json, model.safetensors or pytorch_model.bin, audiovae.pth or audiovae.safetensors, "
             "tokenizer files)")
 
@@ -64,13 +65,13 @@ def load(path: str | Path, device: str | torch.device | None = None, dtype: str 
     if path.is_dir():
         if (path / "config.json").is_file() or (path / OURS_MODEL).is_file():
             model = _from_folder(path)
-        elif (path / "checkpoints" / "last.ckpt").is_file():
-            model = _from_checkpoint(path / "checkpoints" / "last.ckpt")
+        elif has_last_checkpoint(path):
+            model = _from_checkpoint(last_checkpoint(path))
         elif any((path / n).is_file() for n in ("audiovae.pth", "audiovae.safetensors")):
             raise ModelPathError(f"{path}: an AudioVAE folder (audiovae weights, no TTS config.json), not a TTS "
                                  f"model; load it with models.load_audiovae. {ACCEPTED}")
         else:
-            raise ModelPathError(f"{path}: a folder with neither config.json nor checkpoints/last.ckpt. {ACCEPTED}")
+            raise ModelPathError(f"{path}: a folder with neither config.json nor {LAST_CHECKPOINT}. {ACCEPTED}")
     elif path.is_file():
         if path.suffix != ".ckpt":
             raise ModelPathError(f"{path}: a file that is not a Lightning checkpoint (*.ckpt). {ACCEPTED}")

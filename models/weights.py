@@ -9,7 +9,7 @@ report of missing / unexpected / mis-shaped keys, and the AudioVAE's load and ex
     on stderr says which;
   - a folder holding one of those files (an export or an official model folder);
   - a Lightning checkpoint of `AudioVAEModule` (its config is embedded, voxlab.checkpoint; EMA weights when it has them),
-    or a run folder (its `checkpoints/last.ckpt`);
+    or a run folder (its last checkpoint, voxlab.runs.last_checkpoint);
   - a TTS checkpoint or run folder: the frozen VAE it carries (`voxlab_vae`).
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from torch import nn
 from models.audiovae import AudioVAE
 from models.istft_vae import ISTFTAudioVAE
 from voxlab.checkpoint import CONFIG_KEY, VAE_KEY, CheckpointError, read_config, read_weights_file, submodule_state
+from voxlab.runs import LAST_CHECKPOINT, has_last_checkpoint, last_checkpoint
 
 CONFIG_NAME = "audiovae_config.json"
 AUDIOVAE_TARGET = "models.audiovae.AudioVAE"
@@ -181,9 +182,9 @@ def load_audiovae(path: str | Path) -> AudioVAE:
         for name in WEIGHT_NAMES:
             if (path / name).is_file():
                 return load_audiovae(path / name)
-        if (path / "checkpoints" / "last.ckpt").is_file():
-            return load_audiovae(path / "checkpoints" / "last.ckpt")
-        raise WeightsError(f"{path}: no {' / '.join(WEIGHT_NAMES)} and no checkpoints/last.ckpt here")
+        if has_last_checkpoint(path):
+            return load_audiovae(last_checkpoint(path))
+        raise WeightsError(f"{path}: no {' / '.join(WEIGHT_NAMES)} and no {LAST_CHECKPOINT} here")
     if not path.is_file():
         raise WeightsError(f"{path}: no such file or folder")
     if path.suffix == ".ckpt":

@@ -345,6 +345,16 @@ def test_experiment_model_builds_and_trains_at_tiny_scale(name):
     out = model(batch)
     (out["flow_loss"] + out["stop_loss"]).backward()
     assert all(torch.isfinite(v) for v in out.values())
+    # "trains": the loss reaches every trainable parameter, and each part (LocEnc, TSLM, FSQ, RALM,
+    # LocDiT, stop head...) gets a finite gradient that is not all zero. Fails on a detached hidden
+    # state or a part left out of the loss (its parameters keep grad None, or all zeros).
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and [n for n, p in trainable.items() if p.grad is None] == []
+    assert all(torch.isfinite(p.grad).all() for p in trainable.values())
+    parts = {n.split(".")[0] for n in trainable}
+    silent = [part for part in sorted(parts)
+              if not any(p.grad.abs().sum() > 0 for n, p in trainable.items() if n.split(".")[0] == part)]
+    assert silent == [], f"no gradient reaches {silent}"
 
 
 def test_history_noise_touches_only_the_history_the_lms_read_in_training():

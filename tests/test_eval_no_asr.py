@@ -1,5 +1,5 @@
 """Scoring without ASR: WER left missing with its reason (never zero), SIM still scored; the
-`asr_available` decision; the report showing such a WER as missing."""
+the ASR policy (required | auto | none: one meaning for `make eval`, the callback and the demo); the report showing such a WER as missing."""
 import csv
 import json
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from eval.__main__ import main
-from eval.backends import ASR_DISABLED, EvalConfig, asr_available
+from eval.backends import ASR_DISABLED, EvalConfig, asr_skip_reason
 from eval.errors import EvalError
 from eval.tiny_backends import make_tiny_whisper
 from tests.helpers.testset import MINI_LINES, make_testset
@@ -57,13 +57,14 @@ def test_asr_none_leaves_wer_missing_and_scores_sim(testset, tmp_path):
 
 def test_skip_asr_reason_needs_no_asr_weights_and_is_recorded(testset, tmp_path):
     meta, gen = testset
-    config = EvalConfig(sim="none", device="cpu", whisper="large-v3")  # absent here
-    ok, reason = asr_available(config, ["en", "zh"])
-    assert not ok and "whisper 'large-v3' weights not found" in reason and "paraformer-zh" in reason
-    assert "\n" not in reason
+    config = EvalConfig(sim="none", device="cpu", whisper="large-v3")  # absent here; asr=required, the default
+    assert asr_skip_reason(config, ["en", "zh"]) is None  # required: the preflight fails instead
     with pytest.raises(EvalError, match="large-v3"):  # make eval still fails on missing weights
         evaluate(meta, gen, tmp_path / "strict", config=config)
     assert not (tmp_path / "strict" / "metrics.json").exists()
+    reason = asr_skip_reason(EvalConfig(sim="none", whisper="large-v3", asr="auto"), ["en", "zh"])
+    assert "whisper 'large-v3' weights not found" in reason and "paraformer-zh" in reason
+    assert "\n" not in reason
 
     m = evaluate(meta, gen, tmp_path / "out", config=config, skip_asr=reason)
     assert m["wer"] is None and m["wer_unavailable"] == reason and m["sim"] is None
@@ -71,13 +72,28 @@ def test_skip_asr_reason_needs_no_asr_weights_and_is_recorded(testset, tmp_path)
         evaluate(meta, gen, tmp_path / "both", config=config, skip_asr=reason, transcripts=tmp_path / "t.jsonl")
 
 
-def test_asr_available_with_weights_and_when_disabled(tmp_path):
+def test_asr_policy_with_weights_and_when_disabled(tmp_path):
     ckpt = make_tiny_whisper(tmp_path / "tiny.pt")
-    assert asr_available(EvalConfig(whisper=str(ckpt)), ["en"]) == (True, None)
-    assert asr_available(EvalConfig(whisper=str(ckpt), asr="none"), ["en"]) == (False, ASR_DISABLED)
-    assert asr_available(EvalConfig(whisper=str(ckpt)), []) == (True, None)
+    for policy in ("required", "auto"):
+        assert asr_skip_reason(EvalConfig(whisper=str(ckpt), asr=policy), ["en"]) is None
+        assert asr_skip_reason(EvalConfig(whisper=str(ckpt), asr=policy), []) is None
+    assert asr_skip_reason(EvalConfig(whisper=str(ckpt), asr="none"), ["en"]) == ASR_DISABLED
     with pytest.raises(ValueError, match="asr must be one of"):
         EvalConfig(asr="whisper").validate()
+
+
+def test_asr_auto_means_if_available_for_make_eval_too(testset, tmp_path, capsys):
+    """`--asr auto` scores without WER when the weights are missing, as the callback's `auto` does;
+    the default (`required`) fails before any work. Fails if `make eval` read `auto` as required
+    again (the two meanings of issue 28), or if the default stopped failing on missing weights."""
+    meta, gen = testset
+    args = ["--testset", str(meta), "--wavs", str(gen), "--sim", "none", "--whisper", "large-v3", "--device", "cpu"]
+    assert main(args + ["--out", str(tmp_path / "strict")]) == 2
+    assert "large-v3" in capsys.readouterr().err and not (tmp_path / "strict" / "metrics.json").exists()
+    assert main(args + ["--asr", "auto", "--out", str(tmp_path / "auto")]) == 0
+    m = json.loads((tmp_path / "auto" / "metrics.json").read_text(encoding="utf-8"))
+    assert m["wer"] is None and "whisper 'large-v3' weights not found" in m["wer_unavailable"]
+    assert m["config"]["asr"] == "auto"
 
 
 def test_report_shows_missing_wer_as_missing_not_zero(testset, tmp_path):

@@ -50,9 +50,22 @@ def test_batched_greedy_decoding_matches_one_by_one(tiny_ckpt):
 
 
 def test_audio_longer_than_30_s_is_transcribed_in_full(tiny_ckpt):
+    """The transcript of a 31 s wav is every segment of whisper's sequential long-form pass, the
+    ones decoded from a window past the first 30 s included. Fails if a long wav is cut to 30 s
+    (pad_or_trim, the short path) or only the first window's (or segment's) text is kept."""
+    import whisper
+
     asr = WhisperASR(str(tiny_ckpt), device="cpu")
-    (text,) = asr.transcribe(_wavs(16000 * 31))
-    assert isinstance(text, str) and asr.info()["long_form"] == 1
+    (wav,) = _wavs(16000 * 31)
+    (text,) = asr.transcribe([wav])
+    assert asr.info()["long_form"] == 1
+    segments = asr.model.transcribe(wav, language="en", task="transcribe", temperature=0.0, fp16=False,
+                                    condition_on_previous_text=False, verbose=None)["segments"]
+    later = [seg["text"].strip() for seg in segments if seg["seek"] > 0]  # windows reaching past 30 s
+    assert later and all(later)
+    assert text == "".join(seg["text"] for seg in segments).strip() and text.endswith(later[-1])
+    (first_30_s,) = asr.transcribe([wav[:whisper.audio.N_SAMPLES]])
+    assert first_30_s and text != first_30_s
 
 
 def test_missing_named_model_names_the_expected_cache_file(tmp_path, monkeypatch):

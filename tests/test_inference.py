@@ -134,13 +134,20 @@ def test_kv_cache_generation_equals_recompute(model):
                                     {"condition_on_residual": False}, {"residual_input_e": False},
                                     {"fsq": {"quantize": False}}], ids=["no_ralm", "no_hres", "no_e1", "nofsq"])
 def test_ablations_generate_with_caches(change):
+    """Every item of a batch equals the cache-free reference with its own seed (item i: seed + i),
+    not only the first: fails when an ablation's caches mix up the rows of a batch, e.g. the
+    shorter text's padding or another row's state leaking into the second item."""
     torch.manual_seed(0)
     kwargs = {k: v for k, v in from_official_config(small_official_config()).items() if k != "_target_"}
     for key, value in change.items():
         kwargs[key] = {**kwargs[key], **value} if isinstance(value, dict) else value
     m = TTSModel(VoxCPMBackbone(**kwargs), AudioVAE(**SMALL_VAE), CharTokenizer(CHARS))
-    out = m.synthesize_batch([TEXTS[1], TEXTS[0]], seed=3, max_len=6, stop=False)
-    close(out[0].patches, reference_generate(m, TEXTS[1], 6, seed=3))
+    texts = [TEXTS[1], TEXTS[0]]
+    out = m.synthesize_batch(texts, seed=3, max_len=6, stop=False)
+    assert len(out) == len(texts)
+    for i, (text, item) in enumerate(zip(texts, out)):
+        assert item.patches.shape[0] == 6
+        close(item.patches, reference_generate(m, text, 6, seed=3 + i))
 
 
 def test_batched_equals_one_by_one(model, prompt_wav):

@@ -2,7 +2,9 @@
 finished or not) and checkpoint -> run folder, as `vae.path=auto`, the demo and sweeps use them."""
 from pathlib import Path
 
-from voxlab.runs import find_run, run_of_checkpoint, write_status
+from voxlab.runs import find_run, has_last_checkpoint, last_checkpoint, run_of_checkpoint, write_status
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _run(root: Path, version: int, scale: str, overrides: list[str], state: str | None, last: bool = True) -> Path:
@@ -32,3 +34,17 @@ def test_newest_matching_run(tmp_path):
     assert find_run(tmp_path, "audiovae", "small") is None and find_run(tmp_path, "nothing", "tiny") is None
     assert run_of_checkpoint(done / "checkpoints" / "last.ckpt") == done
     assert run_of_checkpoint(done / "exported.ckpt") == done
+
+
+def test_last_checkpoint_has_one_home(tmp_path):
+    """The run folder's last checkpoint is spelled in voxlab/runs.py only: a loader or callback that
+    builds the path itself again (and drifts from where RunFolder saves it) fails here."""
+    run = _run(tmp_path, 0, "tiny", [], "finished")
+    assert last_checkpoint(run) == run / "checkpoints" / "last.ckpt" and has_last_checkpoint(run)
+    assert not has_last_checkpoint(_run(tmp_path, 1, "tiny", [], None, last=False))
+    assert not has_last_checkpoint(last_checkpoint(run))  # the file itself is not a run folder
+    shipped = [p for folder in ("voxlab", "models", "datamodules", "lightning_modules", "eval", "callbacks",
+                                "experiments", "scripts") for p in (ROOT / folder).rglob("*")
+               if p.is_file() and p.suffix in (".py", ".yaml", ".sh")]
+    spelled = sorted(str(p.relative_to(ROOT)) for p in shipped if "last.ckpt" in p.read_text(errors="ignore"))
+    assert spelled == ["voxlab/runs.py"]

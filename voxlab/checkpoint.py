@@ -3,7 +3,7 @@ Lightning checkpoint (the format section below: every writer and reader uses it)
 
 `atomic_torch_save` (Lightning's writer for every run, callbacks.run_folder.AtomicCheckpointIO)
 writes to a temporary file in the same folder, fsyncs, then renames, so a kill during saving
-never leaves a torn `last.ckpt`; a write that fails (disk full, quota, file-size limit) is one CheckpointError naming
+never leaves a torn checkpoint; a write that fails (disk full, quota, file-size limit) is one CheckpointError naming
 the file and leaves no temporary file. `load_checkpoint` reads any checkpoint with `weights_only=True` and turns the
 errors of a truncated file or a pickle with a code payload into one clear message.
 """

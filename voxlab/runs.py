@@ -25,6 +25,26 @@ VERSION_RE = re.compile(r"^version_(\d+)$")
 
 RUN_DIR_ENV = "VOXLAB_RUN_DIR"
 
+# The one spelling of where a run keeps its checkpoints: every command, callback and loader asks here
+CHECKPOINT_DIR = "checkpoints"
+LAST_NAME = "last.ckpt"
+LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/{LAST_NAME}"  # for messages
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    """The folder of a run's checkpoints (the last one and the step checkpoints)."""
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """The state a run saved at the end of training (or at a graceful stop); it may not exist yet."""
+    return checkpoint_dir(run_dir) / LAST_NAME
+
+
+def has_last_checkpoint(path: str | Path) -> bool:
+    """`path` is a run folder with its last checkpoint on disk."""
+    return Path(path).is_dir() and last_checkpoint(path).is_file()
+
 
 class RunFolderError(ValueError):
     """A run folder that cannot be created or continued, named in the message."""
@@ -114,7 +134,7 @@ def list_runs(root: str | Path, experiment: str) -> list[Path]:
 def find_run(root: str | Path, experiment: str, scale: str | None, overrides: list[str] | None = None,
              finished: bool = False, with_last: bool = False) -> Path | None:
     """The newest run of `experiment` under `root` made at `scale` (and with exactly `overrides`,
-    when given); `finished`: only a finished one; `with_last`: only one with `checkpoints/last.ckpt`.
+    when given); `finished`: only a finished one; `with_last`: only one with its last checkpoint.
     A run whose config.yaml cannot be read is passed over."""
     from voxlab.config import ConfigError, load_run_config
 
@@ -125,7 +145,7 @@ def find_run(root: str | Path, experiment: str, scale: str | None, overrides: li
             continue
         same = saved.get("scale") == scale and (overrides is None or list(saved.get("overrides") or []) == list(overrides))
         usable = ((not finished or read_status(run).get("state") == "finished")
-                  and (not with_last or (run / "checkpoints" / "last.ckpt").is_file()))
+                  and (not with_last or has_last_checkpoint(run)))
         if same and usable:
             return run
     return None
@@ -134,13 +154,13 @@ def find_run(root: str | Path, experiment: str, scale: str | None, overrides: li
 def run_of_checkpoint(path: str | Path) -> Path:
     """The run folder a checkpoint file belongs to (`<run>/checkpoints/x.ckpt`, or beside it)."""
     path = Path(path)
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
 
 
 def remove_stale_temporaries(run_dir: Path) -> None:
     """Partial checkpoint files left by a process killed mid-write (call with the run's lock held:
     a live writer's temporary file is not stale)."""
-    for stale in (Path(run_dir) / "checkpoints").glob(".*.tmp*"):
+    for stale in checkpoint_dir(run_dir).glob(".*.tmp*"):
         stale.unlink()
 
 
@@ -185,7 +205,7 @@ def checkpoints_newest_first(run_dir: Path) -> list[Path]:
     """A run's checkpoints, the highest training step first (`last.ckpt` before a step checkpoint of
     its step): ordered by the step each records, never by modification time, which a `touch`, a copy
     or a restore from backup changes. One whose step cannot be read goes last (loading it says why)."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
+    ckpt_dir = checkpoint_dir(run_dir)
     if not ckpt_dir.is_dir():
         return []
 
@@ -194,7 +214,7 @@ def checkpoints_newest_first(run_dir: Path) -> list[Path]:
             step = checkpoint_step(path)
         except CheckpointError:
             step = -1
-        return step, path.name == "last.ckpt", path.stat().st_mtime
+        return step, path.name == LAST_NAME, path.stat().st_mtime
 
     return sorted(ckpt_dir.glob("*.ckpt"), key=order, reverse=True)
 

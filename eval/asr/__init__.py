@@ -26,6 +26,7 @@ class EnglishASRSpec:
     backend: str     # "transformers" | "openai-whisper" | "faster-whisper"
     path: Path       # transformers folder, checkpoint file or CTranslate2 folder
     label: str       # what results call the model
+    model: str = ""  # openai-whisper: the name or file whisper.load_model takes (`auto` resolved here only)
 
 
 HF_REPO = "openai/whisper-large-v3"
@@ -63,7 +64,7 @@ def resolve_english_asr(spec: str) -> EnglishASRSpec:
                     return _transformers_spec(folder)  # an incomplete folder fails, naming what it lacks
             try:
                 name, path = resolve_whisper(DEFAULT_MODEL)
-                return EnglishASRSpec("openai-whisper", path, f"whisper-{name}")
+                return EnglishASRSpec("openai-whisper", path, f"whisper-{name}", model=name)
             except MissingWeightsError as err:
                 protocol_missing = (f"no transformers {HF_REPO} folder ($VOXLAB_WHISPER_HF or the Hugging Face "
                                     f"cache), and {err}")
@@ -84,4 +85,4 @@ def resolve_english_asr(spec: str) -> EnglishASRSpec:
             raise MissingWeightsError(f"{err}; nor is it a transformers Whisper folder (config.json with "
                                       "model_type whisper, generation_config.json, weights)") from None
     name, file = resolve_whisper(spec)
-    return EnglishASRSpec("openai-whisper", file, f"whisper-{name}" if file != path else file.name)
+    return EnglishASRSpec("openai-whisper", file, f"whisper-{name}" if file != path else file.name, model=name)

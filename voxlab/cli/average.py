@@ -4,7 +4,7 @@ final model).
 
     python -m voxlab.cli.average CKPT_OR_RUN [CKPT ...] [--last N] [--out FILE]
 
-A run folder stands for its step checkpoints (`checkpoints/step_*.ckpt`, plus `last.ckpt` when it is
+A run folder stands for its step checkpoints (`checkpoints/step_*.ckpt`, plus the last checkpoint when it is
 newer than all of them): the newest N by step are averaged. Checkpoint files are averaged as given.
 Every floating-point tensor of `state_dict` is averaged (in float64, stored in its own dtype); other
 tensors must be equal in all inputs. Everything else (config, VAE, tokenizer, step) comes from the
@@ -34,15 +34,17 @@ def _step(path: Path) -> int:
 
 def select(inputs: list[str], last: int) -> list[Path]:
     """The checkpoint files to average, oldest first."""
+    from voxlab.runs import checkpoint_dir, last_checkpoint  # voxlab.runs loads torch: kept off --help
+
     if last < 1:
         raise AverageError(f"--last must be at least 1, got {last}")
     paths = [Path(p) for p in inputs]
     if len(paths) == 1 and paths[0].is_dir():
-        folder = paths[0] / "checkpoints"
+        folder = checkpoint_dir(paths[0])
         if not folder.is_dir():
             raise AverageError(f"{paths[0]}: a folder without checkpoints/ (give a run folder or checkpoint files)")
         steps = {p: _step(p) for p in sorted(folder.glob("step_*.ckpt"))}
-        last_ckpt = folder / "last.ckpt"
+        last_ckpt = last_checkpoint(paths[0])
         if last_ckpt.is_file() and _step(last_ckpt) not in steps.values():
             steps[last_ckpt] = _step(last_ckpt)
         if len(steps) < 2:
@@ -93,8 +95,9 @@ def average(paths: list[Path]) -> dict:
 
 
 def default_out(paths: list[Path], step: int) -> Path:
-    run = paths[-1].parent.parent if paths[-1].parent.name == "checkpoints" else paths[-1].parent
-    return run / "averaged" / f"avg_last{len(paths)}_step{step}.ckpt"
+    from voxlab.runs import run_of_checkpoint
+
+    return run_of_checkpoint(paths[-1]) / "averaged" / f"avg_last{len(paths)}_step{step}.ckpt"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,17 +74,19 @@ def _mcd_rows(meta: Path, wavs: Path) -> list[dict]:
 def _eval_config(paraformer: str | None):
     from eval.backends import EvalConfig
 
-    # DNSMOS from the speechmos wheel: a predicted speech-quality MOS (not naturalness, not UTMOS)
-    return EvalConfig(sim="resemblyzer", mos="dnsmos", device="cpu", paraformer=paraformer)
+    # DNSMOS from the speechmos wheel: a predicted speech-quality MOS (not naturalness, not UTMOS);
+    # asr=auto: the demo goes on without WER where the ASR weights are missing, and says why
+    return EvalConfig(asr="auto", sim="resemblyzer", mos="dnsmos", device="cpu", paraformer=paraformer)
 
 
 def _evaluate(run: Path, lang: str, limit: int | None, paraformer: str | None) -> dict:
-    from eval.backends import asr_available
+    from eval.backends import asr_skip_reason
     from eval.generate import model_generate_fn
     from eval.run import evaluate
     from voxlab.checkpoint import load_checkpoint
+    from voxlab.runs import last_checkpoint
 
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = last_checkpoint(run)
     step = load_checkpoint(ckpt)["global_step"]
     meta = DATA / "seedtts" / lang / "meta.lst"
     out = run / "eval" / lang / f"final_step_{step}"
@@ -92,11 +94,11 @@ def _evaluate(run: Path, lang: str, limit: int | None, paraformer: str | None) -
         print(f"[demo] reusing {out}")
         return json.loads((out / "metrics.json").read_text())
     config = _eval_config(paraformer)
-    ok, reason = asr_available(config, [lang])
-    if not ok:
+    reason = asr_skip_reason(config, [lang])
+    if reason:
         print(f"[demo] {lang}: WER/CER unavailable: {reason}")
     metrics = evaluate(meta, None, out, config=config, limit=limit, generation={"model": str(ckpt), **EVAL_SETTINGS},
-                       generate_fn=model_generate_fn(ckpt, EVAL_SETTINGS), skip_asr=None if ok else reason)
+                       generate_fn=model_generate_fn(ckpt, EVAL_SETTINGS))
     rows = _mcd_rows(meta, out / "wavs")
     if rows:
         metrics["mcd_db"] = round(sum(r["mcd_db"] for r in rows) / len(rows), 3)
@@ -108,7 +110,6 @@ def _evaluate(run: Path, lang: str, limit: int | None, paraformer: str | None) -
 def _evaluate_reference(vae: Path | None, lang: str, limit: int | None, paraformer: str | None) -> dict:
     """The test set's ground truth (vae None) or its resynthesis through the VAE, scored as the
     model is: the floor of the protocol and the ceiling a backbone decoded by that VAE reaches."""
-    from eval.backends import asr_available
     from eval.generate import reference_generate_fn
     from eval.run import evaluate
 
@@ -119,12 +120,10 @@ def _evaluate_reference(vae: Path | None, lang: str, limit: int | None, paraform
         if done.get("generation", {}).get("vae") == (None if vae is None else str(vae)):
             return done
         out = out.parent / f"{lang}_{int(time.time())}"  # another VAE: a new folder, nothing overwritten
-    config = _eval_config(paraformer)
-    ok, reason = asr_available(config, [lang])
     meta = DATA / "seedtts" / lang / "meta.lst"
-    return evaluate(meta, None, out, config=config, limit=limit,
+    return evaluate(meta, None, out, config=_eval_config(paraformer), limit=limit,
                     generation={"reference": name, "vae": None if vae is None else str(vae)},
-                    generate_fn=reference_generate_fn(vae), skip_asr=None if ok else reason)
+                    generate_fn=reference_generate_fn(vae))
 
 
 def _asr_name(metrics: dict, lang: str) -> str | None:

@@ -29,9 +29,9 @@ from voxlab.cli.pieces import build_module
 from voxlab.cli.init_model import resolve_init
 from voxlab.cli.model_size import check_model_size
 from voxlab.locks import FolderLock, FolderLocked
-from voxlab.runs import (RUN_DIR_ENV, RunFolderError, checkpoint_step, claim_run_dir, folder_entries, is_main_process,
-                         planned_run_dir, remove_new_entries, remove_stale_temporaries, resolve_resume, run_lock,
-                         write_record, write_status)
+from voxlab.runs import (RUN_DIR_ENV, RunFolderError, checkpoint_dir, checkpoint_step, claim_run_dir, folder_entries,
+                         is_main_process, planned_run_dir, remove_new_entries, remove_stale_temporaries, resolve_resume,
+                         run_lock, write_record, write_status)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -167,7 +167,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     from callbacks.line_progress import progress_callback
     from voxlab.loggers import build_loggers
 
-    step_ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step_{step:07d}",
+    step_ckpt = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="step_{step:07d}",
                                 auto_insert_metric_name=False, every_n_train_steps=cfg.run.checkpoint_every_steps,
                                 save_top_k=cfg.run.keep_checkpoints, monitor="step", mode="max", save_last=True,
                                 enable_version_counter=False)
