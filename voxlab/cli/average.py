@@ -8,7 +8,8 @@ A run folder stands for its step checkpoints (`checkpoints/step_*.ckpt`, plus th
 newer than all of them): the newest N by step are averaged. Checkpoint files are averaged as given.
 Every floating-point tensor of `state_dict` is averaged (in float64, stored in its own dtype); other
 tensors must be equal in all inputs. Everything else (config, VAE, tokenizer, step) comes from the
-newest input; optimizer and scheduler states are left out, so the result is for `models.load`,
+newest input, so the inputs must share their VAE, tokenizer and architecture (the `model` section but
+its training-only keys), else one line names the two checkpoints; optimizer and scheduler states are left out, so the result is for `models.load`,
 `make eval`, `make synth`, `make app` and `models.export`, not for RESUME. For a run trained with EMA
 (callbacks/ema.py) the checkpoints' weights are the EMA ones, and those are averaged.
 OUT (default `<run>/averaged/avg_last<N>_step<S>.ckpt`) must not exist: nothing is overwritten.
@@ -19,6 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
+# Keys of the `model` section that change how a network trains, never what it is: they may differ
+# between checkpoints of one run (a RESUME may override them).
+TRAINING_ONLY = ("flow", "lm_init", "gradient_checkpointing", "history_noise", "prev_noise", "align")
 DROPPED = ("optimizer_states", "lr_schedulers", "current_model_state", "averaging_state", "callbacks", "loops")
 
 
@@ -59,6 +63,31 @@ def select(inputs: list[str], last: int) -> list[Path]:
     return paths
 
 
+def _same(a, b) -> bool:
+    """Deep equality of checkpoint payloads: dicts, lists, tensors (dtype, shape and values)."""
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and torch.equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _kept_parts(ckpt: dict) -> dict:
+    """What the result takes whole from the newest input: every input must hold the same, or the
+    averaged weights would be paired with one input's VAE, tokenizer or architecture."""
+    from voxlab.checkpoint import TOKENIZER_KEY, VAE_KEY, read_config
+
+    model = dict((read_config(ckpt) or {}).get("model") or {})
+    return {"VAE (voxlab_vae)": ckpt.get(VAE_KEY),
+            "tokenizer (voxlab_tokenizer)": ckpt.get(TOKENIZER_KEY),
+            "architecture (config model section)": {k: v for k, v in model.items() if k not in TRAINING_ONLY}}
+
+
 def average(paths: list[Path]) -> dict:
     """The newest input's checkpoint with the mean state_dict of all inputs."""
     import torch
@@ -71,11 +100,16 @@ def average(paths: list[Path]) -> dict:
         raise AverageError(f"{paths[0]}: no state_dict (not a Lightning checkpoint)")
     experiment = (ckpts[0].get("voxlab_config") or {}).get("experiment")
     total = {k: v.double() if v.is_floating_point() else v for k, v in first.items()}
+    kept = _kept_parts(ckpts[0])
     for path, ckpt in zip(paths[1:], ckpts[1:]):
         state = ckpt.get("state_dict") or {}
         other = (ckpt.get("voxlab_config") or {}).get("experiment")
         if other != experiment:
             raise AverageError(f"{path}: a checkpoint of {other!r}, {paths[0]} one of {experiment!r}")
+        for part, value in _kept_parts(ckpt).items():
+            if not _same(value, kept[part]):
+                raise AverageError(f"{paths[0]} and {path} were made with a different {part}: the average "
+                                   "would keep only the newest one's; average checkpoints of one run")
         if state.keys() != first.keys():
             diff = sorted(set(state) ^ set(first))
             raise AverageError(f"{path}: its weights differ from {paths[0]}'s in names: {diff[:8]}")
