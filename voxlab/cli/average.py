@@ -9,9 +9,10 @@ newer than all of them): the newest N by step are averaged. Checkpoint files are
 Every floating-point tensor of `state_dict` is averaged (in float64, stored in its own dtype); other
 tensors must be equal in all inputs. Everything else (config, VAE, tokenizer, step) comes from the
 newest input, so the inputs must share their VAE, tokenizer and architecture (the `model` section but
-its training-only keys), else one line names the two checkpoints; optimizer and scheduler states are left out, so the result is for `models.load`,
-`make eval`, `make synth`, `make app` and `models.export`, not for RESUME. For a run trained with EMA
-(callbacks/ema.py) the checkpoints' weights are the EMA ones, and those are averaged.
+its training-only keys), else one line names the two checkpoints. Optimizer and scheduler states
+are left out, so the result is for `models.load`, `make eval`, `make synth`, `make app` and
+`models.export`, not for RESUME. For a run trained with EMA (callbacks/ema.py) the checkpoints'
+weights are the EMA ones, and those are averaged.
 OUT (default `<run>/averaged/avg_last<N>_step<S>.ckpt`) must not exist: nothing is overwritten.
 """
 from __future__ import annotations
