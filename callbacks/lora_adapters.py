@@ -1,6 +1,7 @@
 """Writes the LoRA adapter beside every checkpoint of a LoRA run, in the official format
 (`models.lora.save_adapter`): `<run>/lora/step_<N>/` and `<run>/lora/last/` (the newest), each with
-`lora_weights.safetensors` and `lora_config.json` (base_model = the run's `init.model`). A run
+`lora_weights.safetensors` and `lora_config.json` (base_model = the run's `init.model`, and a
+base_fingerprint of its weights, checked when the adapter loads). A run
 without adapters writes nothing."""
 from __future__ import annotations
 

@@ -12,13 +12,16 @@ other weight of the backbone: only adapters train.
 
 An adapter folder holds `lora_weights.safetensors` (the adapter tensors) and `lora_config.json`
 ({"base_model": ..., "lora_config": {...}}), what the official trainer writes and
-`VoxCPMModel.load_lora_weights` reads.
+`VoxCPMModel.load_lora_weights` reads; ours adds `base_fingerprint` (`base_fingerprint`), and an
+adapter is refused on a model whose base weights differ from it.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -43,6 +46,10 @@ class LoRAConfigError(ValueError):
 
 class AdapterError(ValueError):
     """An adapter that does not fit the model; the message names the file and the keys."""
+
+
+class LoRAWarning(UserWarning):
+    """LoRA target names that match nothing in one part; an adapter whose base cannot be checked."""
 
 
 def lora_config(given: dict | None) -> dict:
@@ -86,32 +93,56 @@ class LoRALinear(nn.Module):
         return out
 
 
-def _wrap(root: nn.Module, names: list[str], cfg: dict) -> None:
-    """Every nn.Linear under `root` whose attribute name is in `names` becomes a LoRALinear."""
+def _wrap(root: nn.Module, names: list[str], cfg: dict) -> set[str]:
+    """Every nn.Linear under `root` whose attribute name is in `names` becomes a LoRALinear; the
+    names that matched are returned."""
+    matched = set()
     for full, module in list(root.named_modules()):
         if type(module) is nn.Linear and full.rsplit(".", 1)[-1] in names:
             parent = root.get_submodule(full.rsplit(".", 1)[0]) if "." in full else root
             setattr(parent, full.rsplit(".", 1)[-1], LoRALinear(module, cfg["r"], cfg["alpha"], cfg["dropout"]))
+            matched.add(full.rsplit(".", 1)[-1])
+    return matched
 
 
-def apply_lora(backbone: nn.Module, given: dict) -> dict:
+def _warn_unmatched(source: str, key: str, part: str, names: list[str], matched: set[str]) -> None:
+    """A misspelt target (`q_prj`) silently gives that part fewer adapters, or none: say so."""
+    unmatched = [n for n in names if n not in matched]
+    if unmatched:
+        got = f"its adapters are on {sorted(matched)} only" if matched else "it gets no adapter"
+        warnings.warn(LoRAWarning(f"{source}.{key}: {unmatched} match no Linear layer of the {part}, so {got}"),
+                      stacklevel=3)
+
+
+def apply_lora(backbone: nn.Module, given: dict, source: str = "model.lora") -> dict:
     """Add the adapters `given` (a LoRA config) asks for and freeze everything else; the full config
-    is returned and recorded in `backbone.config["lora"]` (so checkpoints and exports rebuild it)."""
+    is returned and recorded in `backbone.config["lora"]` (so checkpoints and exports rebuild it).
+    An enabled part where some target names match nothing is a LoRAWarning naming the part and the
+    names (`source` says where the config came from); nothing matched anywhere is a LoRAConfigError."""
     cfg = lora_config(given)
+    unmatched = []  # (key, part, names, matched), warned once we know something matched at all
     if cfg["enable_lm"]:
+        matched = set()
         for lm in (backbone.base_lm, backbone.residual_lm):
             if lm is not None:
-                _wrap(lm, cfg["target_modules_lm"], cfg)
+                matched |= _wrap(lm, cfg["target_modules_lm"], cfg)
+        unmatched.append(("target_modules_lm", "LM (TSLM, RALM)", cfg["target_modules_lm"], matched))
     if cfg["enable_dit"]:
-        _wrap(backbone.feat_decoder.estimator, cfg["target_modules_dit"], cfg)
+        matched = _wrap(backbone.feat_decoder.estimator, cfg["target_modules_dit"], cfg)
+        unmatched.append(("target_modules_dit", "LocDiT", cfg["target_modules_dit"], matched))
     if cfg["enable_proj"]:
+        matched = set()
         for name in cfg["target_proj_modules"]:
             module = getattr(backbone, name, None)
             if type(module) is nn.Linear:
                 setattr(backbone, name, LoRALinear(module, cfg["r"], cfg["alpha"], cfg["dropout"]))
+                matched.add(name)
+        unmatched.append(("target_proj_modules", "backbone's projections", cfg["target_proj_modules"], matched))
     if not lora_layers(backbone):
         raise LoRAConfigError("model.lora: no layer matched (set enable_lm, enable_dit or enable_proj, and target names "
                          f"that exist); the config was {cfg}")
+    for key, part, names, matched in unmatched:
+        _warn_unmatched(source, key, part, names, matched)
     for name, p in backbone.named_parameters():
         p.requires_grad_(".lora_" in f".{name}")
     if isinstance(getattr(backbone, "config", None), dict):
@@ -149,6 +180,21 @@ def merge_lora(backbone: nn.Module) -> nn.Module:
     return backbone
 
 
+def base_fingerprint(backbone: nn.Module) -> str:
+    """A cheap hash of the base weights (every parameter but the adapters): names, shapes and up to
+    1024 evenly spaced values of each, rounded to bfloat16 (so a bf16 copy of the base matches).
+    Another model of the same size differs; recorded as `base_fingerprint` beside the official `base_model`."""
+    digest = hashlib.sha256()
+    for name, p in sorted(backbone.named_parameters()):
+        if ".lora_" in f".{name}":
+            continue
+        flat = p.detach().reshape(-1)
+        picks = torch.linspace(0, flat.numel() - 1, min(flat.numel(), 1024)).long().to(flat.device)
+        digest.update(f"{name}{tuple(p.shape)}".encode())
+        digest.update(flat[picks].to(torch.bfloat16).float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def save_adapter(backbone: nn.Module, folder: str | Path, base_model: str | None = None) -> Path:
     """Write `lora_weights.safetensors` and `lora_config.json` into `folder` (the official layout)."""
     from safetensors.torch import save_file
@@ -159,7 +205,8 @@ def save_adapter(backbone: nn.Module, folder: str | Path, base_model: str | None
     folder = Path(folder)
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
-    info = {"base_model": None if base_model is None else str(base_model), "lora_config": backbone.config["lora"]}
+    info = {"base_model": None if base_model is None else str(base_model), "lora_config": backbone.config["lora"],
+            "base_fingerprint": base_fingerprint(backbone)}
     (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return folder
 
@@ -187,13 +234,36 @@ def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, Path]
     return read_state_dict(weights), cfg, weights
 
 
+def check_base(backbone: nn.Module, config_file: Path) -> None:
+    """An adapter trained on another base model (same size, other weights) would load and give
+    nonsense: refuse it when the adapter records its base's fingerprint, warn when it does not
+    (an official trainer's or an older VoxLab adapter) and names a base_model."""
+    try:
+        info = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    except (OSError, ValueError) as err:
+        raise AdapterError(f"{config_file}: not readable JSON ({err})") from None
+    info = info if isinstance(info, dict) else {}
+    recorded, base = info.get("base_fingerprint"), info.get("base_model")
+    if recorded is None:
+        if base:
+            warnings.warn(LoRAWarning(f"{config_file}: records base_model {base!r} but no base_fingerprint, so this "
+                                      "model is not checked to be that base; load the adapter onto it only"),
+                          stacklevel=3)
+        return
+    own = base_fingerprint(backbone)
+    if own != recorded:
+        raise AdapterError(f"{config_file}: an adapter for base_model {base!r} (base weights {recorded}), but this "
+                           f"model's base weights are {own}: load it onto the model it was trained on")
+
+
 def load_adapter(backbone: nn.Module, path: str | Path) -> nn.Module:
     """Load an adapter (ours or the official trainer's) into `backbone`, adding its LoRA layers first
     when the backbone has none. Every adapter tensor must find its parameter and every LoRA
     parameter must get one: an AdapterError names the keys otherwise (nothing is skipped)."""
     state, cfg, weights = read_adapter(path)
+    check_base(backbone, weights.parent / CONFIG_FILE)
     if not lora_layers(backbone):
-        apply_lora(backbone, cfg)
+        apply_lora(backbone, cfg, source=str(weights.parent / CONFIG_FILE))
     own = adapter_state_dict(backbone)
     unknown, missing = sorted(set(state) - set(own)), sorted(set(own) - set(state))
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
