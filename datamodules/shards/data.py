@@ -241,11 +241,12 @@ class ShardTTSDataModule(ShardDataModule):
 
     def _build(self, split: str) -> None:
         from datamodules.shards.format import INDEX
-        from datamodules.shards.write import finish, write_shards
+        from datamodules.shards.write import finish, manifest_lines, write_shards
 
         folder = self.folder(split)
-        if (folder / INDEX).is_file():
-            return
+        lines = manifest_lines(self.cfg[f"{split}_manifest"])[2]
+        if (folder / INDEX).is_file() and read_index(folder).get("lines") == lines:
+            return  # built from the manifest as it is now; else the changed shards are written again
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         write_shards(self.cfg[f"{split}_manifest"], folder, self.cfg.shard_mb, str(self._vae()[0]), self.cfg.latent_dtype,
@@ -253,7 +254,7 @@ class ShardTTSDataModule(ShardDataModule):
                      rank, world, progress=rank == 0)
         if trainer and world > 1:
             trainer.strategy.barrier("latent shards")  # every rank's share written
-        finish(folder)
+        finish(folder, lines)
 
     def setup(self, stage: str | None = None) -> None:
         from voxlab.text import build_tokenizer

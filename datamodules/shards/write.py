@@ -8,6 +8,10 @@ missing ones and `shards.json` appears when the last is done (`datamodules.shard
 Latent shards hold the target form and, with `prompts`, the prompt form of every utterance,
 encoded exactly as the small cache encodes them (`datamodules.latents`), stored as float32,
 float16 or bfloat16; the cache key (VAE fingerprint, patch, dtype) is recorded in `shards.json`.
+Each sidecar records a fingerprint of the manifest lines its shard holds (`rows`: text, speaker,
+duration, the audio's stamp...) and of all of them (`lines`, also in `shards.json`): a re-run after the
+manifest was corrected rewrites the shards whose lines changed, interrupted or not, and `shards.json`
+is written only when every shard holds the manifest as it is now.
 """
 from __future__ import annotations
 
@@ -46,6 +50,18 @@ def plan_shards(entries: list[Entry], target_bytes: float, sizes: list[float]) -
     return plan
 
 
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def manifest_lines(manifest: str | Path) -> tuple[list[Entry], list[dict], str]:
+    """(usable entries, their shard rows, the fingerprint of all rows): what a shard set of
+    `manifest` must hold now."""
+    entries, _ = read_manifest(Path(manifest).resolve())
+    rows = [_row(e, j) for j, e in enumerate(entries)]
+    return entries, rows, _digest(rows)
+
+
 def write_shards(manifest: str | Path, out: str | Path, target_mb: float = 256.0, vae_path: str | None = None,
                  dtype: str = "float32", prompts: bool = True, patch_size: int = 2, sample_rate: int = 16000,
                  workers: int = 1, rank: int = 0, world: int = 1, progress: bool = True) -> Path:
@@ -57,7 +73,7 @@ def write_shards(manifest: str | Path, out: str | Path, target_mb: float = 256.0
         raise ShardError(f"dtype {dtype!r}: one of {', '.join(DTYPE_NAMES)}")
     dtype = DTYPE_NAMES[dtype]
     manifest, out = Path(manifest).resolve(), Path(out)
-    entries, _ = read_manifest(manifest)
+    entries, rows, lines = manifest_lines(manifest)
     spec = {"format": FORMAT, "source": str(manifest), "entries": len(entries), "target_mb": target_mb,
             "kind": "latents" if vae_path else "audio", "sample_rate": sample_rate}
     if vae_path:
@@ -77,8 +93,10 @@ def write_shards(manifest: str | Path, out: str | Path, target_mb: float = 256.0
     plan = plan_shards(entries, target_mb * 2 ** 20, sizes)
     out.mkdir(parents=True, exist_ok=True)
     _check_owner(out, spec)
+    shard_rows = [[rows[j] for j in part] for part in plan]
+    _drop_stale(out, [_digest(r) for r in shard_rows], lines, rank, world)
     mine = [i for i in range(len(plan)) if i % world == rank and not (out / _sidecar(i)).is_file()]
-    jobs = [(out, i, len(plan), [_row(entries[j], j) for j in plan[i]], spec, vae_path) for i in mine]
+    jobs = [(out, i, len(plan), shard_rows[i], spec, vae_path, lines) for i in mine]
     with contextlib.ExitStack() as stack:
         done = map(_write_one, jobs)
         if workers > 1 and len(jobs) > 1:
@@ -87,7 +105,7 @@ def write_shards(manifest: str | Path, out: str | Path, target_mb: float = 256.0
         for n, _ in enumerate(done, 1):
             if progress:
                 print(f"[shards] {n}/{len(jobs)} shards written", flush=True)
-    finish(out)
+    finish(out, lines)
     return out
 
 
@@ -97,7 +115,36 @@ def _sidecar(i: int) -> str:
 
 def _row(e: Entry, index: int) -> dict:
     return {"utt": e.utt, "audio": str(e.audio), "text": e.text, "duration": e.duration, "speaker": e.speaker,
-            "lang": e.lang, "index": index}
+            "lang": e.lang, "index": index, "stamp": e.stamp}
+
+
+def _drop_stale(out: Path, shard_digests: list[str], lines: str, rank: int, world: int) -> None:
+    """Bring `out` to the manifest as it is now: this rank's sidecars whose lines changed (or that
+    record none: written before fingerprints) are removed so their shards are written again, the
+    others are stamped with the manifest's `lines`, shards past the end of the plan are removed, and
+    `shards.json` goes once anything is stale. A sidecar marks its shard done: it goes first."""
+    stale = []
+    for i, digest in enumerate(shard_digests):
+        side = out / _sidecar(i)
+        if i % world != rank or not side.is_file():
+            continue
+        stats = json.loads(side.read_text())
+        if stats.get("rows") != digest:
+            stale.append(i)
+        elif stats.get("lines") != lines:  # kept: it holds these lines of the manifest as it is now
+            write_text_atomic(side, json.dumps({**stats, "lines": lines}))
+    extra = [p for p in out.glob("shard-*.json") if int(p.stem.split("-")[1]) >= len(shard_digests)]
+    if not stale and not extra:
+        return
+    (out / INDEX).unlink(missing_ok=True)
+    for i in stale:
+        (out / _sidecar(i)).unlink(missing_ok=True)
+    for side in extra:
+        side.unlink(missing_ok=True)
+        side.with_suffix(".tar").unlink(missing_ok=True)
+    names = ", ".join(shard_name(i) for i in stale[:3]) + (" ..." if len(stale) > 3 else "")
+    print(f"[shards] {out}: {len(stale)} shard(s) hold manifest lines that changed since ({names}) and "
+          f"{len(extra)} lie past its end: written again", flush=True)
 
 
 def _check_owner(out: Path, spec: dict) -> None:
@@ -113,7 +160,7 @@ _VAE_CACHE: dict = {}
 
 
 def _write_one(job) -> None:
-    out, i, total, rows, spec, vae_path = job
+    out, i, total, rows, spec, vae_path, lines = job
     latents = _encode_rows(rows, spec, vae_path) if spec["kind"] == "latents" else {}
     samples = []
     for row in rows:
@@ -127,7 +174,8 @@ def _write_one(job) -> None:
                 data[name], meta[name] = latent_bytes(latent, spec["latents"]["dtype"])
         samples.append({"json": json.dumps(meta, ensure_ascii=False).encode(), **data})
     stats = write_shard(out / shard_name(i), samples)
-    stats.update(of=total, seconds=sum(r["duration"] for r in rows), settings=spec["settings"], spec=spec)
+    stats.update(of=total, seconds=sum(r["duration"] for r in rows), settings=spec["settings"], spec=spec,
+                 rows=_digest(rows), lines=lines)
     write_text_atomic(out / _sidecar(i), json.dumps(stats))
 
 
@@ -154,9 +202,10 @@ def _encode_rows(rows: list[dict], spec: dict, vae_path: str) -> dict[str, dict]
     return out
 
 
-def finish(out: Path) -> bool:
+def finish(out: Path, lines: str | None = None) -> bool:
     """Write `shards.json` once every shard's sidecar is there (by whichever process gets there
-    first; the content is the same). Returns whether the set is complete."""
+    first; the content is the same) and all hold the same manifest lines (`lines`, when given: the
+    manifest's now). Returns whether the set is complete."""
     first = out / _sidecar(0)
     if not first.is_file():
         return False
@@ -165,7 +214,11 @@ def finish(out: Path) -> bool:
     if not all(p.is_file() for p in sides):
         return False
     shards = [json.loads(p.read_text()) for p in sides]
+    expected = lines or head.get("lines")
+    if expected is None or any(s.get("lines") != expected for s in shards):
+        return False  # a shard of another version of the manifest is still to be rewritten
     index = {k: v for k, v in spec.items() if k != "target_mb"}
+    index["lines"] = expected
     index.update(seconds=sum(s["seconds"] for s in shards), bytes=sum(s["bytes"] for s in shards),
                  shards=[{k: s[k] for k in ("name", "count", "seconds", "bytes")} for s in shards])
     write_text_atomic(out / INDEX, json.dumps(index, indent=1))
