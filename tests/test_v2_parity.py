@@ -293,3 +293,17 @@ def test_reference_needs_voxcpm2():
     latents = PromptLatents(torch.zeros(2, v1.backbone.patch_size, v1.backbone.feat_dim))
     with pytest.raises(ValueError, match="a reference wav needs a VoxCPM2 model"):
         v1.synthesize_batch(["abc"], reference_wavs=[latents], max_len=3)
+
+
+def test_streamed_waveform_joins_to_the_one_shot(pair):
+    """generate_streaming on a loaded VoxCPM2 folder: the AudioVAE V2 streaming decoder's chunks,
+    the 3-patch context cut, join to `generate`'s 48 kHz waveform."""
+    _, _, cfg, folder = pair
+    model = models.load(folder)
+    g = torch.Generator().manual_seed(2)
+    prompt = PromptLatents(torch.randn(4, cfg["patch_size"], cfg["feat_dim"], generator=g))
+    kw = dict(prompt_wav=prompt, prompt_text=PROMPT_TEXT, temperature=0.0, max_len=12)
+    wav, rate = model.generate("hello world", **kw)
+    streamed = torch.cat(list(model.generate_streaming("hello world", chunk_patches=2, **kw)))
+    assert rate == 48000 and wav.numel() > 0
+    close(streamed, wav, "streamed waveform")
