@@ -247,7 +247,7 @@ def eval_items(args, model) -> tuple[list, dict[str, int]]:
                  for i in range(args.batch_items)]
         return items, {it.utt: args.patches for it in items}
     items = read_testset(args.testset, limit=args.batch_items)
-    seconds_per_patch = model.backbone.patch_size * model.vae.hop_length / model.sample_rate
+    seconds_per_patch = model.backbone.patch_size * model.vae.hop_length / model.input_sample_rate
     return items, {it.utt: max(3, round(sf.info(str(it.gt_wav)).duration / seconds_per_patch)) for it in items}
 
 

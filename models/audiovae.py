@@ -138,23 +138,27 @@ class ResidualUnit(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, stride: int, groups: int = 1):
+    def __init__(self, in_dim: int, out_dim: int, stride: int, groups: int = 1, pad_stride: bool = False):
         super().__init__()
-        # Left pad 2*ceil(stride/2) (the official layout): frame i sees samples <= stride*i + stride-1.
+        # Left pad 2*ceil(stride/2) (the official v1 layout): frame i sees samples <= stride*i + stride-1.
+        # The official V2 pads `stride` (its output_padding), which differs for odd strides.
+        left_pad = stride if pad_stride else 2 * math.ceil(stride / 2)
         self.block = nn.Sequential(
             *[ResidualUnit(in_dim, d, groups) for d in (1, 3, 9)], Snake1d(in_dim),
-            CausalConv1d(in_dim, out_dim, 2 * stride, stride=stride, left_pad=2 * math.ceil(stride / 2)))
+            CausalConv1d(in_dim, out_dim, 2 * stride, stride=stride, left_pad=left_pad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
 
 
 class Encoder(nn.Module):
-    def __init__(self, d_model: int, latent_dim: int, strides: Sequence[int], depthwise: bool):
+    def __init__(self, d_model: int, latent_dim: int, strides: Sequence[int], depthwise: bool,
+                 pad_stride: bool = False):
         super().__init__()
         layers: list[nn.Module] = [CausalConv1d(1, d_model, 7)]
         for stride in strides:
-            layers.append(EncoderBlock(d_model, 2 * d_model, stride, groups=d_model if depthwise else 1))
+            layers.append(EncoderBlock(d_model, 2 * d_model, stride, groups=d_model if depthwise else 1,
+                                       pad_stride=pad_stride))
             d_model *= 2
         self.block = nn.Sequential(*layers)
         self.fc_mu = CausalConv1d(d_model, latent_dim, 3)
@@ -180,6 +184,7 @@ class NoiseBlock(nn.Module):
 class DecoderBlock(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, stride: int, groups: int = 1, noise: bool = False):
         super().__init__()
+        self.in_dim = in_dim  # the AudioVAE V2 conditions each block's input on the output rate
         layers: list[nn.Module] = [Snake1d(in_dim), CausalConvTranspose1d(in_dim, out_dim, stride)]
         if noise:
             layers.append(NoiseBlock(out_dim))
@@ -239,6 +244,7 @@ class AudioVAE(nn.Module):
         self.decoder_dim, self.decoder_rates, self.depthwise = decoder_dim, decoder_rates, depthwise
         self.sample_rate, self.use_noise_block = sample_rate, use_noise_block
         self.hop_length = self.chunk_size = math.prod(encoder_rates)
+        self.out_sample_rate, self.out_hop_length = sample_rate, self.hop_length  # decode: same rate (V2: higher)
         self.encoder = Encoder(encoder_dim, latent_dim, encoder_rates, depthwise)
         self.decoder = Decoder(latent_dim, decoder_dim, decoder_rates, depthwise, use_noise_block)
 

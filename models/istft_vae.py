@@ -146,6 +146,7 @@ class ISTFTAudioVAE(nn.Module):
                              f"n_fft {n_fft} (n_fft >= stft_hop)")
         ratio = hop_length // stft_hop
         self.latent_dim, self.hop_length, self.chunk_size, self.sample_rate = latent_dim, hop_length, hop_length, sample_rate
+        self.out_sample_rate, self.out_hop_length = sample_rate, hop_length  # decodes at its input rate
         self.settings = dict(dim=dim, encoder_fast_blocks=encoder_fast_blocks, encoder_slow_blocks=encoder_slow_blocks,
                              decoder_slow_blocks=decoder_slow_blocks, decoder_fast_blocks=decoder_fast_blocks,
                              n_fft=n_fft, stft_hop=stft_hop, max_log_magnitude=float(max_log_magnitude))

@@ -59,7 +59,7 @@ from models.voxcpm import VoxCPMBackbone
 LENGTH_RATIO, LENGTH_PAD = 6.0, 10   # official cap: int(target tokens * 6.0 + 10) patches
 RETRY_MAX_TIMES = 3                   # official retry_badcase_max_times (runs in all)
 MIN_LEN = 2                           # official: the stop head counts once the step index is > 2
-CONTEXT_PATCHES = 2                   # prompt patches decoded in front of a cloned voice
+CONTEXT_PATCHES = 2                   # prompt patches decoded in front of a cloned voice (VoxCPM2: 3)
 REF_START_ID, REF_END_ID = 103, 104   # VoxCPM2: around an isolated reference segment
 PRECISIONS = ("float32", "bfloat16", "float16", "int8")  # TTSModel.set_precision
 PROMPT_CACHE = 512                    # prompt files whose latent patches a model keeps (a few kB each)
@@ -119,7 +119,27 @@ class TTSModel(nn.Module):
 
     @property
     def sample_rate(self) -> int:
+        """The output rate (the AudioVAE V2 decodes at a higher rate than it encodes)."""
+        return int(self.vae.out_sample_rate)
+
+    @property
+    def input_sample_rate(self) -> int:
+        """The rate prompts and references are read at (the VAE encoder's)."""
         return int(self.vae.sample_rate)
+
+    @property
+    def context_patches(self) -> int:
+        """Prompt patches decoded in front of a continuation: official VoxCPM2 min(3, prompt), VoxCPM 2."""
+        return 3 if self.backbone.is_voxcpm2 else CONTEXT_PATCHES
+
+    def _context(self, item: dict) -> torch.Tensor | None:
+        """The latent patches decoded in front of a continuation (None without a prompt). VoxCPM2
+        takes the last audio positions of its prefix, so a prompt shorter than 3 patches after a
+        reference takes reference patches too (official `_inference`)."""
+        if item["prompt"] is None:
+            return None
+        audio = item["prompt"] if item.get("reference") is None else torch.cat([item["reference"], item["prompt"]])
+        return audio[-self.context_patches:]
 
     @property
     def device(self) -> torch.device:
@@ -205,7 +225,7 @@ class TTSModel(nn.Module):
         layer (channels x samples). Items are decoded one at a time, so a batch needs its
         largest item's, once."""
         _, prompt, cap = self._memory_lengths(text, prompt_text, prompt_seconds, max_len)
-        frames = (cap + min(CONTEXT_PATCHES, prompt)) * self.backbone.patch_size
+        frames = (cap + min(self.context_patches, prompt)) * self.backbone.patch_size
         return 3 * self.vae.decode_bytes_per_frame() * frames
 
     def _memory_lengths(self, text, prompt_text, prompt_seconds, max_len) -> tuple[int, int, int]:
@@ -213,7 +233,7 @@ class TTSModel(nn.Module):
         bb, vae = self.backbone, self.vae
         target = len(self.encode_text(clean_text(text)))
         ids = len(self.encode_text(clean_text((prompt_text or "") + text)))
-        prompt = math.ceil(prompt_seconds * self.sample_rate / (bb.patch_size * vae.hop_length))
+        prompt = math.ceil(prompt_seconds * self.input_sample_rate / (bb.patch_size * vae.hop_length))
         return ids, prompt, min(int(target * LENGTH_RATIO + LENGTH_PAD), max_len)
 
     # ---- inputs -----------------------------------------------------------------------------------
@@ -237,12 +257,12 @@ class TTSModel(nn.Module):
         try:
             stat = Path(wav).stat()
         except OSError:  # load_audio says what is wrong with it
-            return self._encode_prompt(load_audio(wav, self.sample_rate, mono="mix"), pad)
+            return self._encode_prompt(load_audio(wav, self.input_sample_rate, mono="mix"), pad)
         vae_state = tuple((t.data_ptr(), t._version) for t in self.vae.parameters())
         key = (str(Path(wav).resolve()), stat.st_size, stat.st_mtime_ns, vae_state, self._dtype, self.device, pad)
         cache = self.__dict__.setdefault("_prompt_cache", {})
         if key not in cache:
-            cache[key] = self._encode_prompt(load_audio(wav, self.sample_rate, mono="mix"), pad)
+            cache[key] = self._encode_prompt(load_audio(wav, self.input_sample_rate, mono="mix"), pad)
             while len(cache) > PROMPT_CACHE:
                 cache.pop(next(iter(cache)))
         return cache[key]
@@ -380,8 +400,8 @@ class TTSModel(nn.Module):
             return wav[cut:]
 
         if item["prompt"] is not None:  # context in front, its audio dropped (as `generate` cuts it)
-            context = list(item["prompt"][-CONTEXT_PATCHES:])
-            drop = len(context) * self.backbone.patch_size * self.vae.hop_length
+            context = list(self._context(item))
+            drop = len(context) * self.backbone.patch_size * self.vae.out_hop_length
             decode(context)
         pending, made, stopped = [], 0, False
         for step in self._patch_steps([item], [cap], cfg, timesteps, temperature, gens, min_len, stop):
@@ -451,7 +471,7 @@ class TTSModel(nn.Module):
 
     def _bad_case(self, item: dict, patches: torch.Tensor, ratio: float) -> bool:
         """The official test: VoxCPM counts the prompt context patches in front, VoxCPM2 does not."""
-        context = 0 if item["prompt"] is None else min(CONTEXT_PATCHES, len(item["prompt"]))
+        context = 0 if item["prompt"] is None else min(self.context_patches, len(item["prompt"]))
         if self.backbone.is_voxcpm2:
             context = 0
         return len(patches) + context >= len(item["target_ids"]) * ratio
@@ -545,11 +565,11 @@ class TTSModel(nn.Module):
         """VAE decode of each item (context patches in front when cloning), one at a time: the
         decoder's activations are large (channels x samples), and on CPU a batch of them decodes
         slower per item than one item does (measured: 0.93 against 0.58 s per item at 16 x 1 s)."""
-        per_patch = self.backbone.patch_size * self.vae.hop_length  # samples
+        per_patch = self.backbone.patch_size * self.vae.out_hop_length  # output samples
         vae_dtype = self._vae_dtype
         out = []
         for it, gen in zip(items, patches):
-            ctx = it["prompt"][-CONTEXT_PATCHES:] if it["prompt"] is not None else gen[:0]
+            ctx = self._context(it) if it["prompt"] is not None else gen[:0]
             z = torch.cat([ctx, gen]).reshape(-1, gen.shape[-1]).t()[None]  # [1, D, frames]
             out.append(self.vae.decode(z.to(vae_dtype))[0, 0, len(ctx) * per_patch:].float().cpu())
         return out

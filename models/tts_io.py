@@ -9,8 +9,8 @@ Accepted MODEL kinds (docs/design.md section 2):
 - a run folder (its last checkpoint, voxlab.runs.last_checkpoint);
 - an exported or official VoxCPM folder: `config.json`, `model.safetensors` or `pytorch_model.bin`,
   `audiovae.pth` or `audiovae.safetensors`, tokenizer files. An official VoxCPM2 folder
-  (`"architecture": "voxcpm2"`) builds its backbone, then stops with one line: its AudioVAE V2 is
-  not built yet; `load_backbone(folder)` gives the backbone alone.
+  (`"architecture": "voxcpm2"`) builds the VoxCPM2 backbone and the AudioVAE V2 (models.audiovae_v2;
+  16 kHz in, `out_sample_rate` out); `load_backbone(folder)` gives the backbone alone.
 
 Export writes the official folder format: `config.json` (models.official), `model.safetensors`,
 `audiovae.pth` (weight_g / weight_v keys) + `audiovae_config.json`, and the tokenizer. Two VoxLab
@@ -148,7 +148,7 @@ def _from_checkpoint(path: Path) -> TTSModel:
 def load_backbone(folder: str | Path) -> VoxCPMBackbone:
     """The backbone alone (eval mode, float32) of an exported or official VoxCPM / VoxCPM2 folder:
     its config and weights, loaded strictly; no AudioVAE or tokenizer needed. What `models.load`
-    builds first; a VoxCPM2 folder loads here while its AudioVAE V2 cannot be built yet."""
+    builds first."""
     folder = Path(folder)
     if not (folder / "config.json").is_file() and not (folder / OURS_MODEL).is_file():
         raise ModelPathError(f"{folder}: no config.json or {OURS_MODEL}: not a VoxCPM model folder")
@@ -167,24 +167,9 @@ def load_backbone(folder: str | Path) -> VoxCPMBackbone:
     return backbone.eval()
 
 
-def _has_audiovae_v2(folder: Path) -> bool:
-    """An official VoxCPM2 folder's VAE is an AudioVAE V2 (16 kHz in, 48 kHz out, sample-rate
-    condition): its config.json says voxcpm2 and no VoxLab audiovae_config.json is beside it, or
-    its audio_vae_config has the V2 output rate."""
-    if not (folder / "config.json").is_file():
-        return False
-    config = read_official_config(folder)
-    vae = config.get("audio_vae_config") or {}
-    v2 = str(config.get("architecture", "")).lower() == "voxcpm2" and not (folder / "audiovae_config.json").is_file()
-    return v2 or "out_sample_rate" in vae
-
-
 def _from_folder(folder: Path) -> TTSModel:
     backbone = load_backbone(folder)
-    if _has_audiovae_v2(folder):
-        raise ModelPathError(f"{folder}: a VoxCPM2 folder: its backbone loads (models.load_backbone), but its "
-                             "AudioVAE V2 cannot be built yet (VoxLab has no AudioVAE V2: issue 27 item 2)")
-    try:
+    try:  # a VoxCPM2 folder's VAE is an AudioVAE V2 (models.weights reads its config.json so)
         vae = load_audiovae(folder)
     except WeightsError as err:
         raise ModelPathError(f"{folder}: AudioVAE: {err}") from None

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from models.audiovae import AudioVAE
+from models.audiovae_v2 import V2_KEYS, AudioVAEV2, v2_config_from_state
 from models.istft_vae import ISTFTAudioVAE
 from voxlab.checkpoint import CONFIG_KEY, VAE_KEY, CheckpointError, read_config, read_weights_file, submodule_state
 from voxlab.runs import LAST_CHECKPOINT, has_last_checkpoint, last_checkpoint
@@ -31,8 +32,9 @@ from voxlab.runs import LAST_CHECKPOINT, has_last_checkpoint, last_checkpoint
 CONFIG_NAME = "audiovae_config.json"
 AUDIOVAE_TARGET = "models.audiovae.AudioVAE"
 # `decoder` in a VAE config picks the class: the official DAC-style waveform decoder (the official
-# format) or the frame-rate decoder with an iSTFT head (models.istft_vae; our format only)
-DECODERS = {"waveform": AudioVAE, "istft": ISTFTAudioVAE}
+# format) or the frame-rate decoder with an iSTFT head (models.istft_vae; our format only); the
+# official AudioVAE V2 (models.audiovae_v2) is picked by its own config keys or a voxcpm2 config.json
+DECODERS = {"waveform": AudioVAE, "waveform_v2": AudioVAEV2, "istft": ISTFTAudioVAE}
 WEIGHT_NAMES = ("audiovae.safetensors", "audiovae.pth")
 
 
@@ -83,8 +85,13 @@ def _config_beside(folder: Path) -> tuple[dict, str] | None:
         return json.loads((folder / CONFIG_NAME).read_text()), str(folder / CONFIG_NAME)
     if (folder / "config.json").is_file():
         cfg = json.loads((folder / "config.json").read_text())
-        if isinstance(cfg.get("audio_vae_config"), dict):
-            return cfg["audio_vae_config"], f"{folder / 'config.json'} (audio_vae_config)"
+        vae = cfg.get("audio_vae_config")
+        if str(cfg.get("architecture", "")).lower() == "voxcpm2":  # the official VoxCPM2 builds a V2,
+            # its keys absent from audio_vae_config (or all of it) taking the release defaults
+            return ({"decoder": "waveform_v2", **(vae if isinstance(vae, dict) else {})},
+                    f"{folder / 'config.json'} (voxcpm2, AudioVAE V2)")
+        if isinstance(vae, dict):
+            return vae, f"{folder / 'config.json'} (audio_vae_config)"
     return None
 
 
@@ -92,7 +99,8 @@ def infer_audiovae_config(state: Mapping[str, torch.Tensor], sample_rate: int = 
     """The AudioVAE config an official-layout state dict was built with, read from its shapes:
     widths from conv outputs, each rate from its strided conv's kernel (2 * stride), depthwise from
     the decoder's 1x1 conv after a depthwise one, the noise block from its keys. Every layer index
-    here is the layout documented in models.audiovae."""
+    here is the layout documented in models.audiovae. A V2 state dict with a rate condition gives
+    a V2 config (models.audiovae_v2.v2_config_from_state); one without is read as v1."""
     def weight(name: str) -> torch.Tensor:
         for key in (f"{name}.weight_v", f"{name}.weight"):
             if key in state:
@@ -110,7 +118,7 @@ def infer_audiovae_config(state: Mapping[str, torch.Tensor], sample_rate: int = 
     encoder_dim = int(weight("encoder.block.0").shape[0])  # raises first, naming what is missing
     if not enc_blocks or not dec_blocks:
         weight("encoder.block.1.block.4" if not enc_blocks else "decoder.model.1.block.1")
-    return dict(
+    config = dict(
         encoder_dim=encoder_dim,
         encoder_rates=[int(weight(f"encoder.block.{i}.block.4").shape[-1]) // 2 for i in enc_blocks],
         latent_dim=int(weight("encoder.fc_mu").shape[0]),
@@ -118,17 +126,19 @@ def infer_audiovae_config(state: Mapping[str, torch.Tensor], sample_rate: int = 
         decoder_rates=[int(weight(f"decoder.model.{i}.block.1").shape[-1]) // 2 for i in dec_blocks],
         depthwise=depthwise, sample_rate=int(sample_rate),
         use_noise_block=any(f"decoder.model.{i}.block.2.linear.weight_v" in state for i in dec_blocks))
+    return v2_config_from_state(state, config) or config
 
 
 def build_audiovae(config: Mapping, source: str, state: Mapping[str, torch.Tensor] | None = None) -> AudioVAE:
-    """An AudioVAE from its config (`_target_` allowed; `decoder`: waveform (default) | istft), with
+    """An AudioVAE from its config (`_target_` allowed; `decoder`: waveform (default) | waveform_v2 (the
+    default when a V2-only key is present, models.audiovae_v2.V2_KEYS) | istft), with
     `state` loaded strictly when given; `source` names where both came from in errors.
 
     An experiment config holds the keys of both decoders (the bases define the schema): for
     `decoder: istft` the waveform decoder's keys are not used, its hop is the product of
     `encoder_rates`, and its own sizes are the `istft` section."""
     config = {k: v for k, v in config.items() if k != "_target_"}
-    kind = config.pop("decoder", "waveform")
+    kind = config.pop("decoder", "waveform_v2" if any(k in config for k in V2_KEYS) else "waveform")
     extra = config.pop("istft", None) or {}
     if kind not in DECODERS:
         raise WeightsError(f"{source}: decoder {kind!r} unknown; choose one of {', '.join(DECODERS)}")

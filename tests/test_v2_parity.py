@@ -3,9 +3,9 @@ official models of two sizes (patch 2 with RoPE in the RALM, patch 4 without) sa
 layout, loaded with `models.load_backbone`; the same weights give the same teacher-forced states,
 LocDiT velocity and training losses, and the same generated latent patches in the four official
 modes (zero-shot, continuation of a prompt, isolated reference [103 .. 104], reference + continuation),
-at temperature 0 and seeded at temperature 1. The AudioVAE V2 is not built by VoxLab yet
-(issue 27 item 2): generation is compared on the latents before decoding, with the prompt given as
-latents on both sides, and `models.load` on the folder stops with one line saying so."""
+at temperature 0 and seeded at temperature 1, with the prompt given as latents on both sides.
+`models.load` on the folder builds the AudioVAE V2 too (models.audiovae_v2): the decoded waveform
+at the official output rate, context patches cut, matches the official one in every mode."""
 from __future__ import annotations
 
 import contextlib
@@ -17,12 +17,12 @@ import torch
 
 import models
 from models.audiovae import AudioVAE
+from models.audiovae_v2 import AudioVAEV2
 from models.official import from_official_config, to_official_config
 from models.official_reference import (SMALL_VAE, backbone_state_dict, build_official_v2, import_official_v2,
                                        install_stubs, small_official_v2_config, tiny_tokenizer, write_official_folder)
 from models.packing import collate_packed, pack_utterance
 from models.tts import PromptLatents, TTSModel
-from models.tts_io import ModelPathError
 from models.voxcpm import shift_right
 from test_inference import tune_stop
 from voxlab.text import HFTokenizer
@@ -87,11 +87,29 @@ def test_state_dict_is_the_official_one(pair):
     off.load_state_dict({**mine, **vae}, strict=True)  # and back
 
 
-def test_models_load_says_the_vae_v2_is_missing(pair):
-    _, _, _, folder = pair
-    with pytest.raises(ModelPathError, match="AudioVAE V2 cannot be built yet") as err:
-        models.load(folder)
-    assert "\n" not in str(err.value)
+@pytest.mark.parametrize("mode", ["zero_shot", "continuation", "reference", "ref_continuation"])
+def test_models_load_decodes_the_official_waveform(pair, mode):
+    """models.load builds the AudioVAE V2 of the folder; the waveform (48 kHz, the official
+    min(3, audio patches) of context decoded in front and cut) is the official one. The prompt
+    after a reference has 2 patches, so the context takes the reference's last one (official)."""
+    off, _, cfg, folder = pair
+    model = models.load(folder)
+    assert isinstance(model.vae, AudioVAEV2) and model.sample_rate == off.sample_rate == 48000
+    g = torch.Generator().manual_seed(9)
+    shape = (cfg["patch_size"], cfg["feat_dim"])
+    has_prompt, has_ref = MODES[mode]
+    prompt = torch.randn(2 if has_ref else 5, *shape, generator=g) if has_prompt else None
+    reference = torch.randn(4, *shape, generator=g) if has_ref else None
+    cache = None if mode == "zero_shot" else {"mode": mode, "prompt_text": PROMPT_TEXT, "audio_feat": prompt,
+                                               "ref_audio_feat": reference}
+    with official_temperature(off, 0.0):
+        wav, _, feats = off.generate_with_prompt_cache(target_text=TEXT, prompt_cache=cache, max_len=MAX_LEN)
+    got = model.synthesize_batch([TEXT], [PromptLatents(prompt) if has_prompt else None],
+                                 [PROMPT_TEXT if has_prompt else None], temperature=0.0, max_len=MAX_LEN,
+                                 reference_wavs=[PromptLatents(reference) if has_ref else None])[0]
+    close(got.patches, feats, "generated latents", GEN_TOL)
+    assert got.sample_rate == 48000
+    close(got.wav, wav[0], "waveform", GEN_TOL)
 
 
 def test_config_round_trip(pair):
@@ -275,3 +293,17 @@ def test_reference_needs_voxcpm2():
     latents = PromptLatents(torch.zeros(2, v1.backbone.patch_size, v1.backbone.feat_dim))
     with pytest.raises(ValueError, match="a reference wav needs a VoxCPM2 model"):
         v1.synthesize_batch(["abc"], reference_wavs=[latents], max_len=3)
+
+
+def test_streamed_waveform_joins_to_the_one_shot(pair):
+    """generate_streaming on a loaded VoxCPM2 folder: the AudioVAE V2 streaming decoder's chunks,
+    the 3-patch context cut, join to `generate`'s 48 kHz waveform."""
+    _, _, cfg, folder = pair
+    model = models.load(folder)
+    g = torch.Generator().manual_seed(2)
+    prompt = PromptLatents(torch.randn(4, cfg["patch_size"], cfg["feat_dim"], generator=g))
+    kw = dict(prompt_wav=prompt, prompt_text=PROMPT_TEXT, temperature=0.0, max_len=12)
+    wav, rate = model.generate("hello world", **kw)
+    streamed = torch.cat(list(model.generate_streaming("hello world", chunk_patches=2, **kw)))
+    assert rate == 48000 and wav.numel() > 0
+    close(streamed, wav, "streamed waveform")
