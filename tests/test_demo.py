@@ -13,6 +13,7 @@ def test_backbone_overrides_compose_with_the_evaluation_callback_on():
     assert cb._target_ == "callbacks.evaluation.SeedTTSEvalCallback"
     assert cb.every_n_steps == 40 and cb.limit == 8 and cb.paraformer == "/models/paraformer"
     assert cfg.trainer.max_steps == 120 and cfg.vae.path == "some/vae"
+    assert cfg.text.kind == "phoneme" and cfg.model.audio_positions == 1.5 and cfg.model.align.heads == 1
     off = compose("d256s9", "tiny", demo.tts_overrides(Path("v"), None, 0, None))
     assert off.callbacks.seedtts_eval._target_ is None
 
