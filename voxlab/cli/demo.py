@@ -34,6 +34,7 @@ NUM_UTTS = 4000  # 3.2 h of speech, about 20 s to render; 3740 training utteranc
 # The tiny backbone's levers (docs/demo.md, 2026-12-07): phonemes; guided attention; patch j at rotary
 # position 1.5 j beside the text it speaks (the stop head then times 8 of 8 test utterances within 25%);
 # flow times drawn nearer the noise end, where the LM's condition matters most. No text-LM init.
+TTS_STEPS = 1800  # 2000 steps took the whole demo to 20 min 41 s on 2 AVX2 cores (docs/demo.md)
 BACKBONE_RECIPE = ["text.kind=phoneme", "model.lm_init.mode=none", "model.align.heads=1",
                    "model.audio_positions=1.5", "model.flow.t_mean=1.0"]
 
@@ -158,7 +159,7 @@ def tts_overrides(vae: Path, steps: int | None, eval_every: int, paraformer: str
 
 
 def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int | None = None,
-             tts_steps: int | None = None, eval_every: int = 1000, paraformer: str | None = None) -> dict:
+             tts_steps: int | None = TTS_STEPS, eval_every: int = 900, paraformer: str | None = None) -> dict:
     from datamodules.corpus import build_corpus
 
     times: dict[str, float] = {}
@@ -254,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-vae", action="store_true",
                         help="train the tiny VAE here instead of starting from the shipped one")
     parser.add_argument("--vae-steps", type=int, help="with --train-vae: generator steps (default: the tiny recipe's)")
-    parser.add_argument("--tts-steps", type=int, help="tiny d256s9 training steps (default: the tiny recipe's)")
-    parser.add_argument("--eval-every", type=int, default=1000,
+    parser.add_argument("--tts-steps", type=int, default=TTS_STEPS,
+                        help=f"tiny d256s9 training steps (default {TTS_STEPS}: the 20-minute budget on 2 AVX2 cores)")
+    parser.add_argument("--eval-every", type=int, default=900,
                         help="Seed-TTS-Eval (8 utts per language) every N backbone steps during training (0: off)")
     parser.add_argument("--paraformer", help="paraformer-zh folder for the Chinese CER (or $VOXLAB_PARAFORMER)")
     parser.add_argument("--data", default=str(DATA), help="corpus folder (built there when missing)")
