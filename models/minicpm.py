@@ -227,14 +227,13 @@ class Attention(nn.Module):
                                              enable_gqa=self.num_kv_heads != self.num_heads).to(dtype)
         return self.o_proj(out.transpose(1, 2).reshape(b, s, self.num_heads * self.head_dim))
 
-
     def _probe(self, q, k, mask, is_causal) -> torch.Tensor:
         """Attention probabilities of the first `probe_heads` query heads (fp32, differentiable)."""
         n = self.probe_heads
         kv = torch.arange(n, device=q.device) // (self.num_heads // self.num_kv_heads)
         scores = (q[:, :n].float() @ k[:, kv].float().transpose(-1, -2)) / math.sqrt(self.head_dim)
         s = scores.shape[-1]
-        allowed = mask if mask is not None else None
+        allowed = mask
         if is_causal:
             causal = torch.ones(s, s, dtype=torch.bool, device=q.device).tril()
             allowed = causal if allowed is None else allowed & causal
@@ -308,18 +307,18 @@ class MiniCPMModel(nn.Module):
         positions: [B, S] rotary positions in place of the running index (may be fractional).
         """
         b, s, _ = x.shape
-        mask, given_positions = None, positions
+        mask = None
         if attention_mask is None:
-            positions = torch.arange(s, device=x.device)
+            running = torch.arange(s, device=x.device)
         else:
             attention_mask = attention_mask.bool()
-            positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            running = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             allowed = attention_mask[:, None, None, :].expand(b, 1, s, s)
             if is_causal:
                 allowed = allowed & torch.ones(s, s, dtype=torch.bool, device=x.device).tril()
             # a padding query would see no key at all (NaN): let it see itself, it is never used
             mask = allowed | torch.eye(s, dtype=torch.bool, device=x.device)
-        positions = positions if given_positions is None else given_positions
+        positions = running if positions is None else positions
         rope = None if self.rope is None else self.rope(positions)
         start = 0
         if cache is not None:
