@@ -75,8 +75,8 @@ class ReferenceTTSDataset(TTSDataset):
     continuation prompt for them: the reference is their prompt)."""
 
     def __init__(self, entries: list[Entry], store, tokenizer, patch_size: int, prompt_prob: float = 0.0,
-                 seed: int = 0):
-        super().__init__(entries, store, tokenizer, patch_size, prompt_prob, seed)
+                 seed: int = 0, phones=None):
+        super().__init__(entries, store, tokenizer, patch_size, prompt_prob, seed, phones)
         self.prompts = [None if e.ref_audio is not None else p for e, p in zip(entries, self.prompts)]
         missing = [e.utt for e in entries if e.ref_audio is not None and latent_name(e.ref_audio) not in store]
         if missing:

@@ -24,6 +24,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
@@ -134,8 +135,9 @@ def pair_prompts(speakers: list[str], prompt_prob: float, rng: random.Random) ->
 
 class TTSDataset(Dataset):
     def __init__(self, entries: list[Entry], store: LatentStore, tokenizer, patch_size: int,
-                 prompt_prob: float = 0.0, seed: int = 0):
+                 prompt_prob: float = 0.0, seed: int = 0, phones=None):
         self.entries, self.store, self.tok, self.patch = entries, store, tokenizer, patch_size
+        self.phones = phones  # datamodules.corpus.phones.PhoneLabels for the phone loss, or None
         if hasattr(tokenizer, "warm"):  # a phoneme front end: the whole list through espeak at once
             tokenizer.warm([e.text for e in entries])
         self.text_ids = [tokenizer.encode(e.text) for e in entries]
@@ -174,13 +176,25 @@ class TTSDataset(Dataset):
         e = self.entries[i]
         item.update(utt=e.utt, text=e.text, speaker=e.speaker, lang=e.lang,
                     prompt_utt=None if p is None else self.entries[p].utt)
+        if self.phones is not None:  # the phone of each target patch, at its position; -100 elsewhere
+            target = item["loss_mask"]
+            item["phone_labels"] = torch.full(target.shape, IGNORE, dtype=torch.long)
+            item["phone_labels"][target] = torch.tensor(self.phones(e.utt, int(target.sum())))
         return item
+
+
+IGNORE = -100  # a position without a phone label (cross_entropy's ignore_index)
 
 
 def collate_tts(items: list[dict]) -> dict:
     batch = collate_packed(items)
     for key in ("utt", "text", "speaker", "lang", "prompt_utt"):
         batch[key] = [it[key] for it in items]
+    if any("phone_labels" in it for it in items):
+        batch["phone_labels"] = torch.full(batch["loss_mask"].shape, IGNORE, dtype=torch.long)
+        for i, it in enumerate(items):
+            if "phone_labels" in it:
+                batch["phone_labels"][i, :len(it["phone_labels"])] = it["phone_labels"]
     return batch
 
 
@@ -255,8 +269,22 @@ class TTSDataModule(BudgetDataModule):
                             f"cache {store.folder} (their latents were non-finite)")
             prob = self.cfg.prompt_prob if split == "train" else 0.0
             from datamodules.official_manifest import ReferenceTTSDataset  # TTSDataset + official ref_audio items
-            setattr(self, f"{split}_set", ReferenceTTSDataset(kept, store, self.tokenizer,
-                                                              self.config.model.patch_size, prob, int(self.config.seed)))
+            phones = self._phone_labels(kept, vae.hop_length / vae.sample_rate) if split == "train" else None
+            setattr(self, f"{split}_set", ReferenceTTSDataset(kept, store, self.tokenizer, self.config.model.patch_size,
+                                                              prob, int(self.config.seed), phones))
+
+    def _phone_labels(self, entries: list[Entry], frame_seconds: float):
+        """The phone loss's labels (`model.phones.classes` > 0): the embedded corpus's phone timings."""
+        classes = int(OmegaConf.select(self.config, "model.phones.classes", default=0) or 0)
+        if classes <= 0:
+            return None
+        from datamodules.corpus.phones import PhoneLabels, corpus_phones
+
+        labels = PhoneLabels(corpus_phones(self.cfg.root, entries), self.config.model.patch_size * frame_seconds)
+        if len(labels.names) > classes:
+            raise ValueError(f"model.phones.classes is {classes} but the corpus {self.cfg.root} speaks "
+                             f"{len(labels.names)} phones: raise it")
+        return labels
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from lightning_modules.schedules import by_shares
 from voxlab.checkpoint import TOKENIZER_KEY, VAE_KEY
 from voxlab.config import instantiate
 
-TERMS = {"flow/loss": "flow_loss", "stop/loss": "stop_loss", "align/loss": "align_loss"}
+TERMS = {"flow/loss": "flow_loss", "stop/loss": "stop_loss", "align/loss": "align_loss", "phone/loss": "phone_loss"}
 
 
 class TTSModule(VoxLabModule):

@@ -163,6 +163,8 @@ def to_official_config(model: dict, **overrides: Any) -> dict:
         problems.append("model.audio_start_id/audio_end_id other than 101/102")
     if model.get("audio_positions") is not None:  # the official model numbers positions 0, 1, 2, ...
         problems.append(f"model.audio_positions={model['audio_positions']}")
+    if (model.get("phones") or {}).get("classes"):  # a head the official model has no place for
+        problems.append(f"model.phones.classes={model['phones']['classes']}")
     switches = (model.get("residual_fusion", "add"), model.get("dit_condition_mode", "sum"))
     arch = next((a for a, sw in ARCH_SWITCHES.items() if sw == switches), None)
     if arch is None:

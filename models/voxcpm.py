@@ -33,6 +33,12 @@ Config (`config.model`, `_target_: models.voxcpm.VoxCPMBackbone`; every key is a
 - `align`: {heads: 0, sigma: 0.2}. heads > 0 adds a training loss (`align_loss`, weighted by
   `module.lambdas["align/loss"]`) that pushes the first `heads` attention heads of every TSLM layer
   to read the text near the diagonal (guided attention, DC-TTS); the network itself is unchanged.
+- `phones`: {classes: 0}. classes > 0 adds `phone_head`, a Linear from the LocDiT condition to
+  `classes` phones, and a training loss (`phone_loss`, weighted by `module.lambdas["phone/loss"]`):
+  the condition of each target patch names the phone spoken at that patch's centre (the batch's
+  `phone_labels`, -100 where none; the embedded corpus's espeak-ng phone timings). The condition is
+  made before the patch is seen, so naming its phone needs the text: a direct signal to read it
+  where the flow loss gives a weak one. Generation never uses the head.
 - `audio_positions`: null (the paper: rotary position = running index); r > 0: text token n at rotary
   position n and audio patch j at j * r (r = text tokens per patch), in both LMs, in training and
   generation (`rotary_positions`; the caches advance r per patch).
@@ -97,6 +103,7 @@ DEFAULTS: dict[str, Any] = {
     "encoder": {"hidden_dim": 1024, "ffn_dim": 4096, "num_heads": 16, "num_layers": 4, "kv_channels": None},
     "dit": {"hidden_dim": 1024, "ffn_dim": 4096, "num_heads": 16, "num_layers": 4, "kv_channels": None},
     "align": {"heads": 0, "sigma": 0.2},
+    "phones": {"classes": 0},
 }
 
 
@@ -131,7 +138,7 @@ class VoxCPMBackbone(nn.Module):
                  audio_end_id: int = 102, official: dict | None = None, lora: dict | None = None,
                  gradient_checkpointing: bool = False, history_noise: float = 0.0, prev_noise: float = 0.0,
                  align: dict | None = None, audio_positions: float | None = None, residual_fusion: str = "add",
-                 dit_condition_mode: str = "sum", residual_lm_no_rope: bool = False):
+                 dit_condition_mode: str = "sum", residual_lm_no_rope: bool = False, phones: dict | None = None):
         super().__init__()
         if residual_fusion not in FUSIONS:
             raise ValueError(f"model.residual_fusion must be one of {FUSIONS}, got {residual_fusion!r}")
@@ -149,6 +156,9 @@ class VoxCPMBackbone(nn.Module):
         if not 0 <= int(self.align["heads"]) <= lm_cfg.num_attention_heads or float(self.align["sigma"]) <= 0:
             raise ValueError(f"model.align: heads must be 0..{lm_cfg.num_attention_heads} and sigma > 0, "
                              f"got {self.align}")
+        self.phones = _section("phones", phones)
+        if int(self.phones["classes"]) < 0:
+            raise ValueError(f"model.phones.classes must be >= 0 (0: no phone loss), got {self.phones['classes']}")
         self.config = dict(lm=lm_cfg.to_dict(), encoder=enc, dit=dit_, feat_dim=feat_dim, patch_size=patch_size,
                            residual_lm_layers=residual_lm_layers, fsq=fsq_, residual_input_e=residual_input_e,
                            condition_on_residual=condition_on_residual, flow=flow_, lm_init=lm_init_,
@@ -156,7 +166,8 @@ class VoxCPMBackbone(nn.Module):
                            official=official, lora=None, gradient_checkpointing=bool(gradient_checkpointing),
                            history_noise=float(history_noise), prev_noise=float(prev_noise), align=self.align,
                            audio_positions=audio_positions, residual_fusion=residual_fusion,
-                           dit_condition_mode=dit_condition_mode, residual_lm_no_rope=bool(residual_lm_no_rope))
+                           dit_condition_mode=dit_condition_mode, residual_lm_no_rope=bool(residual_lm_no_rope),
+                           phones=self.phones)
         self.dit_condition_mode = dit_condition_mode
         self.history_noise, self.prev_noise = float(history_noise), float(prev_noise)
         if audio_positions is not None and not float(audio_positions) > 0:
@@ -185,6 +196,8 @@ class VoxCPMBackbone(nn.Module):
         self.stop_proj = nn.Linear(h, h)
         self.stop_actn = nn.SiLU()
         self.stop_head = nn.Linear(h, 2, bias=False)
+        classes = int(self.phones["classes"])
+        self.phone_head = nn.Linear(dit_["hidden_dim"], classes) if classes else None
         for lm in (self.base_lm, self.residual_lm):
             if lm is not None:
                 lm.gradient_checkpointing = bool(gradient_checkpointing)
@@ -313,6 +326,10 @@ class VoxCPMBackbone(nn.Module):
         out = {"flow_loss": flow, "stop_loss": stop}
         if self.align["heads"] and self.training:
             out["align_loss"] = self.alignment_loss(batch)
+        if self.phone_head is not None and "phone_labels" in batch:
+            cond = mu.sum(-2) if self.dit_condition_mode == "prefix" else mu
+            out["phone_loss"] = F.cross_entropy(self.phone_head(cond).float(), batch["phone_labels"][sel],
+                                                ignore_index=-100)
         return out
 
     def alignment_loss(self, batch: dict) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Hidden-state analysis (eval.analysis.probes, eval.analysis.phones) on a tiny random model: table, probes,
+"""Hidden-state analysis (eval.analysis.probes, datamodules.corpus.phones) on a tiny random model: table, probes,
 figures, CLI, the phone alignment, and that the probes detect a linear signal and nothing more."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import models
 from datamodules.corpus import espeak, render
 from datamodules.corpus.voices import VOICE_BY_ID
-from eval.analysis import phones
+from datamodules.corpus import phones
 from eval.analysis import probes as analysis
 from models.audiovae import AudioVAE
 from models.tts import TTSModel

@@ -438,3 +438,37 @@ def test_audio_positions_put_each_patch_beside_the_text_it_speaks():
     assert torch.equal(left[0, 3:], pos[0]) and torch.equal(left[0, :3], torch.zeros(3))
     with pytest.raises(ValueError, match="audio_positions"):
         tiny(audio_positions=0)
+
+
+def test_phone_loss_names_each_target_patch_phone_from_its_condition():
+    """model.phones: with labels on the target patches (-100 elsewhere) the forward adds a cross
+    entropy of `phone_head` over the LocDiT condition; unlabelled patches do not count; training on it
+    alone lowers it through the TSLM (the condition is made before the patch is seen). Off (classes 0)
+    or without labels, there is no such term and no head; the official format refuses the head."""
+    from models.official import to_official_config
+
+    batch = make_batch()
+    assert tiny().phone_head is None and "phone_loss" not in tiny().train()(batch)
+    model = tiny(phones={"classes": 5}).train()
+    assert "phone_loss" not in model(batch)  # a batch without labels (validation, other data)
+    target = batch["loss_mask"].bool()
+    labels = torch.full(target.shape, -100)
+    labels[target] = torch.arange(int(target.sum())) % 5
+    batch["phone_labels"] = labels
+    first = model(batch)["phone_loss"]
+    assert first.item() == pytest.approx(torch.log(torch.tensor(5.0)).item(), rel=0.3)
+    only_one = labels.clone()
+    only_one[target.nonzero()[1:].unbind(1)] = -100  # all but the first labelled patch ignored
+    one = model({**batch, "phone_labels": only_one})["phone_loss"]
+    assert not torch.isclose(one, first)
+    opt = torch.optim.Adam(model.base_lm.parameters(), lr=1e-2)  # the TSLM only: the head stays as it is
+    for _ in range(40):
+        loss = model(batch)["phone_loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(model(batch)["phone_loss"]) < 0.7 * float(first)
+    with pytest.raises(ValueError, match="model.phones"):
+        tiny(phones={"classes": -1})
+    with pytest.raises(ValueError, match="phones.classes"):
+        to_official_config({**model.config, "phones": {"classes": 5}})

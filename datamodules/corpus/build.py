@@ -134,7 +134,8 @@ def _render_job(args: tuple[str, Job]) -> tuple[str, int]:
 
 # ----------------------------------------------------------------------- stamp and clean-up
 def _outputs(jobs: list[Job]) -> list[str]:
-    return ([j.path for j in jobs] + ["train.jsonl", "val.jsonl", "lm_text.txt", "vocab.txt", "corpus.json"]
+    return ([j.path for j in jobs] + ["train.jsonl", "val.jsonl", "lm_text.txt", "vocab.txt", "corpus.json",
+                                   "phones.jsonl"]  # phones.jsonl: made later, if at all (corpus/phones.py)
             + [f"seedtts/{lang}/meta.lst" for lang in LANGS])
 
 

@@ -17,7 +17,7 @@ Probes (logistic regression on standardised features, scikit-learn; accuracy, hi
   split into folds (GroupKFold), so every test utterance's sentence is unseen in training;
 - `speaker_acc_frame`: the same per patch (each audio position on its own, at most --max-frames);
 - `phone_acc_frame`: the phone spoken at the patch's centre (espeak-ng's own phone events,
-  `eval.analysis.phones`) from the patch's state, tested on voices and sentences both unseen in training
+  `datamodules.corpus.phones`) from the patch's state, tested on voices and sentences both unseen in training
   (3 x 3 folds): a speaker-independent content probe, the nearest to the paper's phone recognition.
   Both are held out because the LM states know the sentence (text prefix) and the time, and other
   voices speak a sentence's phones at about the same times: with the sentence seen, a probe reads
@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from eval.analysis.phones import SILENCE, patch_labels, phone_segments
+from datamodules.corpus.phones import SILENCE, patch_labels, phone_segments
 from models.packing import collate_packed, pack_utterance
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "seed_probing.csv"
