@@ -57,6 +57,24 @@ def test_manifests(corpus):
     assert summary["counts"]["train"]["items"] == len(train)
 
 
+def test_the_build_keeps_each_utterances_phone_timings_from_its_own_synthesis(corpus):
+    """phones.jsonl: the same timings `phone_segments` gives (the build speaks once, with phoneme
+    events on), for every train and val utterance; `corpus_phones` reads them without speaking."""
+    from datamodules.corpus.phones import PHONES_FILE, corpus_phones, phone_segments, render_with_phones
+    from datamodules.manifest import read_manifest
+
+    rows = {r["utt"]: r for r in _rows(corpus / PHONES_FILE)}
+    entries = [e for split in ("train", "val") for e in read_manifest(corpus / f"{split}.jsonl", cache=False)[0]]
+    assert set(rows) == {e.utt for e in entries}
+    e = next(x for x in entries if x.lang == "zh")
+    assert [n for _, _, n in phone_segments(e.text, e.lang, e.speaker)] == [p[2] for p in rows[e.utt]["phones"]]
+    wav, _ = render_with_phones(e.text, e.lang, e.speaker)
+    assert np.array_equal(wav, render(e.text, e.lang, e.speaker))
+    stamp = (corpus / PHONES_FILE).stat().st_mtime_ns
+    assert corpus_phones(corpus, entries, workers=1, progress=False)[e.utt] == rows[e.utt]["phones"]
+    assert (corpus / PHONES_FILE).stat().st_mtime_ns == stamp  # nothing was missing: not rewritten
+
+
 def test_seedtts_layout(corpus):
     train_texts = {r["text"] for r in _rows(corpus / "train.jsonl") + _rows(corpus / "val.jsonl")}
     held_out = {v.speaker for v in voices(held_out=True)}

@@ -30,7 +30,8 @@ from pathlib import Path
 import soundfile as sf
 
 from .sentences import sentence
-from .voices import SAMPLE_RATE, render, voice_table, voices
+from .phones import PHONES_FILE, render_with_phones
+from .voices import SAMPLE_RATE, voice_table, voices
 from voxlab.text import CharTokenizer
 
 log = logging.getLogger(__name__)
@@ -124,18 +125,18 @@ def lm_sentences(seed: int, n: int, exclude: set[str]) -> list[str]:
     return out
 
 
-def _render_job(args: tuple[str, Job]) -> tuple[str, int]:
+def _render_job(args: tuple[str, Job]) -> tuple[str, int, list]:
     out_dir, job = args
-    wav = render(job.text, job.lang, job.speaker)
+    wav, phones = render_with_phones(job.text, job.lang, job.speaker)  # the timings come free with the audio
     path = Path(out_dir) / job.path
     sf.write(str(path), wav, SAMPLE_RATE, subtype="PCM_16")
-    return job.path, len(wav)
+    return job.path, len(wav), [[round(a, 4), round(b, 4), n] for a, b, n in phones]
 
 
 # ----------------------------------------------------------------------- stamp and clean-up
 def _outputs(jobs: list[Job]) -> list[str]:
     return ([j.path for j in jobs] + ["train.jsonl", "val.jsonl", "lm_text.txt", "vocab.txt", "corpus.json",
-                                   "phones.jsonl"]  # phones.jsonl: made later, if at all (corpus/phones.py)
+                                   PHONES_FILE]
             + [f"seedtts/{lang}/meta.lst" for lang in LANGS])
 
 
@@ -203,24 +204,29 @@ def build_corpus(out_dir: str | Path, seed: int = 0, num_utts: int = 720, worker
     for rel in {str(Path(j.path).parent) for j in the_plan["jobs"]}:
         (out / rel).mkdir(parents=True, exist_ok=True)
 
-    samples = _render_all(out, the_plan["jobs"], workers, progress)
+    samples, phones = _render_all(out, the_plan["jobs"], workers, progress)
     summary = _write_texts(out, the_plan, samples, settings, seed, lm_size)
+    rows = [r for split in the_plan["rows"].values() for r in split]  # the phone loss's table (corpus/phones.py)
+    (out / PHONES_FILE).write_text("".join(json.dumps({"utt": r["utt"], "text": r["text"], "speaker": r["speaker"],
+                                                       "phones": phones[r["audio"]]}, ensure_ascii=False) + "\n"
+                                           for r in rows), encoding="utf-8")
     stamp["status"] = "complete"
     stamp_path.write_text(json.dumps(stamp, indent=1), encoding="utf-8")
     log.debug("%s: %d utterances, %.3f h", out, summary["utterances"], summary["hours"])
     return out
 
 
-def _render_all(out: Path, jobs: list[Job], workers: int, progress: bool) -> dict[str, int]:
+def _render_all(out: Path, jobs: list[Job], workers: int, progress: bool) -> tuple[dict[str, int], dict[str, list]]:
     from tqdm import tqdm
 
     args = [(str(out), j) for j in jobs]
     bar = tqdm(total=len(jobs), desc="rendering corpus", unit="utt", disable=not progress)
     samples: dict[str, int] = {}
+    phones: dict[str, list] = {}
 
     def collect(results) -> None:
-        for path, n in results:
-            samples[path] = n
+        for path, n, segments in results:
+            samples[path], phones[path] = n, segments
             bar.update()
 
     try:
@@ -237,7 +243,7 @@ def _render_all(out: Path, jobs: list[Job], workers: int, progress: bool) -> dic
     if bad:
         raise CorpusError(f"{len(bad)} utterances outside {MIN_DURATION}-{MAX_DURATION} s, "
                           f"e.g. {bad[:3]}: the word lists or voice rates need adjusting")
-    return samples
+    return samples, phones
 
 
 def _write_texts(out: Path, the_plan: dict, samples: dict[str, int], settings: dict,

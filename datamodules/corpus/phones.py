@@ -12,7 +12,7 @@ import multiprocessing
 from pathlib import Path
 
 from datamodules.corpus import espeak
-from datamodules.corpus.voices import PAD_START, VOICE_BY_ID, to_pinyin
+from datamodules.corpus.voices import PAD_START, VOICE_BY_ID, corpus_wav, spoken_form, voice_for
 
 SILENCE = "sil"
 
@@ -31,15 +31,19 @@ def phone_name(raw: str) -> str:
     return SILENCE if raw.startswith("_") or not raw else raw.lstrip("',")
 
 
+def render_with_phones(text: str, lang: str, speaker_id: str):
+    """`voices.render`'s audio and its phones [(start s, end s, phone)] in that audio's time base."""
+    voice = voice_for(speaker_id, lang)
+    pcm, phones = synth_with_phones(spoken_form(text, lang), voice.espeak, voice.rate, voice.pitch,
+                                    voice.pitch_range)
+    sr = espeak.SAMPLE_RATE
+    segments = [(PAD_START + s / sr, PAD_START + e / sr, phone_name(n)) for s, e, n in phones]
+    return corpus_wav(pcm, f"{text!r} ({speaker_id})"), segments
+
+
 def phone_segments(text: str, lang: str, speaker_id: str) -> list[tuple[float, float, str]]:
     """[(start s, end s, phone)] in the time base of `datamodules.corpus.render(text, lang, speaker_id)`."""
-    voice = VOICE_BY_ID.get(speaker_id)
-    if voice is None:
-        raise KeyError(f"unknown speaker {speaker_id!r}; known: {sorted(VOICE_BY_ID)}")
-    spoken = to_pinyin(text) if lang == "zh" else text
-    _, phones = synth_with_phones(spoken, voice.espeak, voice.rate, voice.pitch, voice.pitch_range)
-    sr = espeak.SAMPLE_RATE
-    return [(PAD_START + s / sr, PAD_START + e / sr, phone_name(n)) for s, e, n in phones]
+    return render_with_phones(text, lang, speaker_id)[1]
 
 
 def patch_labels(segments: list[tuple[float, float, str]], n_patches: int, patch_seconds: float) -> list[str]:

@@ -76,22 +76,37 @@ def to_pinyin(text: str) -> str:
         " ?", "?").replace(" !", "!")
 
 
-def render(text: str, lang: str, speaker_id: str) -> np.ndarray:
-    """Speak `text` with voice `speaker_id`: float32 mono at 16 kHz, deterministic.
-
-    The corpus wav files are exactly this, stored as 16-bit PCM.
-    """
+def voice_for(speaker_id: str, lang: str) -> Voice:
     voice = VOICE_BY_ID.get(speaker_id)
     if voice is None:
         raise KeyError(f"unknown speaker {speaker_id!r}; known: {sorted(VOICE_BY_ID)}")
     if voice.lang != lang:
         raise ValueError(f"speaker {speaker_id!r} speaks {voice.lang!r}, not {lang!r}")
-    spoken = to_pinyin(text) if lang == "zh" else text
-    pcm = espeak.synth(spoken, voice.espeak, voice.rate, voice.pitch, voice.pitch_range)
+    return voice
+
+
+def spoken_form(text: str, lang: str) -> str:
+    """What the espeak voice is given: pinyin for Chinese, the text itself otherwise."""
+    return to_pinyin(text) if lang == "zh" else text
+
+
+def corpus_wav(pcm: np.ndarray, what: str) -> np.ndarray:
+    """espeak's int16 samples -> the corpus form: float32 at 16 kHz, peak-normalised, padded."""
     if pcm.size == 0:
-        raise RuntimeError(f"espeak-ng produced no audio for {text!r} ({speaker_id})")
+        raise RuntimeError(f"espeak-ng produced no audio for {what}")
     wav = soxr.resample(pcm.astype(np.float32) / 32768.0, espeak.SAMPLE_RATE, SAMPLE_RATE,
                         quality="HQ")
     wav = wav * (PEAK / max(float(np.abs(wav).max()), 1e-6))
     pad = [np.zeros(int(s * SAMPLE_RATE), np.float32) for s in (PAD_START, PAD_END)]
     return np.concatenate([pad[0], wav.astype(np.float32), pad[1]])
+
+
+def render(text: str, lang: str, speaker_id: str) -> np.ndarray:
+    """Speak `text` with voice `speaker_id`: float32 mono at 16 kHz, deterministic.
+
+    The corpus wav files are exactly this, stored as 16-bit PCM (`corpus.phones.render_with_phones`
+    gives the same audio with its phone timings).
+    """
+    voice = voice_for(speaker_id, lang)
+    pcm = espeak.synth(spoken_form(text, lang), voice.espeak, voice.rate, voice.pitch, voice.pitch_range)
+    return corpus_wav(pcm, f"{text!r} ({speaker_id})")
