@@ -177,12 +177,22 @@ def read_configured(data, manifest, lazy_ok: bool = True) -> tuple[list[Entry], 
     """`read_manifest` with a config's `data` section: durations, strict, `validate` (full: every
     audio header read up front; lazy: only the lines, the audio checked when it is met, which
     needs each line's `duration`) and `validate_workers`. `lazy_ok`: False where a path needs
-    every audio up front (the latent cache encodes them all)."""
+    every audio up front (the latent cache encodes them all). `data.langs` (a list; null: all)
+    keeps the entries of those languages only."""
     mode = data.get("validate", "full")
     if mode not in VALIDATE:
         raise ManifestError(f"data.validate={mode!r}: one of {', '.join(VALIDATE)}")
-    return read_manifest(manifest, data.min_duration, data.max_duration, data.strict,
-                         check_audio=mode == "full" or not lazy_ok, workers=int(data.get("validate_workers", 1)))
+    entries, report = read_manifest(manifest, data.min_duration, data.max_duration, data.strict,
+                                    check_audio=mode == "full" or not lazy_ok,
+                                    workers=int(data.get("validate_workers", 1)))
+    langs = data.get("langs")
+    if langs is not None:
+        kept = [e for e in entries if e.lang in set(langs)]
+        if entries and not kept:
+            raise ManifestError(f"{manifest}: data.langs={list(langs)} keeps none of its {len(entries)} entries "
+                                f"(languages there: {sorted({e.lang for e in entries})})")
+        entries = kept
+    return entries, report
 
 
 class _LineOutcome:

@@ -90,6 +90,19 @@ def test_lazy_validation_skips_and_counts_a_bad_entry(corpus, monkeypatch):
         read_configured(OmegaConf.merge(data, {"validate": "eager"}), corpus)
 
 
+def test_data_langs_keeps_the_named_languages_and_refuses_to_keep_nothing(tmp_path):
+    rows = [{"audio": "a.wav", "text": "hi", "duration": 1.0, "lang": lang, "utt": f"u{i}"}
+            for i, lang in enumerate(["en", "zh", "en"])]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = OmegaConf.create({"min_duration": 0.0, "max_duration": 20.0, "strict": False, "validate": "lazy",
+                             "validate_workers": 1, "langs": None})
+    assert [e.utt for e in read_configured(data, path)[0]] == ["u0", "u1", "u2"]
+    assert [e.utt for e in read_configured(OmegaConf.merge(data, {"langs": ["en"]}), path)[0]] == ["u0", "u2"]
+    with pytest.raises(manifest_module.ManifestError, match=r"data.langs=\['fr'\] keeps none.*\['en', 'zh'\]"):
+        read_configured(OmegaConf.merge(data, {"langs": ["fr"]}), path)
+
+
 def _fields(e):
     """Every field of an entry, its reference's too, and the types a cached read must keep."""
     ref = None if e.ref_audio is None else _fields(e.ref_audio)
