@@ -36,7 +36,7 @@ install: ## create .venv with torch, the project (editable) and every extra; re-
 	@bash scripts/install.sh
 
 test: ## the fast CPU test suite (what CI runs)
-	@$(PY) -m pytest -q
+	@$(PY) -m pytest -q --durations=15
 
 test-slow: ## the slower checks (marked slow)
 	@$(PY) -m pytest -q -m slow
