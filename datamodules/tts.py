@@ -33,7 +33,7 @@ from datamodules.base import BudgetDataModule
 from datamodules.latents import (CacheInterrupted, LatentStore, build_cache, cache_dir, check_writable, latent_name,
                                  vae_fingerprint)
 from datamodules.manifest import Entry, read_configured
-from models.packing import collate_packed, pack_utterance
+from models.packing import NO_LABEL, collate_packed, pack_utterance
 from voxlab.text import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -178,12 +178,9 @@ class TTSDataset(Dataset):
                     prompt_utt=None if p is None else self.entries[p].utt)
         if self.phones is not None:  # the phone of each target patch, at its position; -100 elsewhere
             target = item["loss_mask"]
-            item["phone_labels"] = torch.full(target.shape, IGNORE, dtype=torch.long)
+            item["phone_labels"] = torch.full(target.shape, NO_LABEL, dtype=torch.long)
             item["phone_labels"][target] = torch.tensor(self.phones(e.utt, int(target.sum())))
         return item
-
-
-IGNORE = -100  # a position without a phone label (cross_entropy's ignore_index)
 
 
 def collate_tts(items: list[dict]) -> dict:
@@ -191,7 +188,7 @@ def collate_tts(items: list[dict]) -> dict:
     for key in ("utt", "text", "speaker", "lang", "prompt_utt"):
         batch[key] = [it[key] for it in items]
     if any("phone_labels" in it for it in items):
-        batch["phone_labels"] = torch.full(batch["loss_mask"].shape, IGNORE, dtype=torch.long)
+        batch["phone_labels"] = torch.full(batch["loss_mask"].shape, NO_LABEL, dtype=torch.long)
         for i, it in enumerate(items):
             if "phone_labels" in it:
                 batch["phone_labels"][i, :len(it["phone_labels"])] = it["phone_labels"]

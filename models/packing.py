@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 FIELDS = ("text_tokens", "text_mask", "audio_feats", "audio_mask", "loss_mask", "stop_labels")
+NO_LABEL = -100  # a position without a phone label (`phone_labels`; cross_entropy's ignore_index)
 
 
 def to_patches(latents: torch.Tensor, patch_size: int, pad_left: bool = False) -> torch.Tensor:

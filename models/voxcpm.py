@@ -91,6 +91,7 @@ from models.fsq import FSQ
 from models.locdit import FlowMatching, LocDiT
 from models.locenc import LocEnc
 from models.minicpm import MiniCPMConfig, MiniCPMModel
+from models.packing import NO_LABEL
 
 FUSIONS = ("add", "concat")         # residual_fusion: VoxCPM, VoxCPM2
 CONDITION_MODES = ("sum", "prefix")  # dit_condition_mode: VoxCPM, VoxCPM2
@@ -329,7 +330,7 @@ class VoxCPMBackbone(nn.Module):
         if self.phone_head is not None and "phone_labels" in batch:
             cond = mu.sum(-2) if self.dit_condition_mode == "prefix" else mu
             out["phone_loss"] = F.cross_entropy(self.phone_head(cond).float(), batch["phone_labels"][sel],
-                                                ignore_index=-100)
+                                                ignore_index=NO_LABEL)
         return out
 
     def alignment_loss(self, batch: dict) -> torch.Tensor:

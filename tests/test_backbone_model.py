@@ -379,6 +379,17 @@ def test_history_noise_touches_only_the_history_the_lms_read_in_training():
     assert not torch.equal(a["flow_loss"], b["flow_loss"])
 
 
+def train_tslm_on(model, batch, term: str, steps: int) -> float:
+    """Adam on the TSLM's parameters alone against one loss term; the term after training."""
+    opt = torch.optim.Adam(model.base_lm.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = model(batch)[term]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(model(batch)[term])
+
+
 def test_alignment_loss_prefers_the_diagonal_and_trains_the_probed_heads():
     """model.align: the probed heads' attention from audio patches to the text costs least on the
     diagonal (patch j of T reading token n of N with n/N ~ j/T), anything off the text costs 1;
@@ -408,13 +419,7 @@ def test_alignment_loss_prefers_the_diagonal_and_trains_the_probed_heads():
             assert cost < bound
         else:
             assert cost == pytest.approx(1.0)
-    opt = torch.optim.Adam(model.base_lm.parameters(), lr=1e-2)
-    for _ in range(30):
-        loss = model(batch)["align_loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert float(model(batch)["align_loss"]) < 0.8 * float(first)
+    assert train_tslm_on(model, batch, "align_loss", 30) < 0.8 * float(first)
     with pytest.raises(ValueError, match="model.align"):
         tiny(align={"heads": 99})
 
@@ -461,13 +466,7 @@ def test_phone_loss_names_each_target_patch_phone_from_its_condition():
     only_one[target.nonzero()[1:].unbind(1)] = -100  # all but the first labelled patch ignored
     one = model({**batch, "phone_labels": only_one})["phone_loss"]
     assert not torch.isclose(one, first)
-    opt = torch.optim.Adam(model.base_lm.parameters(), lr=1e-2)  # the TSLM only: the head stays as it is
-    for _ in range(40):
-        loss = model(batch)["phone_loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert float(model(batch)["phone_loss"]) < 0.7 * float(first)
+    assert train_tslm_on(model, batch, "phone_loss", 40) < 0.7 * float(first)  # the head stays as it is
     with pytest.raises(ValueError, match="model.phones"):
         tiny(phones={"classes": -1})
     with pytest.raises(ValueError, match="phones.classes"):

@@ -31,19 +31,25 @@ def phone_name(raw: str) -> str:
     return SILENCE if raw.startswith("_") or not raw else raw.lstrip("',")
 
 
-def render_with_phones(text: str, lang: str, speaker_id: str):
-    """`voices.render`'s audio and its phones [(start s, end s, phone)] in that audio's time base."""
+def _spoken_phones(text: str, lang: str, speaker_id: str):
+    """espeak's int16 audio of `text` by `speaker_id` and its phones [(start s, end s, phone)] in the
+    time base of the corpus audio (after the leading pad)."""
     voice = voice_for(speaker_id, lang)
     pcm, phones = synth_with_phones(spoken_form(text, lang), voice.espeak, voice.rate, voice.pitch,
                                     voice.pitch_range)
     sr = espeak.SAMPLE_RATE
-    segments = [(PAD_START + s / sr, PAD_START + e / sr, phone_name(n)) for s, e, n in phones]
+    return pcm, [(PAD_START + s / sr, PAD_START + e / sr, phone_name(n)) for s, e, n in phones]
+
+
+def render_with_phones(text: str, lang: str, speaker_id: str):
+    """`voices.render`'s audio and its phones [(start s, end s, phone)] in that audio's time base."""
+    pcm, segments = _spoken_phones(text, lang, speaker_id)
     return corpus_wav(pcm, f"{text!r} ({speaker_id})"), segments
 
 
 def phone_segments(text: str, lang: str, speaker_id: str) -> list[tuple[float, float, str]]:
     """[(start s, end s, phone)] in the time base of `datamodules.corpus.render(text, lang, speaker_id)`."""
-    return render_with_phones(text, lang, speaker_id)[1]
+    return _spoken_phones(text, lang, speaker_id)[1]
 
 
 def patch_labels(segments: list[tuple[float, float, str]], n_patches: int, patch_seconds: float) -> list[str]:
