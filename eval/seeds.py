@@ -92,12 +92,14 @@ def _intervals(grids: dict, keep=lambda utt: True) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
-def combine(out_dir: Path, seeds: list[int], per_seed: dict[int, dict]) -> dict:
-    """The combined metrics of the seed folders below `out_dir` (see the module's docstring)."""
+def combine(out_dir: Path, seeds: list[int], per_seed: dict[int, dict], folders: dict[int, Path] | None = None) -> dict:
+    """The combined metrics of the seed folders below `out_dir` (see the module's docstring), or of the
+    evaluation `folders` given per seed (`per_seed[s]["path"]` is then absolute)."""
+    folders = folders or {s: seed_dir(out_dir, s) for s in seeds}
     first = per_seed[seeds[0]]
-    grids = {m: {s: read_per_utt(seed_dir(out_dir, s) / "per_utt.csv", m) for s in seeds}
+    grids = {m: {s: read_per_utt(folders[s] / "per_utt.csv", m) for s in seeds}
              for m in PER_UTT if all(per_seed[s].get(m) is not None for s in seeds)}
-    langs = _langs(seed_dir(out_dir, seeds[0]))
+    langs = _langs(folders[seeds[0]])
     out = {"seeds": seeds, "n_utts": first["n_utts"], **{k: _mean(per_seed[s].get(k) for s in seeds) for k in MEANS}}
     out["intervals"] = _intervals(grids)
     out["interval_method"] = {"method": METHOD, "level": 0.95, "resamples": RESAMPLES, "bootstrap_seed": BOOTSTRAP_SEED}
@@ -106,7 +108,7 @@ def combine(out_dir: Path, seeds: list[int], per_seed: dict[int, dict]) -> dict:
         out["by_lang"][lang] = {"n_utts": group["n_utts"],
                                 **{k: _mean(per_seed[s]["by_lang"][lang].get(k) for s in seeds) for k in MEANS},
                                 "intervals": _intervals(grids, lambda u, lang=lang: langs.get(u) == lang)}
-    out["per_seed"] = {str(s): {"path": seed_dir(out_dir, s).name, **{k: per_seed[s].get(k) for k in MEANS},
+    out["per_seed"] = {str(s): {"path": folders[s].name if folders[s].parent == Path(out_dir) else str(folders[s].resolve()), **{k: per_seed[s].get(k) for k in MEANS},
                                 "flagged": (per_seed[s].get("failures") or {}).get("any")} for s in seeds}
     failures = [per_seed[s].get("failures") for s in seeds]
     if all(isinstance(f, dict) for f in failures):  # counted over utterance x seed pairs
@@ -116,6 +118,39 @@ def combine(out_dir: Path, seeds: list[int], per_seed: dict[int, dict]) -> dict:
     out.update({"generation": {**gen, "seeds": seeds}, "wavs_dir": first.get("wavs_dir"),
                 "n_generated": sum(per_seed[s].get("n_generated", 0) for s in seeds),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return out
+
+
+def combine_runs(runs: dict[int, Path], out_dir: Path) -> dict[str, Path]:
+    """Several training seeds of one experiment as one evaluation per test set: each run's newest
+    evaluation (`<run>/eval/<testset>/step_<N>/`) of every test set all runs evaluated, combined into
+    `out_dir/<testset>/` (metrics.json and summary.md, as several generation seeds are). Returns
+    testset -> combined folder."""
+    seeds = sorted(runs)
+    newest = {s: _newest_evaluations(runs[s]) for s in seeds}
+    out = {}
+    for testset in sorted(set.intersection(*(set(n) for n in newest.values()))):
+        folders = {s: newest[s][testset] for s in seeds}
+        per_seed = {s: _read(folders[s] / "metrics.json") for s in seeds}
+        steps = sorted({f.name for f in folders.values()})
+        metrics = combine(out_dir / testset, seeds, per_seed, folders)
+        metrics.update({"seed_kind": "training", "steps": steps, "generation": per_seed[seeds[0]].get("generation"),
+                        "runs": {str(s): str(Path(runs[s]).resolve()) for s in seeds}})
+        (out_dir / testset).mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / testset / "summary.md", render_summary(metrics))
+        write_text_atomic(out_dir / testset / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+        out[testset] = out_dir / testset
+    return out
+
+
+def _newest_evaluations(run: Path) -> dict[str, Path]:
+    """testset -> the newest `step_<N>` folder of a run's evaluations that holds metrics.json."""
+    out = {}
+    for set_dir in sorted(p for p in (Path(run) / "eval").glob("*") if p.is_dir()):
+        steps = [(int(p.name[5:]), p) for p in set_dir.glob("step_*")
+                 if p.name[5:].isdigit() and (p / "metrics.json").is_file()]
+        if steps:
+            out[set_dir.name] = max(steps)[1]
     return out
 
 
@@ -141,7 +176,8 @@ def interval_text(metric: str, metrics: dict, digits: int = 1) -> str:
 
 def render_summary(m: dict) -> str:
     ts, n = m["testset"], len(m["seeds"])
-    lines = [f"# Seed-TTS-Eval: {ts['name']} ({n} seeds: {', '.join(map(str, m['seeds']))})", "",
+    kind = "training seeds" if m.get("seed_kind") == "training" else "seeds"
+    lines = [f"# Seed-TTS-Eval: {ts['name']} ({n} {kind}: {', '.join(map(str, m['seeds']))})", "",
              f"- test set: `{ts['path']}` ({m['n_utts']} utts" + (f", limit {ts['limit']}" if ts.get("limit") else "") + ")"]
     if m.get("wer_unavailable"):
         lines.append(f"- WER unavailable: {m['wer_unavailable']}")

@@ -196,6 +196,11 @@ def test_seed_intervals_and_marked_differences(tmp_path):
     assert shifted_row["Δ EN WER"] == "+4.00 [+4.00, +4.00]*"  # every paired utterance and seed 4 points worse
     assert same_row["Δ EN WER"] == "+0.00 [+0.00, +0.00]" and not same_row["Δ EN WER"].endswith("*")
     assert any("excludes zero" in n for n in tables["Ablations (scale tiny)"].notes)
+    # the paper's d4s9 is worse than its d256s9 (WER +2.20, SIM -3.3): WER reproduced, SIM not scored here
+    assert "EN WER: 1 of 1 of the paper's deltas reproduced in sign with an interval excluding zero (d4s9)." \
+        in tables["Ablations (scale tiny)"].notes
+    assert "EN WER: 0 of 1 of the paper's deltas reproduced in sign with an interval excluding zero." \
+        in tables["Ablations (scale tiny, overrides x=1)"].notes
     res = {r[0]: dict(zip(results_table(collect([runs["base"]])).headers, r))
            for r in results_table(collect([runs["base"]])).rows}
     assert res["d256s9/version_0"]["seeds"] == "0, 1, 2" and res["d256s9/version_0"]["WER"] == base_row["EN WER"]

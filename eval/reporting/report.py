@@ -189,7 +189,7 @@ def ablation_tables(entries: list[Entry]) -> list[Table]:
         group.sort(key=lambda e: (order.index(e.experiment) if e.experiment in order else len(order), e.experiment))
         base = next((e for e in group if e.experiment == BASELINE and e.results), None)
         base_vals, base_res = (_values(base) if base else {}), _results(base)
-        rows = []
+        rows, signs = [], []
         for i, e in enumerate(group):
             vals, res = _values(e), _results(e)
             row = [e.experiment, f"ours: {e.label}", _steps(e)]
@@ -199,6 +199,8 @@ def ablation_tables(entries: list[Entry]) -> list[Table]:
                     and base_vals.get(key) is not None else None
                 diff = difference(res[key], base_res[key], metric) if delta is not None else None
                 row += [cell, fmt_delta(delta, diff, d)]
+                if diff is not None and e is not base:
+                    signs.append(_sign_check(e.experiment, key, diff, paper))
             rows.append(row + [_sim_names(e)])
             if i + 1 == len(group) or group[i + 1].experiment != e.experiment:  # after the last run of it
                 rows.append(_paper_ablation_row(e.experiment, paper))
@@ -208,8 +210,31 @@ def ablation_tables(entries: list[Entry]) -> list[Table]:
                  + (f"`{base.label}`" if base else f"nothing (no evaluated {BASELINE} run in this group)")
                  + f", the paper's against its {BASELINE} row. Lower WER is better, higher SIM is better.",
                  SIM_NOTE, INTERVAL_NOTE]
+        notes += _reproduced_notes([x for x in signs if x is not None])
         tables.append(Table(title, headers, rows, notes))
     return tables
+
+
+def _sign_check(exp: str, key: str, diff: dict, paper: dict) -> tuple[str, str, bool] | None:
+    """(experiment, column, reproduced): reproduced when our Δ's interval excludes zero on the side of the
+    paper's Δ for that row and column (None: the paper has no Δ there)."""
+    ref, base = _ref_value(paper.get(exp), key), _ref_value(paper.get(BASELINE), key)
+    if ref is None or base is None or ref == base:
+        return None
+    same_side = diff["low"] > 0 if ref > base else diff["high"] < 0
+    return exp, key, bool(diff["significant"] and same_side)
+
+
+def _reproduced_notes(checks: list[tuple[str, str, bool]]) -> list[str]:
+    """Per column: how many of the paper's deltas our several-seed rows reproduce in sign, interval excluding zero."""
+    notes = []
+    for key in dict.fromkeys(k for _, k, _ in checks):
+        rows = [(exp, ok) for exp, k, ok in checks if k == key]
+        yes = [exp for exp, ok in rows if ok]
+        header = next(h for _, _, ref, h in COLUMNS if ref == key)
+        notes.append(f"{header}: {len(yes)} of {len(rows)} of the paper's deltas reproduced in sign with an interval "
+                     f"excluding zero" + (f" ({', '.join(yes)})" if yes else "") + ".")
+    return notes
 
 
 def _paper_ablation_row(exp: str, paper: dict) -> list[str]:

@@ -192,6 +192,15 @@ def _sweep_entries(record: Path) -> list[Entry]:
         raise ReportError(f"{record}: no `results` mapping (not a sweep record?)")
     sweep_dir, out = record.parent, []
     for exp, info in results.items():
+        if info.get("combined"):  # several training seeds: one entry of their combined evaluations
+            entry = Entry(f"{exp} ({data.get('seeds')} training seeds)", experiment=exp, scale=data.get("scale"),
+                          overrides=tuple(data.get("overrides") or ()), state=info.get("state"))
+            for testset, folder in sorted(info["combined"].items()):
+                result = read_result(_beside(Path(folder), sweep_dir), testset)
+                result.step = _combined_step(result)
+                entry.results.append(result)
+            out.append(entry)
+            continue
         run = _find_sweep_run(info.get("run"), sweep_dir, exp)
         if run is not None:
             out.append(run_entry(run))
@@ -202,6 +211,20 @@ def _sweep_entries(record: Path) -> list[Entry]:
                            f" (state {info.get('state')}{', ' + info['error'] if info.get('error') else ''})")
         out.append(entry)
     return out
+
+
+def _beside(path: Path, sweep_dir: Path) -> Path:
+    """A path sweep.json stored relative to the sweep's working folder, found from the record's folder."""
+    if path.is_dir():
+        return path
+    tail = path.parts[path.parts.index(sweep_dir.name) + 1:] if sweep_dir.name in path.parts else path.parts
+    return sweep_dir.joinpath(*tail)
+
+
+def _combined_step(result: Result) -> int | None:
+    """The training step of a several-seed evaluation (None when the seeds' steps differ)."""
+    steps = {int(s.split("_")[1]) for s in result.metrics.get("steps") or []}
+    return steps.pop() if len(steps) == 1 else None
 
 
 def _find_sweep_run(run: str | None, sweep_dir: Path, exp: str) -> Path | None:
