@@ -99,6 +99,45 @@ def test_seedtts_layout(corpus):
         assert stored.shape == again.shape and np.abs(stored - again).max() < 2 / 32768
 
 
+def test_hard_cases_beside_the_plain_test_set(corpus, monkeypatch):
+    """seedtts/<lang>_hard: the plain set's voices and prompts with hard targets (a repeated word, a
+    tongue twister, a long sentence in turn); the plain corpus is the same with them."""
+    from datamodules.corpus.build import plan
+    summary = json.loads((corpus / "corpus.json").read_text(encoding="utf-8"))
+    for lang in ("en", "zh"):
+        plain, hard = _meta(corpus, lang), _meta(corpus, f"{lang}_hard")
+        assert len(hard) == len(plain) and summary["counts"]["hard_cases"]["lang"][lang] == len(hard)
+        for (p_utt, p_text, p_wav, _, _), (utt, prompt_text, prompt_wav, target, gt_wav) in zip(plain, hard):
+            assert (prompt_text, prompt_wav) == (p_text, p_wav) and utt.rsplit("_", 1)[0] == p_utt.rsplit("_", 1)[0]
+            assert np.array_equal(sf.read(str(corpus / "seedtts" / lang / p_wav))[0],
+                                  sf.read(str(corpus / "seedtts" / f"{lang}_hard" / prompt_wav))[0])
+            assert set(target) <= allowed_chars(lang) and target not in {it[3] for it in plain}
+            assert sf.info(str(corpus / "seedtts" / f"{lang}_hard" / gt_wav)).duration >= 1.0
+        repeated = hard[0][3]  # the first kind: one word said three times or more
+        assert max(repeated.count(repeated[i:i + 2]) for i in range(len(repeated) - 1)) >= 3, repeated
+    # the hard cases draw from their own stream: the plain plan is the same without them
+    import datamodules.corpus.build as build
+
+    def plain(the_plan):
+        return [(j.path, j.text) for j in the_plan["jobs"] if "_hard/" not in j.path]
+
+    with_hard = plain(plan(0, N_UTTS))
+    monkeypatch.setattr(build, "_hard_sentences", lambda lang, rng, n, exclude: [f"other {i}" for i in range(n)])
+    assert plain(plan(0, N_UTTS)) == with_hard
+
+
+def test_english_tongue_twisters_share_their_initial():
+    import random
+
+    from datamodules.corpus.sentences import hard_sentence
+
+    text = hard_sentence("en", random.Random(3), "twister")
+    initials = {w[0].lower() for w in text.replace(",", "").replace(".", "").split() if w not in ("and",)}
+    assert len(initials) == 1, text
+    long = hard_sentence("en", random.Random(3), "long")
+    assert len(long.split()) >= 25
+
+
 def test_lm_text(corpus):
     lines = (corpus / "lm_text.txt").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 200

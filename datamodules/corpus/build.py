@@ -6,6 +6,8 @@ Layout under `out_dir`:
     train.jsonl, val.jsonl               {"utt","audio","text","duration","speaker","lang"}
     seedtts/{en,zh}/meta.lst             utt|prompt_text|prompt-wavs/<p>.wav|target_text|wavs/<utt>.wav
     seedtts/{en,zh}/{prompt-wavs,wavs}/  prompt and ground-truth audio (held-out voices only)
+    seedtts/{en,zh}_hard/                the hard cases (repeated words, tongue twisters, long
+                                         sentences; sentences.HARD_KINDS), same voices and prompts
     lm_text.txt                          one sentence per line, EN and ZH alternating
     corpus.json                          counts, hours, settings, voice definitions
     .corpus_stamp.json                   settings + the list of files this build wrote
@@ -15,7 +17,8 @@ after an interrupted build), the files listed in the previous stamp - and only t
 deleted, then the new corpus is built; files of the user's in the same folder are never touched.
 A folder holding corpus files but no stamp is refused.
 
-`num_utts` counts every rendered utterance: train + val + the test set's prompts and targets.
+`num_utts` counts every rendered utterance: train + val + the test set's prompts and targets; the
+hard-case sets come on top (2 x 16 renders per language at most).
 """
 from __future__ import annotations
 
@@ -29,17 +32,19 @@ from pathlib import Path
 
 import soundfile as sf
 
-from .sentences import sentence
+from .sentences import HARD_KINDS, hard_sentence, sentence
 from .phones import PHONES_FILE, render_with_phones
 from .voices import SAMPLE_RATE, voice_table, voices
 from voxlab.text import CharTokenizer
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 1  # bump when the generated texts or audio change
+CORPUS_VERSION = 2  # bump when the generated texts or audio change
 STAMP = ".corpus_stamp.json"
 LANGS = ("en", "zh")
+TESTSETS = LANGS + tuple(f"{lang}_hard" for lang in LANGS)
 MIN_DURATION, MAX_DURATION = 1.0, 6.0
+HARD_MAX_DURATION = 16.0  # the long hard cases
 VAL_FRACTION = 0.05
 MAX_TEST_PER_LANG = 16
 MIN_UTTS = 20
@@ -109,7 +114,29 @@ def plan(seed: int, num_utts: int) -> dict:
             test[lang].append(item)
             for wav, text in ((item["prompt_wav"], prompts[k]), (item["gt_wav"], targets[k])):
                 jobs.append(Job(f"seedtts/{lang}/{wav}", text, lang, speaker))
+        # the hard cases: the same voices and prompts, other targets (their own random stream, so
+        # the plain corpus is the same with or without them)
+        hard = _hard_sentences(lang, random.Random(f"voxlab-corpus-hard:{seed}:{lang}"), n_test, set(texts))
+        test[f"{lang}_hard"] = []
+        for k, plain in enumerate(test[lang]):
+            item = {**plain, "utt": plain["utt"].replace("_t", "_h", 1), "target_text": hard[k],
+                    "gt_wav": f"wavs/{plain['utt'].replace('_t', '_h', 1)}.wav"}
+            test[f"{lang}_hard"].append(item)
+            for wav, text in ((item["prompt_wav"], item["prompt_text"]), (item["gt_wav"], hard[k])):
+                jobs.append(Job(f"seedtts/{lang}_hard/{wav}", text, lang, item["speaker"]))
     return {"jobs": jobs, "rows": rows, "test": test}
+
+
+def _hard_sentences(lang: str, rng: random.Random, n: int, exclude: set[str]) -> list[str]:
+    """`n` distinct hard cases, the kinds in turn."""
+    out: list[str] = []
+    for i in range(50 * n + 100):
+        if len(out) == n:
+            return out
+        text = hard_sentence(lang, rng, HARD_KINDS[len(out) % len(HARD_KINDS)])
+        if text not in exclude and text not in out:
+            out.append(text)
+    raise CorpusError(f"could not draw {n} distinct {lang} hard cases from the word lists")
 
 
 def lm_sentences(seed: int, n: int, exclude: set[str]) -> list[str]:
@@ -137,11 +164,11 @@ def _render_job(args: tuple[str, Job]) -> tuple[str, int, list]:
 def _outputs(jobs: list[Job]) -> list[str]:
     return ([j.path for j in jobs] + ["train.jsonl", "val.jsonl", "lm_text.txt", "vocab.txt", "corpus.json",
                                    PHONES_FILE]
-            + [f"seedtts/{lang}/meta.lst" for lang in LANGS])
+            + [f"seedtts/{name}/meta.lst" for name in TESTSETS])
 
 
-_OWN_DIRS = ["wavs"] + [f"seedtts/{lang}/{d}" for lang in LANGS for d in ("prompt-wavs", "wavs")] \
-    + [f"seedtts/{lang}" for lang in LANGS] + ["seedtts"]
+_OWN_DIRS = ["wavs"] + [f"seedtts/{name}/{d}" for name in TESTSETS for d in ("prompt-wavs", "wavs")] \
+    + [f"seedtts/{name}" for name in TESTSETS] + ["seedtts"]
 
 
 def _remove_previous(out: Path, stamp: dict) -> None:
@@ -239,7 +266,7 @@ def _render_all(out: Path, jobs: list[Job], workers: int, progress: bool) -> tup
     finally:
         bar.close()
     bad = [(p, n / SAMPLE_RATE) for p, n in samples.items()
-           if not MIN_DURATION <= n / SAMPLE_RATE <= MAX_DURATION]
+           if not MIN_DURATION <= n / SAMPLE_RATE <= (HARD_MAX_DURATION if "_hard/" in p else MAX_DURATION)]
     if bad:
         raise CorpusError(f"{len(bad)} utterances outside {MIN_DURATION}-{MAX_DURATION} s, "
                           f"e.g. {bad[:3]}: the word lists or voice rates need adjusting")
@@ -256,22 +283,22 @@ def _write_texts(out: Path, the_plan: dict, samples: dict[str, int], settings: d
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         counts[split] = _count(rows, [samples[r["audio"]] for r in rows])
     test_texts: set[str] = set()
-    test_rows = [item for items in the_plan["test"].values() for item in items]
-    for lang, items in the_plan["test"].items():
+    for name, items in the_plan["test"].items():
         lines = ["|".join(it[k] for k in ("utt", "prompt_text", "prompt_wav", "target_text",
                                           "gt_wav")) for it in items]
-        (out / f"seedtts/{lang}/meta.lst").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (out / f"seedtts/{name}/meta.lst").write_text("\n".join(lines) + "\n", encoding="utf-8")
         test_texts |= {t for it in items for t in (it["prompt_text"], it["target_text"])}
-    test_samples = [n for p, n in samples.items() if p.startswith("seedtts/")]
-    counts["test"] = _count(test_rows, test_samples)
-    counts["test"]["wavs"] = len(test_samples)
+    for key, hard in (("test", False), ("hard_cases", True)):  # the hard cases are not counted in num_utts
+        rows = [it for name, items in the_plan["test"].items() if name.endswith("_hard") == hard for it in items]
+        wavs = [n for p, n in samples.items() if p.startswith("seedtts/") and ("_hard/" in p) == hard]
+        counts[key] = {**_count(rows, wavs), "wavs": len(wavs)}
     lm = lm_sentences(seed, lm_size, test_texts)
     (out / "lm_text.txt").write_text("\n".join(lm) + "\n", encoding="utf-8")
     # The character tokenizer's vocabulary covers every text the corpus can ask a model to say.
     all_texts = [r["text"] for rows in the_plan["rows"].values() for r in rows] + sorted(test_texts) + lm
     CharTokenizer.build(all_texts, out / "vocab.txt")
     total = sum(samples.values()) / SAMPLE_RATE
-    summary = {"utterances": len(samples), "hours": round(total / 3600, 4),
+    summary = {"utterances": len(samples) - counts["hard_cases"]["wavs"], "hours": round(total / 3600, 4),
                "settings": settings, "counts": counts, "lm_sentences": len(lm),
                "held_out_speakers": [v.speaker for v in voices(held_out=True)],
                "voices": voice_table()}

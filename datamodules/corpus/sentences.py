@@ -191,6 +191,74 @@ def chinese_sentence(rng: random.Random) -> str:
     return c(templates)()
 
 
+# --------------------------------------------------------------------------- hard cases
+# In the spirit of Seed-TTS-Eval's hard set: repeated words, tongue-twister patterns, long sentences.
+HARD_KINDS = ("repeat", "twister", "long")
+
+
+def _initial_groups() -> dict[str, tuple[list, list, list, list]]:
+    """letter -> (names, past verbs, adjectives, nouns) starting with it, where each list has one."""
+    out = {}
+    for letter in "abcdefghijklmnopqrstuvwxyz":
+        groups = ([n for n in EN_NAMES if n[0].lower() == letter], [p for _, p in EN_VERBS if p[0] == letter],
+                  [a for a in EN_ADJS if a[0] == letter], [n for n in EN_NOUNS if n[0] == letter])
+        if all(groups):
+            out[letter] = groups
+    return out
+
+
+def english_hard_sentence(rng: random.Random, kind: str) -> str:
+    c = rng.choice
+    name, name2 = rng.sample(EN_NAMES, 2)
+    noun, noun2 = rng.sample(EN_NOUNS, 2)
+    adj, adj2 = rng.sample(EN_ADJS, 2)
+    base, past = c(EN_VERBS)
+    if kind == "repeat":
+        return c([lambda: f"{name} said {noun}, {noun}, {noun}, and then {noun} again.",
+                  lambda: f"The {adj}, {adj}, {adj} {noun} {past} the {noun2} {time_word(rng)}.",
+                  lambda: f"{_cap(_plural(noun))} and {_plural(noun)} and {_plural(noun)}, {name} {past} {_plural(noun)}."])()
+    if kind == "twister":
+        names, verbs, adjs, nouns = c(list(_initial_groups().values()))
+        return (f"{c(names)} {c(verbs)} {c(adjs)} {_plural(c(nouns))}, and {c(names)} {c(verbs)} "
+                f"{c(adjs)} {_plural(c(nouns))}, {c(adjs)} {_plural(c(nouns))} and {c(adjs)} {_plural(c(nouns))}.")
+    if kind == "long":
+        place, place2 = rng.sample(EN_PLACES, 2)
+        return (f"{name} {past} the {adj} {noun} in {place} {time_word(rng)}, and {name2} {c(EN_MOTION)} to "
+                f"{place2} with {_a(adj2)} {noun2}, because my {c(EN_RELATIVES)} thinks it is "
+                f"{c(EN_WEATHER)} there {time_word(rng)}.")
+    raise ValueError(f"unknown hard-case kind {kind!r} (expected one of {HARD_KINDS})")
+
+
+def time_word(rng: random.Random) -> str:
+    return rng.choice(EN_TIMES)
+
+
+def chinese_hard_sentence(rng: random.Random, kind: str) -> str:
+    c = rng.choice
+    name, name2 = rng.sample(ZH_NAMES, 2)
+    (noun, mw), (noun2, _) = rng.sample(ZH_NOUNS, 2)
+    place, place2 = rng.sample(ZH_PLACES, 2)
+    if kind == "repeat":
+        return c([lambda: f"{name}说{noun}，{noun}，{noun}，又是{noun}。",
+                  lambda: f"{place}{place}{place}，{name}{c(ZH_TIMES)}去{place}。"])()
+    if kind == "twister":  # the pattern of 四是四，十是十，十四不是四十
+        a, b = rng.sample(range(1, 10), 2)
+        x, y = _ZH_DIGITS[a], _ZH_DIGITS[b]
+        return f"{x}是{x}，{y}是{y}，{x}{y}不是{y}{x}，{y}{x}也不是{x}{y}。"
+    if kind == "long":
+        return (f"{name}{c(ZH_TIMES)}在{place}{c(ZH_VERBS)}了{_zh_count(rng.randint(2, 9))}{mw}{c(ZH_ADJS)}的{noun}，"
+                f"然后和{name2}一起去{place2}，{name2}说{place2}的{noun2}很{c(ZH_ADJS)}。")
+    raise ValueError(f"unknown hard-case kind {kind!r} (expected one of {HARD_KINDS})")
+
+
+def hard_sentence(lang: str, rng: random.Random, kind: str) -> str:
+    if lang == "en":
+        return english_hard_sentence(rng, kind)
+    if lang == "zh":
+        return chinese_hard_sentence(rng, kind)
+    raise ValueError(f"unknown language {lang!r} (expected 'en' or 'zh')")
+
+
 def sentence(lang: str, rng: random.Random) -> str:
     if lang == "en":
         return english_sentence(rng)
@@ -204,11 +272,12 @@ def allowed_chars(lang: str) -> set[str]:
     if lang == "en":
         words = (EN_NAMES + EN_PLACES + EN_NOUNS + EN_ADJS + EN_TIMES + EN_RELATIVES
                  + EN_WEATHER + EN_MOTION + [w for pair in EN_VERBS for w in pair])
+        words += ["said", "then", "again", "because", "my", "thinks", "there", "with"]  # the hard cases' glue
         return set("".join(words).lower() + "".join(words).upper()) | EN_PUNCT
     if lang == "zh":
         words = (ZH_NAMES + ZH_PLACES + ZH_VERBS + ZH_ADJS + ZH_TIMES + ZH_WEATHER
                  + [w for pair in ZH_NOUNS for w in pair] + list(_ZH_DIGITS + "十两"))
         # the template glue characters
-        glue = "在了和一起去你想吗的这非常我很喜欢说们要为什么不里有请把放旁边谢天气时候真从到走分钟给多少钱块"
+        glue = "在了和一起去你想吗的这非常我很喜欢说们要为什么不里有请把放旁边谢天气时候真从到走分钟给多少钱块" + "又是也然后"
         return set("".join(words) + glue) | ZH_PUNCT
     raise ValueError(f"unknown language {lang!r}")

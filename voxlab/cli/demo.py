@@ -9,7 +9,8 @@ instead. The backbone is always trained from scratch.
 Each stage is skipped when its result is already there (a finished run of the same experiment,
 scale and settings, an evaluation folder with metrics.json), so re-running continues where it
 stopped. The backbone trains on the English half of the corpus and is evaluated in English (`LANGS`;
-the budget's targets are English). English WER uses whisper-large-v3 when its checkpoint is in
+the budget's targets are English), on the plain mini test set and on its hard cases (`en_hard`:
+repeated words, tongue twisters, long sentences by the same voices). English WER uses whisper-large-v3 when its checkpoint is in
 whisper's cache, else the whisper tiny.en that `make install` brings (faster-whisper; the result
 names the model, and its WER is not comparable with large-v3's). With "zh" in `LANGS`, Chinese CER
 needs a paraformer-zh folder (`--paraformer` or $VOXLAB_PARAFORMER).
@@ -44,6 +45,7 @@ TTS_STEPS = 2100  # 2000 steps took 20 min 41 s before the ASR left the training
 EVAL_EVERY = 1050  # the curve: steps 1050 and 2100 on 8 English test utterances
 DATA_RECIPE = ["data.langs=[en]"]
 LANGS = ("en",)  # the languages trained and evaluated
+EVAL_SETS = LANGS + tuple(f"{lang}_hard" for lang in LANGS)  # each language's plain and hard-case test sets
 BACKBONE_RECIPE = ["text.kind=phoneme", "model.lm_init.mode=none", "model.align.heads=1",
                    "model.audio_positions=1.5", "model.flow.t_mean=1.0", "model.phones.classes=128", *DATA_RECIPE]
 
@@ -94,17 +96,18 @@ def _eval_config(paraformer: str | None):
     return EvalConfig(asr="auto", sim="resemblyzer", mos="dnsmos", device="cpu", paraformer=paraformer)
 
 
-def _evaluate(run: Path, lang: str, limit: int | None, paraformer: str | None) -> dict:
+def _evaluate(run: Path, testset: str, limit: int | None, paraformer: str | None) -> dict:
     from eval.backends import asr_skip_reason
     from eval.generate import model_generate_fn
     from eval.run import evaluate
     from voxlab.checkpoint import load_checkpoint
     from voxlab.runs import last_checkpoint
 
+    lang = testset.split("_")[0]
     ckpt = last_checkpoint(run)
     step = load_checkpoint(ckpt)["global_step"]
-    meta = DATA / "seedtts" / lang / "meta.lst"
-    out = run / "eval" / lang / f"final_step_{step}"
+    meta = DATA / "seedtts" / testset / "meta.lst"
+    out = run / "eval" / testset / f"final_step_{step}"
     if (out / "metrics.json").is_file():
         print(f"[demo] reusing {out}")
         return json.loads((out / "metrics.json").read_text())
@@ -214,8 +217,8 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
     tts = stage("tiny d256s9 backbone (training, evaluated every "
                 f"{eval_every} steps)" if eval_every > 0 else "tiny d256s9 backbone (training)",
                 lambda: _train_or_reuse("d256s9", "tiny", overrides))
-    results = {lang: stage(f"eval {lang}", lambda lang=lang: _evaluate(tts, lang, limit, paraformer))
-               for lang in LANGS}
+    results = {name: stage(f"eval {name}", lambda name=name: _evaluate(tts, name, limit, paraformer))
+               for name in EVAL_SETS}
     references = stage("ground truth and VAE resynthesis (en)", lambda: {
         "ground truth": _evaluate_reference(None, "en", limit, paraformer),
         "VAE resynthesis": _evaluate_reference(vae, "en", limit, paraformer)})
@@ -233,8 +236,8 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
             "duration_within_25pct", "n_utts")
     summary = {"stage_seconds": times, "total_seconds": round(sum(times.values()), 1), "vae": vae_source,
                "tts_run": str(tts), "report": str(report_md),
-               "results": {lang: {**{k: m.get(k) for k in keys}, "asr": _asr_name(m, lang)}
-                           for lang, m in results.items()},
+               "results": {name: {**{k: m.get(k) for k in keys}, "asr": _asr_name(m, name.split("_")[0])}
+                           for name, m in results.items()},
                "references_en": {name: {**{k: m.get(k) for k in keys}, "asr": _asr_name(m, "en")}
                                  for name, m in references.items()}}
     out = Path(RUNS) / "demo"
@@ -244,7 +247,7 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
           + f"; total {summary['total_seconds']} s")
     print(f"[demo] VAE: {vae_source}")
     for lang, r in summary["results"].items():
-        metric = "WER" if lang == "en" else "CER"
+        metric = "WER" if lang.startswith("en") else "CER"
         wer = (f"{metric} {r['wer']:.1f}% ({r['asr']})" if r["wer"] is not None
                else f"{metric} unavailable ({r['wer_unavailable'].split(':')[0]}; see metrics.json)")
         dur = ("duration ratio -" if r["duration_ratio"] is None else
