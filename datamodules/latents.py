@@ -6,8 +6,8 @@ cache. Each folder holds shards (`shard_00000.pt`: name -> mu [frames, latent_di
 `index.json` (name -> shard). Building is incremental: only names missing from the index are
 encoded, and each shard is written whole (temporary file + rename) before the index names it.
 
-A name is the audio itself, not the utterance id (`latent_name`): the file's path, size and
-modification time, so two manifests' `0001.wav` never share latents and a file edited in place
+A name is the audio itself, not the utterance id (`latent_name`): the file's path, size,
+modification and change time, so two manifests' `0001.wav` never share latents and a file edited in place
 is encoded again. One process at a time builds a folder (`<folder>/.lock`; a second one waits,
 saying for whom); SIGTERM stops it after the batch being encoded, keeping what is done.
 Latents that come out non-finite are not stored: their entries are named in a warning, and a
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from datamodules.manifest import Entry, read_manifest
-from voxlab.audio import load_audio
+from voxlab.audio import file_stamp, load_audio
 from voxlab.checkpoint import atomic_torch_save, load_checkpoint
 from voxlab.safe_io import write_text_atomic
 from voxlab.locks import FolderLock
@@ -56,11 +56,9 @@ class CacheInterrupted(KeyboardInterrupt):
 
 
 def latent_name(entry: Entry, prompt: bool = False) -> str:
-    """The cache name of an entry's audio as it is now: path, size and modification time."""
-    stamp = entry.stamp
-    if not stamp:  # a manifest read without checking the audio
-        stat = Path(entry.audio).stat()
-        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+    """The cache name of an entry's audio as it is now: path and `file_stamp` (size, modification
+    and change time)."""
+    stamp = entry.stamp or file_stamp(entry.audio)  # no stamp: read without checking the audio
     name = hashlib.sha256(f"{Path(entry.audio).resolve()}|{stamp}".encode()).hexdigest()[:24]
     return name + PROMPT_SUFFIX if prompt else name
 

@@ -20,7 +20,7 @@ turns out bad when it is met, counting it.
 
 An entry's id is its `utt`, or by default its audio path relative to the manifest without the
 suffix (`spk1/0001`): a bare file stem would give two speakers' `0001.wav` the same id.
-`Entry.stamp` (size and modification time) tells an edited file from the one that was read.
+`Entry.stamp` (size, modification and change time) tells an edited file from the one that was read.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from voxlab.audio import sample_problem
+from voxlab.audio import file_stamp, sample_problem
 from voxlab.safe_io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Entry:
                  dataset_id: int = 0):
         self.utt, self._audio, self.text, self.duration = utt, audio, text, duration
         self.speaker, self.lang, self.line = speaker, lang, line
-        self.stamp = stamp  # "<bytes>:<mtime ns>" of the audio when it was checked
+        self.stamp = stamp  # file_stamp of the audio when it was checked
         self.ref_audio = ref_audio  # the official manifest's `ref_audio` (datamodules/official_manifest.py)
         self.dataset_id = dataset_id  # the official manifest's `dataset_id`
 
@@ -249,12 +249,11 @@ def _files(manifest: Path, raw: str) -> tuple[str, ...]:
 
 
 def _stamps(files: tuple[str, ...]) -> tuple[str, ...]:
-    """"<bytes>:<mtime ns>" (or "absent") of each file: when one changes, its line is checked again."""
+    """`file_stamp` (or "absent") of each file: when one changes, its line is checked again."""
     out = []
     for name in files:
         try:
-            st = os.stat(name)
-            out.append(f"{st.st_size}:{st.st_mtime_ns}")
+            out.append(file_stamp(name))
         except OSError:
             out.append("absent")
     return tuple(out)
@@ -600,8 +599,7 @@ def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_aud
             report.add(lineno, err.kind, err.detail)
             return None
         duration = info.frames / info.samplerate
-        stat = audio.stat()
-        stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        stamp = file_stamp(audio)
     else:
         stamp = ""
     if duration is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from datamodules.latents import latent_name
 from datamodules.manifest import BadAudio, Entry, checked_audio
 from datamodules.tts import TTSDataset
+from voxlab.audio import file_stamp
 from models.packing import pack_with_reference
 
 REF_START_ID, REF_END_ID = 103, 104  # the official audio_prompt_start_id / audio_prompt_end_id
@@ -46,9 +47,7 @@ def _reference(manifest: Path, value, check_audio: bool, max_duration: float) ->
     # as the target is checked: NaN/inf samples, and longer than data.max_duration (it is packed into
     # the same sequence as the target, so an hour-long reference would take the batch's memory)
     info = checked_audio(path, "ref_audio ", max_duration=max_duration)
-    stat = path.stat()
-    return Entry(f"{value} (ref_audio)", path, "", info.frames / info.samplerate,
-                 stamp=f"{stat.st_size}:{stat.st_mtime_ns}")
+    return Entry(f"{value} (ref_audio)", path, "", info.frames / info.samplerate, stamp=file_stamp(path))
 
 
 def official_fields(item: dict, manifest: Path, check_audio: bool = True,

@@ -259,7 +259,8 @@ class TTSModel(nn.Module):
         except OSError:  # load_audio says what is wrong with it
             return self._encode_prompt(load_audio(wav, self.input_sample_rate, mono="mix"), pad)
         vae_state = tuple((t.data_ptr(), t._version) for t in self.vae.parameters())
-        key = (str(Path(wav).resolve()), stat.st_size, stat.st_mtime_ns, vae_state, self._dtype, self.device, pad)
+        key = (str(Path(wav).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, vae_state, self._dtype,
+               self.device, pad)  # ctime: a file rewritten in place with its old size and mtime is still new
         cache = self.__dict__.setdefault("_prompt_cache", {})
         if key not in cache:
             cache[key] = self._encode_prompt(load_audio(wav, self.input_sample_rate, mono="mix"), pad)

@@ -3,6 +3,7 @@ time, stops cleanly on SIGTERM, and is not built at all for a corpus that strict
 from __future__ import annotations
 
 import json
+import time
 import os
 import signal
 import subprocess
@@ -61,6 +62,18 @@ def test_latents_belong_to_the_audio_not_to_the_id(tmp_path):
     val = read_manifest(tmp_path / "val.jsonl")[0][0]
     torch.testing.assert_close(LatentStore(folder)[latent_name(val)], _alone(vae, tmp_path / "b" / "0001.wav"),
                                atol=1e-5, rtol=0)
+    # rewritten in place again: the same size, and its modification time set back to the old one
+    wav = tmp_path / "b" / "0001.wav"
+    before = wav.stat()
+    time.sleep(0.01)  # a change time the clock can tell apart
+    with open(wav, "r+b") as f:  # the same bytes count, other samples
+        f.seek(before.st_size - 2000)
+        f.write(rng.integers(0, 255, 2000, dtype=np.uint8).tobytes())
+    os.utime(wav, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (wav.stat().st_size, wav.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    folder = build_cache(tmp_path / "val.jsonl", vae, SR, progress=False)
+    val = read_manifest(tmp_path / "val.jsonl")[0][0]
+    torch.testing.assert_close(LatentStore(folder)[latent_name(val)], _alone(vae, wav), atol=1e-5, rtol=0)
 
 
 def test_strict_mode_refuses_a_bad_line_before_anything_is_encoded(tts_assets, tmp_path):

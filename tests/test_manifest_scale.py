@@ -54,7 +54,7 @@ def test_the_cache_is_reused_and_invalidated(corpus, monkeypatch):
     os.utime(wav, ns=(wav.stat().st_atime_ns, wav.stat().st_mtime_ns + 10**9))  # a touched file
     entries, _ = read_manifest(corpus)
     assert [str(p) for p in calls] == [str(wav)]  # only its line is checked again
-    assert next(e for e in entries if e.audio == wav).stamp.endswith(str(wav.stat().st_mtime_ns))
+    assert f":{wav.stat().st_mtime_ns}:" in next(e for e in entries if e.audio == wav).stamp
 
     calls.clear()
     corpus.write_text(corpus.read_text() + json.dumps({"audio": "wavs/u0.wav", "text": "again", "utt": "new"}) + "\n")

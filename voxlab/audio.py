@@ -6,6 +6,7 @@ any device and is differentiable. Every mel in the project comes from here.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import librosa
@@ -100,3 +101,11 @@ class MelSpectrogram(nn.Module):
             mag = mag.pow(self.power)
         mel = torch.matmul(self.mel_basis, mag)
         return torch.log(mel.clamp(min=self.log_floor)) if self.log else mel
+
+
+def file_stamp(path: str | Path) -> str:
+    """"<bytes>:<mtime ns>:<ctime ns>" of a file: what tells an edited audio file from the one that was
+    read. The change time is the kernel's: writing the file or setting its mtime back moves it, so a
+    file rewritten in place with the same size and an old mtime is told apart (the same stat call)."""
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
