@@ -108,6 +108,21 @@ def test_every_target_in_experiments_is_allowed(monkeypatch):
         assert callable(locate(target)), target
 
 
+@pytest.mark.parametrize("override,key", [("callbacks.ema._target_=voxlab.config.os", "callbacks.ema._target_"),
+                                          ("callbacks.tts_samples._target_=voxlab.cli.lm.build_from_config",
+                                           "callbacks.tts_samples._target_"),
+                                          ("datamodule._target_=os.system", "datamodule._target_")])
+def test_a_run_refuses_a_bad_target_before_it_reads_data_or_trains_anything(override, key, monkeypatch):
+    """Issue 30 item 18: every `_target_` is located when the run's config is read, so a callback's bad
+    target is one line naming its key before the tiny text LM or the VAE are touched."""
+    from voxlab.cli import train as train_cli
+
+    monkeypatch.delenv("VOXLAB_ALLOW_TARGETS", raising=False)
+    monkeypatch.setattr(train_cli, "ensure_embedded_corpus", lambda cfg: pytest.fail("went on to the data"))
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        train_cli.prepare("d256s9", "tiny", [override])
+
+
 def test_enumerated_option_typo_is_refused():
     with pytest.raises(ConfigError, match=r"nonfinite.policy='skp'.*skip, stop.*did you mean 'skip'"):
         compose("d256s9", "tiny", ["nonfinite.policy=skp"])

@@ -325,5 +325,18 @@ def locate(target: str, key: str = "_target_") -> Any:
     return obj
 
 
+def check_targets(cfg: DictConfig | dict, prefix: str = "") -> None:
+    """`locate` every `_target_` of the config (each a ConfigError naming its key), so that a run
+    refuses a bad one before it reads data or trains anything (a tiny text LM, a VAE), not when the
+    piece is built at last."""
+    items = cfg.items() if isinstance(cfg, (dict, DictConfig)) else []
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if key == "_target_" and value:
+            locate(value, key=name)
+        elif isinstance(value, (dict, DictConfig)):
+            check_targets(value, name + ".")
+
+
 def to_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg, resolve=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from voxlab.config import (ConfigError, build, check_values, compose, find_experiment, instantiate, load_run_config,
+from voxlab.config import (ConfigError, build, check_targets, check_values, compose, find_experiment, instantiate, load_run_config,
                            parse_overrides, resolve, to_yaml, validate_layer)
 from datamodules.latents import CacheError
 from datamodules.manifest import ManifestError
@@ -75,6 +75,7 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
         if not exp:
             raise ConfigError("EXP is required (or RESUME=<run folder or checkpoint>)")
         cfg = resolve_init(compose(exp, scale, overrides))  # init.model: voxlab/cli/init_model.py
+        check_targets(cfg)
         check_model_size(cfg)  # before the data, the VAE or any allocation
         ensure_embedded_corpus(cfg)
         return Plan(cfg)
@@ -91,6 +92,7 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
         validate_layer(saved, layer, "command-line override")
         plan.cfg = resolve(OmegaConf.merge(OmegaConf.create(saved), OmegaConf.create(layer)))
         check_values(plan.cfg)
+        check_targets(plan.cfg)
         check_model_size(plan.cfg)
         if exp and exp != plan.cfg.experiment:
             raise ConfigError(f"RESUME={resume} is a run of {plan.cfg.experiment!r}, not of EXP={exp!r}")
