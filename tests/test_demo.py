@@ -59,3 +59,10 @@ def test_the_references_are_the_ground_truth_and_its_vae_resynthesis(tts_assets,
         copied, resynth = load_audio(tmp_path / "gt" / f"{item.utt}.wav", 16000), load_audio(tmp_path / "vae" / f"{item.utt}.wav", 16000)
         assert abs(copied - truth).max() < 1e-4  # 16-bit PCM rounding only
         assert len(resynth) == len(truth) and abs(resynth - truth).max() > 1e-3  # a random VAE changes it
+    # the cosine the demo prints for the resynthesis: 1 for the ground truth itself, lower for a random VAE's
+    from voxlab.cli.demo import _cosine_to_original
+
+    meta = tmp_path / "meta.lst"
+    meta.write_text("".join(f"{it.utt}|{it.prompt_text}|{it.prompt_wav}|{it.target_text}|{it.gt_wav}\n" for it in items))
+    assert _cosine_to_original(meta, tmp_path / "gt") > 0.999
+    assert _cosine_to_original(meta, tmp_path / "vae") < 0.99

@@ -88,6 +88,22 @@ def _mcd_rows(meta: Path, wavs: Path) -> list[dict]:
     return rows
 
 
+def _cosine_to_original(meta: Path, wavs: Path) -> float | None:
+    """Mean resemblyzer cosine of each generated wav to the test set's own wav of that utterance:
+    how much of the voice the VAE's resynthesis keeps (the VAE recipe's target, >= 0.85)."""
+    from eval.sim import cosine
+    from eval.sim.resemblyzer_sim import ResemblyzerSim
+    from eval.testset import read_testset
+    from voxlab.audio import load_audio
+
+    sim, values = ResemblyzerSim(), []
+    for item in read_testset(meta):
+        gen = wavs / f"{item.utt}.wav"
+        if item.gt_wav is not None and gen.is_file():
+            values.append(cosine(sim.embed(load_audio(gen, 16000)), sim.embed(load_audio(item.gt_wav, 16000))))
+    return round(sum(values) / len(values), 4) if values else None
+
+
 def _eval_config(paraformer: str | None):
     from eval.backends import EvalConfig
 
@@ -139,9 +155,13 @@ def _evaluate_reference(vae: Path | None, lang: str, limit: int | None, paraform
             return done
         out = out.parent / f"{lang}_{int(time.time())}"  # another VAE: a new folder, nothing overwritten
     meta = DATA / "seedtts" / lang / "meta.lst"
-    return evaluate(meta, None, out, config=_eval_config(paraformer), limit=limit,
-                    generation={"reference": name, "vae": None if vae is None else str(vae)},
-                    generate_fn=reference_generate_fn(vae))
+    metrics = evaluate(meta, None, out, config=_eval_config(paraformer), limit=limit,
+                       generation={"reference": name, "vae": None if vae is None else str(vae)},
+                       generate_fn=reference_generate_fn(vae))
+    if vae is not None:
+        metrics["cosine_to_original"] = _cosine_to_original(meta, out / "wavs")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    return metrics
 
 
 def _asr_name(metrics: dict, lang: str) -> str | None:
@@ -233,7 +253,7 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
 
     report_md = stage("report", report)
     keys = ("wer", "wer_unavailable", "sim", "sim_model", "mos", "mos_model", "mcd_db", "duration_ratio", "duration_ratio_median",
-            "duration_within_25pct", "n_utts")
+            "duration_within_25pct", "n_utts", "cosine_to_original")
     summary = {"stage_seconds": times, "total_seconds": round(sum(times.values()), 1), "vae": vae_source,
                "tts_run": str(tts), "report": str(report_md),
                "results": {name: {**{k: m.get(k) for k in keys}, "asr": _asr_name(m, name.split("_")[0])}
@@ -257,7 +277,8 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
               f"MCD {r['mcd_db']} dB; {dur}")
     for name, r in summary["references_en"].items():
         wer = "WER -" if r["wer"] is None else f"WER {r['wer']:.1f}% ({r['asr']})"
-        print(f"[demo] en {name} ({r['n_utts']} utts): {wer}; SIM to the prompt {r['sim']} ({r['sim_model']})")
+        kept = "" if r.get("cosine_to_original") is None else f"; cosine to the original {r['cosine_to_original']} (resemblyzer)"
+        print(f"[demo] en {name} ({r['n_utts']} utts): {wer}; SIM to the prompt {r['sim']} ({r['sim_model']}){kept}")
     print(f"[demo] report: {report_md} (and report.html beside it)")
     return summary
 
