@@ -50,7 +50,7 @@ train: ## train one experiment: EXP=name [SCALE=tiny|paper] [ARGS="k=v ..."] [RE
 finetune: ## fine-tune a model (official folder or ours): MODEL=... MANIFEST=<jsonl, ours or official> [LORA=1] [VAL=<jsonl>] [ARGS="trainer.max_steps=..."]
 	@$(PY) -m voxlab.cli.train --exp $(if $(LORA),finetune_lora,finetune_full) "init.model=$(MODEL)" "data.train_manifest=$(MANIFEST)" $(if $(VAL),"data.val_manifest=$(VAL)") $(ARGS)
 
-sweep: ## train every experiment of a sweep: SWEEP=fsq|ralm|conditioning|lm_init|all [SCALE=...] [SEEDS=3] [RECIPE=tiny-speaks]
+sweep: ## train every experiment of a sweep: SWEEP=fsq|ralm|conditioning|lm_init|all|v1_to_v2 [SCALE=...] [SEEDS=3] [RECIPE=tiny-speaks]
 	@$(PY) -m voxlab.cli.sweep --sweep $(SWEEP) --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(RECIPE),--recipe $(RECIPE)) $(ARGS)
 
 cache: ## encode the corpus into the latent cache with the experiment's VAE: [EXP=d256s9] [SCALE=...]

@@ -33,11 +33,16 @@ class AudioLoggingCallback(L.Callback):
     def __init__(self, num_items: int = 4, every_n_validations: int = 1, save_files: bool = True,
                  sample_rate: int = 16000, n_mels: int = 80):
         self.num_items, self.every = int(num_items), max(1, int(every_n_validations))
-        self.save_files, self.sample_rate = save_files, int(sample_rate)
-        self.mel = MelSpectrogram(sample_rate, n_fft=1024, hop_length=256, n_mels=n_mels, log=True)
+        self.save_files, self.n_mels = save_files, int(n_mels)
+        self.set_sample_rate(sample_rate)
         self.items: list[torch.Tensor] | None = None
         self._validations = 0
         self._ground_truth_logged = False
+
+    def set_sample_rate(self, rate: int) -> None:
+        """The rate audio is logged and written at (and its mel figure computed at)."""
+        self.sample_rate = int(rate)
+        self.mel = MelSpectrogram(self.sample_rate, n_fft=1024, hop_length=256, n_mels=self.n_mels, log=True)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         # Collected during the first validation run only, so the items never change afterwards.

@@ -49,6 +49,8 @@ class TTSSamplesCallback(AudioLoggingCallback):
         try:
             with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
                 model = pl_module.tts_model()
+                if model.sample_rate != self.sample_rate:  # the model's output rate (VoxCPM2: its VAE's, 48 kHz)
+                    self.set_sample_rate(model.sample_rate)
                 with torch.inference_mode():
                     if not self._ground_truth_logged:
                         for i, patches in enumerate(self.items):

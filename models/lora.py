@@ -2,7 +2,8 @@
 
 Config (`model.lora`, null = none): the fields of the official `LoRAConfig` with its defaults:
 `enable_lm` (TSLM + RALM), `enable_dit` (LocDiT estimator), `enable_proj` (the projections named in
-`target_proj_modules`), `r`, `alpha`, `dropout`, `target_modules_lm`, `target_modules_dit`.
+`target_proj_modules`; its default on a VoxCPM2 backbone adds `fusion_concat_proj`, as the official
+VoxCPM2 LoRAConfig), `r`, `alpha`, `dropout`, `target_modules_lm`, `target_modules_dit`.
 
 A wrapped Linear keeps `weight` and `bias` under their own names and adds `lora_A` [r, in] and
 `lora_B` [out, r], so a base checkpoint loads unchanged and adapter keys are the official ones
@@ -32,9 +33,11 @@ from voxlab.safe_io import atomic_path
 
 WEIGHTS_FILE, CONFIG_FILE = "lora_weights.safetensors", "lora_config.json"
 ATTENTION = ["q_proj", "v_proj", "k_proj", "o_proj"]
+PROJECTIONS = ["enc_to_lm_proj", "lm_to_dit_proj", "res_to_dit_proj"]
+# the official VoxCPM2 LoRAConfig's default adds the concat fusion's projection
+PROJECTIONS_V2 = [*PROJECTIONS, "fusion_concat_proj"]
 DEFAULTS = {"enable_lm": False, "enable_dit": False, "enable_proj": False, "r": 8, "alpha": 16, "dropout": 0.0,
-            "target_modules_lm": ATTENTION, "target_modules_dit": ATTENTION,
-            "target_proj_modules": ["enc_to_lm_proj", "lm_to_dit_proj", "res_to_dit_proj"]}
+            "target_modules_lm": ATTENTION, "target_modules_dit": ATTENTION, "target_proj_modules": PROJECTIONS}
 # what the official `VoxCPM(..., lora_weights_path=...)` builds when no config is given
 OFFICIAL_LOADER_DEFAULT = {"enable_lm": True, "enable_dit": True, "enable_proj": False}
 
@@ -52,13 +55,14 @@ class LoRAWarning(UserWarning):
     """LoRA target names that match nothing in one part; an adapter whose base cannot be checked."""
 
 
-def lora_config(given: dict | None) -> dict:
-    """The full LoRA config (official defaults filled in), or ValueError naming an unknown field."""
+def lora_config(given: dict | None, voxcpm2: bool = False) -> dict:
+    """The full LoRA config (the defaults of the official LoRAConfig of VoxCPM, or of VoxCPM2: its
+    `target_proj_modules` add `fusion_concat_proj`), or ValueError naming an unknown field."""
     given = dict(given or {})
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
         raise LoRAConfigError(f"model.lora: unknown field(s) {unknown}; the official LoRAConfig fields: {sorted(DEFAULTS)}")
-    cfg = {**copy.deepcopy(DEFAULTS), **given}
+    cfg = {**copy.deepcopy(DEFAULTS), **({"target_proj_modules": list(PROJECTIONS_V2)} if voxcpm2 else {}), **given}
     if not isinstance(cfg["r"], int) or cfg["r"] < 1:
         raise LoRAConfigError(f"model.lora.r={cfg['r']!r}: the rank must be a whole number of at least 1")
     return cfg
@@ -119,7 +123,7 @@ def apply_lora(backbone: nn.Module, given: dict, source: str = "model.lora") -> 
     is returned and recorded in `backbone.config["lora"]` (so checkpoints and exports rebuild it).
     An enabled part where some target names match nothing is a LoRAWarning naming the part and the
     names (`source` says where the config came from); nothing matched anywhere is a LoRAConfigError."""
-    cfg = lora_config(given)
+    cfg = lora_config(given, voxcpm2=getattr(backbone, "fusion_concat_proj", None) is not None)
     unmatched = []  # (key, part, names, matched), warned once we know something matched at all
     if cfg["enable_lm"]:
         matched = set()

@@ -7,7 +7,7 @@ prompt cache calls. Only code paths that touch nothing else of them are used her
 - `import_official()` -> namespace with VoxCPMModel, VoxCPMConfig, AudioVAE, AudioVAEConfig.
 - `tiny_tokenizer()` -> a LlamaTokenizerFast built offline (Metaspace BPE over ASCII + a few
   Chinese characters, with multi-character Chinese tokens; ids < 128 reserved so 101/102 are free).
-- `small_official_config(**over)` / `official_0_5b_config()` -> config.json dicts.
+- `small_official_config(**over)` / `official_0_5b_config()` / `official_voxcpm2_release_config()` -> config.json dicts.
 - `build_official(config, vae_config=None, seed=0)` -> an fp32 CPU VoxCPMModel in eval mode.
 - `write_official_folder(model, folder, vae_config=None)` -> the release layout of that model (config.json,
   model.safetensors, audiovae.pth, tokenizer files), which the official `from_local` reads.
@@ -166,6 +166,19 @@ def official_0_5b_config() -> dict:
                                       "inference_cfg_rate": 2.0}},
         "max_length": 4096, "device": "cuda", "dtype": "bfloat16",
     }
+
+
+def official_voxcpm2_release_config() -> dict:
+    """The VoxCPM2 release's architecture (its config.json: 2B, TSLM 28 x 2048, 128-wide heads, RALM 8
+    layers without RoPE, LocEnc / LocDiT 12 layers, FSQ 512, patch 4). RoPE factors are placeholders."""
+    over = {"lm_config": {"hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28, "kv_channels": 128,
+                          "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 64, "long_factor": [1.0] * 64,
+                                           "original_max_position_embeddings": 32768}},
+            "encoder_config": {"num_layers": 12, "kv_channels": 128},
+            "dit_config": {"num_layers": 12, "kv_channels": 128}}
+    return _deep_update(official_0_5b_config(), {
+        **over, "architecture": "voxcpm2", "patch_size": 4, "residual_lm_num_layers": 8, "residual_lm_no_rope": True,
+        "scalar_quantization_latent_dim": 512, "max_length": 8192})
 
 
 def _deep_update(base: dict, over: dict) -> dict:

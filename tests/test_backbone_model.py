@@ -324,8 +324,9 @@ def test_packing_errors():
 # ---- the lead's experiment files, at tiny scale ----------------------------------------------------
 def _experiments():
     try:
-        from voxlab.config import available_experiments
-        return sorted(n for n, p in available_experiments().items() if p.parent.name == "tts")
+        from voxlab.config import EXPERIMENTS_DIR, available_experiments
+        return sorted(n for n, p in available_experiments().items()  # experiments/tts/ and its v2/ family
+                      if p.relative_to(EXPERIMENTS_DIR).parts[0] == "tts")
     except Exception:  # experiments not written yet
         return []
 

@@ -1,5 +1,6 @@
 """Fine-tuning parity with the official training code (voxcpm 2.0.3 and scripts/train_voxcpm_finetune.py):
-on a tiny random official folder, the same batch (packed by the official packer and by ours) and the same
+on a tiny random official folder of each architecture (VoxCPMModel, VoxCPM2Model: LoRA on its projections
+takes `fusion_concat_proj` too, as the official VoxCPM2 LoRAConfig), the same batch (packed by the official packer and by ours) and the same
 random draws (the official loss's draws recorded and handed to ours), our loss equals the official
 `VoxCPMModel.forward` loss (loss/diff + loss/stop, the official lambdas) within 1e-5, the gradients
 agree, and one AdamW step moves the same parameters the same way (LoRA: only the adapter). Where the
@@ -7,13 +8,15 @@ step differs by design (weight decay on norms and biases, docs/design.md section
 is exactly that decay."""
 from __future__ import annotations
 
+import json
 import types
 
 import pytest
 import torch
 
 from lightning_modules.tts import TERMS, TTSModule
-from models.official_reference import build_official, install_stubs, small_official_config, write_official_folder
+from models.official_reference import (build_official, build_official_v2, install_stubs, small_official_config,
+                                       small_official_v2_config, write_official_folder)
 from models.packing import collate_packed, pack_utterance, pack_with_reference
 from models.weights import load_strict
 from test_lora import randomize
@@ -33,10 +36,14 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_official_folder(build_official(small_official_config(), seed=0),
-                                 tmp_path_factory.mktemp("ft_parity") / "official")
+@pytest.fixture(scope="module", params=["voxcpm", "voxcpm2"])
+def folder(request, tmp_path_factory):
+    """A tiny random official folder of each architecture (VoxCPM2: patch 3, the LocDiT wider than the LM)."""
+    if request.param == "voxcpm2":
+        off = build_official_v2(small_official_v2_config(patch_size=3, dit_config={"hidden_dim": 40, "kv_channels": 8}), seed=0)
+    else:
+        off = build_official(small_official_config(), seed=0)
+    return write_official_folder(off, tmp_path_factory.mktemp("ft_parity") / request.param)
 
 
 def items(patch: int, dim: int):
@@ -72,10 +79,14 @@ def batches(patch: int, dim: int):
 
 
 def official_trainer_model(folder, lora):
-    """The model as scripts/train_voxcpm_finetune.py builds it: from_local(training=True), VAE deleted, train()."""
-    from voxcpm.model.voxcpm import LoRAConfig, VoxCPMModel
-    model = VoxCPMModel.from_local(str(folder), optimize=False, training=True,
-                                   lora_config=LoRAConfig(**lora) if lora else None)
+    """The model as scripts/train_voxcpm_finetune.py builds it: from_local(training=True), VAE deleted, train()
+    (VoxCPMModel or VoxCPM2Model, with that architecture's LoRAConfig, as the folder's config.json says)."""
+    if json.loads((folder / "config.json").read_text())["architecture"] == "voxcpm2":
+        from voxcpm.model.voxcpm2 import LoRAConfig, VoxCPM2Model as Model
+    else:
+        from voxcpm.model.voxcpm import LoRAConfig, VoxCPMModel as Model
+    model = Model.from_local(str(folder), optimize=False, training=True,
+                             lora_config=LoRAConfig(**lora) if lora else None)
     del model.audio_vae
     return model.train()
 

@@ -1,4 +1,4 @@
-"""Backbone training through the real entry point: every ablation trains two steps at tiny scale
+"""Backbone training through the real entry point: every ablation (and VoxCPM2) trains two steps at tiny scale
 on a small embedded corpus, with the latent cache built first and checkpoints self-contained, and
 the two steps really update the weights."""
 import pytest
@@ -11,7 +11,8 @@ from voxlab.config import available_experiments
 from voxlab.cli.train import train
 from voxlab.runs import last_checkpoint
 
-ABLATIONS = sorted(e for e, p in available_experiments().items() if p.parent.name == "tts")
+# the paper's ablation rows, and the VoxCPM2 architecture (experiments/tts/v2/, its own sizes at release scale)
+ABLATIONS = sorted(e for e, p in available_experiments().items() if p.parent.name == "tts") + ["voxcpm2"]
 
 
 @pytest.mark.parametrize("exp", ABLATIONS)

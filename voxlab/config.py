@@ -6,7 +6,8 @@ other layer (scale preset, experiment files, command-line overrides) may only se
 bases define, with a compatible type.
 
 Composition order: the bases (outermost first) -> scale preset (`scale/<scale>.yaml` beside
-the innermost base) -> the experiment chain -> command-line overrides. Values may use `${...}` interpolation and the
+the innermost base; it may `extends:` another preset, e.g. a family's own scale) -> the experiment
+chain -> command-line overrides. Values may use `${...}` interpolation and the
 `add`/`mul` resolvers, so an ablation can say "TSLM layers + RALM layers" at any scale.
 """
 from __future__ import annotations
@@ -209,7 +210,7 @@ def compose(exp: str, scale: str | None = None, overrides: Iterable[str] = (),
         if not scale_path.is_file():
             options = sorted(p.stem for p in (base_path.parent / "scale").glob("*.yaml"))
             raise ConfigError(f"unknown scale {scale!r} for {path.stem}; available: {', '.join(options) or 'none'}")
-        layers.append((str(scale_path), _read_yaml(scale_path)))
+        layers += [(str(p), d) for p, d in _chain(scale_path)]  # a preset may extend another
     n_bases = len(layers)
     layers += [(str(p), d) for p, d in chain if p.stem != "base"]
     layers.append(("command-line override", parse_overrides(overrides)))

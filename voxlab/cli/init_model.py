@@ -24,7 +24,8 @@ from voxlab.text import tokenizer_spec
 ARCHITECTURES = ("config", "model")
 # the keys that decide the network (the others are training settings or bookkeeping)
 NETWORK_KEYS = ("lm", "encoder", "dit", "feat_dim", "patch_size", "residual_lm_layers", "fsq", "residual_input_e",
-                "condition_on_residual", "audio_start_id", "audio_end_id")
+                "condition_on_residual", "audio_start_id", "audio_end_id", "residual_fusion", "dit_condition_mode",
+                "residual_lm_no_rope")
 
 
 def text_section(tokenizer) -> dict:
