@@ -304,6 +304,17 @@ def test_a_resume_whose_override_fails_inside_fit_leaves_the_run_as_it_was(toy, 
     err = capsys.readouterr().err
     assert "optim.lr=-0.5" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert snapshot(run) == before
+    # a dataloader that fails inside fit: one line too, for a resume and (variant) for a new run
+    assert main(["--resume", str(run), "datamodule.fail_in_dataloader=true"]) == 1
+    err = capsys.readouterr().err
+    assert "error: the run could not start: " in err and f"{run} is as it was" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    versions = sorted(p.name for p in run.parent.iterdir())
+    assert main(["--exp", toy, "datamodule.fail_in_dataloader=true"]) == 1
+    err = capsys.readouterr().err
+    assert "no run folder was left" in err and "Traceback" not in err
+    assert sorted(p.name for p in run.parent.iterdir()) == versions
+    assert snapshot(run) == before
     assert train(None, overrides=["trainer.max_steps=8"], resume=str(run)) == run
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 8
 

@@ -38,6 +38,16 @@ class TrainingInterrupted(KeyboardInterrupt):
     """A run stopped by SIGTERM / SIGINT after saving its checkpoint (a sweep stops too)."""
 
 
+# what `make train` prints as one line (exit status 2): bad settings, files or folders, named
+USER_ERRORS = (ConfigError, FileNotFoundError, ManifestError, CheckpointError, FolderLocked, RunFolderError,
+               CacheError, ShardError, LoRAConfigError)
+
+
+class StartFailed(RuntimeError):
+    """fit failed before its first step (a dataloader, a setting Lightning refuses): nothing of the
+    run was changed. `make train` prints it as one line; $VOXLAB_TRACEBACK=1 prints the traceback too."""
+
+
 def check_saved_config(saved: dict | None, source: Path) -> None:
     """A saved config (a run's config.yaml or a checkpoint's `voxlab_config`) may only hold keys
     this version's schema knows: a key from a newer or other version would be silently ignored."""
@@ -292,6 +302,11 @@ def _run(plan: Plan) -> Path:
         if interrupted:
             raise TrainingInterrupted(f"{cfg.experiment} stopped at step {trainer.global_step}; "
                                       f"continue with: make train RESUME={run_dir}") from None
+        if not folder.started and isinstance(err, Exception) and not isinstance(err, (*USER_ERRORS, NonFiniteLoss)):
+            kept = f"{run_dir} is as it was" if in_place else "no run folder was left"
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise StartFailed(f"the run could not start: {type(err).__name__}: {first} ({kept}; "
+                              "VOXLAB_TRACEBACK=1 shows where)") from err
         raise
     finally:
         if previous_env is None:
@@ -312,8 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         train(args.exp or None, args.scale or None, args.overrides, args.resume or None)
-    except (ConfigError, FileNotFoundError, ManifestError, CheckpointError, FolderLocked, RunFolderError,
-            CacheError, ShardError, LoRAConfigError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLoss as err:
@@ -322,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as err:
         print(f"[train] {err}", file=sys.stderr)
         return 130
+    except StartFailed as err:
+        if os.environ.get("VOXLAB_TRACEBACK"):
+            traceback.print_exception(err.__cause__ or err)
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except Exception:
         traceback.print_exc()
         return 1
