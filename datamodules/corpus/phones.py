@@ -11,7 +11,7 @@ import json
 import multiprocessing
 from pathlib import Path
 
-from datamodules.corpus import espeak
+import datamodules.corpus.espeak as espeak
 from datamodules.corpus.voices import PAD_START, VOICE_BY_ID, corpus_wav, spoken_form, voice_for
 
 SILENCE = "sil"

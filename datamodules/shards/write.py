@@ -183,7 +183,7 @@ def _encode_rows(rows: list[dict], spec: dict, vae_path: str) -> dict[str, dict]
     """utt -> {"latent": target form[, "prompt_latent": prompt form]}, by the small cache's encoder."""
     import torch
 
-    from datamodules.latents import _encode, _length_batches
+    from datamodules.latents import encode_batch, length_batches
     from models import load_audiovae
 
     lat = spec["latents"]
@@ -195,8 +195,8 @@ def _encode_rows(rows: list[dict], spec: dict, vae_path: str) -> dict[str, dict]
     todo.sort(key=lambda item: item[0].duration)  # batches of similar length, as the small cache
     out: dict[str, dict] = {e.utt: {} for e in entries}
     with torch.inference_mode():
-        for batch in _length_batches(todo, spec["sample_rate"], 16000 * 40):
-            for (e, is_prompt), latent in zip(batch, _encode(batch, vae, spec["sample_rate"],
+        for batch in length_batches(todo, spec["sample_rate"], 16000 * 40):
+            for (e, is_prompt), latent in zip(batch, encode_batch(batch, vae, spec["sample_rate"],
                                                              vae.hop_length * lat["patch_size"])):
                 out[e.utt]["prompt_latent" if is_prompt else "latent"] = latent
     return out

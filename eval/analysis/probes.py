@@ -99,7 +99,7 @@ def default_voices(lang: str) -> list[str]:
 
 def build_set(texts: list[str], voices: list[str], lang: str) -> list[Utterance]:
     """Every sentence by every voice (rendered by espeak-ng, deterministic)."""
-    from datamodules.corpus import render
+    from datamodules.corpus.voices import render
     from datamodules.corpus.voices import VOICE_BY_ID
 
     for v in voices:

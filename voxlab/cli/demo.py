@@ -193,7 +193,7 @@ def tts_overrides(vae: Path, steps: int | None, eval_every: int, paraformer: str
 
 def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int | None = None,
              tts_steps: int | None = TTS_STEPS, eval_every: int = EVAL_EVERY, paraformer: str | None = None) -> dict:
-    from datamodules.corpus import build_corpus
+    from datamodules.corpus.build import build_corpus
 
     times: dict[str, float] = {}
 

@@ -105,7 +105,7 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
 def ensure_embedded_corpus(cfg: DictConfig) -> None:
     """At tiny scale on the default corpus folder, a fresh clone has no data yet: build the
     embedded corpus there (what `make data` does, about 10 s) instead of stopping."""
-    from datamodules.corpus import build_corpus
+    from datamodules.corpus.build import build_corpus
 
     root = Path(OmegaConf.select(cfg, "data.root") or "")
     if cfg.scale != "tiny" or root != Path("data/corpus") or Path(cfg.data.train_manifest).is_file():
