@@ -108,7 +108,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _section(name: str, given: dict | None) -> dict:
+def model_section(name: str, given: dict | None) -> dict:
+    """The sub-section `model.<name>` with its defaults (DEFAULTS) filled in; an unknown key fails."""
     out = dict(DEFAULTS[name])
     unknown = sorted(set(given or {}) - set(out))
     if unknown:
@@ -150,14 +151,14 @@ class VoxCPMBackbone(nn.Module):
         lm_cfg = MiniCPMConfig.from_dict(dict(lm), "model.lm")
         if lm_cfg.vocab_size <= 0:
             raise ValueError("model.lm.vocab_size must be > 0 (the TSLM embeds text tokens)")
-        enc, dit_, fsq_, flow_ = (_section("encoder", encoder), _section("dit", dit), _section("fsq", fsq),
-                                  _section("flow", flow))
-        lm_init_ = _section("lm_init", lm_init)
-        self.align = _section("align", align)
+        enc, dit_, fsq_, flow_ = (model_section("encoder", encoder), model_section("dit", dit), model_section("fsq", fsq),
+                                  model_section("flow", flow))
+        lm_init_ = model_section("lm_init", lm_init)
+        self.align = model_section("align", align)
         if not 0 <= int(self.align["heads"]) <= lm_cfg.num_attention_heads or float(self.align["sigma"]) <= 0:
             raise ValueError(f"model.align: heads must be 0..{lm_cfg.num_attention_heads} and sigma > 0, "
                              f"got {self.align}")
-        self.phones = _section("phones", phones)
+        self.phones = model_section("phones", phones)
         if int(self.phones["classes"]) < 0:
             raise ValueError(f"model.phones.classes must be >= 0 (0: no phone loss), got {self.phones['classes']}")
         self.config = dict(lm=lm_cfg.to_dict(), encoder=enc, dit=dit_, feat_dim=feat_dim, patch_size=patch_size,

@@ -38,13 +38,13 @@ def _network(model: dict) -> dict:
     import inspect
 
     from models.minicpm import MiniCPMConfig
-    from models.voxcpm import VoxCPMBackbone, _section
+    from models.voxcpm import VoxCPMBackbone, model_section
 
     defaults = {k: p.default for k, p in inspect.signature(VoxCPMBackbone).parameters.items()}
     out = {k: model.get(k, defaults[k]) for k in NETWORK_KEYS}
     out["lm"] = MiniCPMConfig.from_dict(dict(model["lm"]), "model.lm").to_dict()
     for name in ("encoder", "dit", "fsq"):
-        out[name] = _section(name, model.get(name))
+        out[name] = model_section(name, model.get(name))
     return out
 
 
