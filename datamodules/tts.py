@@ -34,11 +34,14 @@ from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from datamodules.base import BudgetDataModule
-
+from datamodules.corpus.phones import PhoneLabels, corpus_phones
 from datamodules.latents import (CacheInterrupted, LatentStore, build_cache, cache_dir, check_writable, latent_name,
-                                 vae_fingerprint)
+                                 vae_fingerprint, weights_fingerprint)
 from datamodules.manifest import Entry, read_configured
+from models import load_audiovae
 from models.packing import NO_LABEL, collate_packed, pack_utterance, pack_with_reference
+from voxlab.config import ConfigError, compose
+from voxlab.runs import find_run, has_last_checkpoint, last_checkpoint
 from voxlab.text import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -48,8 +51,6 @@ SHIPPED_TINY_VAE = Path(__file__).resolve().parents[1] / "assets" / "tiny_audiov
 
 def resolve_vae_path(cfg) -> Path:
     """`vae.path`: a file or run folder, or `auto` = the newest finished AudioVAE run of this scale."""
-    from voxlab.runs import find_run, has_last_checkpoint, last_checkpoint
-
     path = cfg.vae.path
     if path and path != "auto":
         path = Path(path)
@@ -80,9 +81,6 @@ def pinned_vae(cfg):
     """The run's VAE, and `vae.path` / `vae.fingerprint` set in `cfg` to exactly that one (an
     absolute file and a hash of its weights), so a resume encodes with the same VAE even after a
     newer `auto` candidate appears. A config that names a fingerprint must find those weights."""
-    from datamodules.latents import weights_fingerprint
-    from models import load_audiovae
-
     expected = OmegaConf.select(cfg, "vae.fingerprint")
     try:
         path = resolve_vae_path(cfg)
@@ -293,7 +291,6 @@ class TTSDataModule(BudgetDataModule):
         classes = int(OmegaConf.select(self.config, "model.phones.classes", default=0) or 0)
         if classes <= 0:
             return None
-        from datamodules.corpus.phones import PhoneLabels, corpus_phones
 
         labels = PhoneLabels(corpus_phones(self.cfg.root, entries), self.config.model.patch_size * frame_seconds)
         if len(labels.names) > classes:
@@ -304,8 +301,6 @@ class TTSDataModule(BudgetDataModule):
 
 def main(argv: list[str] | None = None) -> int:
     """`make cache EXP=... SCALE=...`: encode the corpus with the experiment's VAE."""
-    from voxlab.config import ConfigError, compose
-
     parser = argparse.ArgumentParser(description="Build the latent cache of an experiment's corpus.")
     parser.add_argument("--exp", default="d256s9")
     parser.add_argument("--scale", default=None)

@@ -26,6 +26,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from models.voxcpm import model_section
+
 LM_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers",
            "vocab_size", "kv_channels", "rms_norm_eps", "rope_theta", "rope_scaling", "max_position_embeddings",
            "no_rope", "use_mup", "scale_emb", "scale_depth", "dim_model_base")
@@ -142,8 +144,6 @@ def to_official_config(model: dict, **overrides: Any) -> dict:
 
     `overrides` set top-level official fields (e.g. dtype="float32", audio_vae_config={...}).
     """
-    from models.voxcpm import model_section  # defaults of the sub-sections
-
     if hasattr(model, "items") and not isinstance(model, dict):  # an OmegaConf node
         from omegaconf import OmegaConf
         model = OmegaConf.to_container(model, resolve=True)

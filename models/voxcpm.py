@@ -88,8 +88,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.fsq import FSQ
+from models.lm_init import init_lm
 from models.locdit import FlowMatching, LocDiT
 from models.locenc import LocEnc
+from models.lora import apply_lora
 from models.minicpm import MiniCPMConfig, MiniCPMModel
 from models.packing import NO_LABEL
 
@@ -206,7 +208,6 @@ class VoxCPMBackbone(nn.Module):
         for layer in self.base_lm.layers:
             layer.self_attn.probe_heads = int(self.align["heads"])
         if lora is not None:
-            from models.lora import apply_lora
             apply_lora(self, lora)
 
     @property
@@ -398,7 +399,6 @@ class VoxCPMBackbone(nn.Module):
         """Initialise the TSLM as `model.lm_init` says (call once before training from scratch),
         from `path` when given (the folder the entry point resolved), else `model.lm_init.path`;
         `tokenizer` (the text frontend) must be the LM's own (models.lm_init)."""
-        from models.lm_init import init_lm
         settings = {**self.lm_init, **({"path": str(path)} if path is not None else {})}
         return init_lm(self.base_lm, **settings, tokenizer=tokenizer)
 
