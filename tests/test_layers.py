@@ -1,6 +1,7 @@
 """The layering of README "Layout" holds: import-linter's contracts in setup.cfg (no exceptions
 listed) pass, and they name every module of `voxlab/` and `eval/` (a new module must be given
-its layer, or nothing would check it)."""
+its layer, or nothing would check it). An AST scan of the shipped modules finds no import cycle
+(imports inside functions count) and few, explained, imports inside functions."""
 import ast
 import configparser
 import re
