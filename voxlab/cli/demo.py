@@ -33,6 +33,8 @@ from eval.generate import model_generate_fn, reference_generate_fn
 from eval.metrics.mcd import mcd
 from eval.reporting.report import write_report
 from eval.run import evaluate
+from eval.sim import cosine
+from eval.sim.resemblyzer_sim import ResemblyzerSim
 from eval.testset import read_testset
 from voxlab.audio import load_audio
 from voxlab.checkpoint import load_checkpoint
@@ -98,11 +100,6 @@ def _mcd_rows(meta: Path, wavs: Path) -> list[dict]:
 def _cosine_to_original(meta: Path, wavs: Path) -> float | None:
     """Mean resemblyzer cosine of each generated wav to the test set's own wav of that utterance:
     how much of the voice the VAE's resynthesis keeps (the VAE recipe's target, >= 0.85)."""
-    from eval.sim import cosine
-    from eval.sim.resemblyzer_sim import ResemblyzerSim
-    from eval.testset import read_testset
-    from voxlab.audio import load_audio
-
     sim, values = ResemblyzerSim(), []
     for item in read_testset(meta):
         gen = wavs / f"{item.utt}.wav"
