@@ -188,7 +188,7 @@ def corpus_dataset(cfg):
 
     from datamodules.latents import latent_name
     from datamodules.manifest import read_configured
-    from datamodules.official_manifest import ReferenceTTSDataset
+    from datamodules.tts import TTSDataset
     from voxlab.text import build_tokenizer
 
     entries, _ = read_configured(cfg.data, cfg.data.train_manifest, lazy_ok=False)
@@ -198,8 +198,8 @@ def corpus_dataset(cfg):
         n = -(-sf.info(str(e.audio)).frames // samples_per_patch) * cfg.model.patch_size
         frames[latent_name(e)] = frames[latent_name(e, prompt=True)] = n
     store = CachedLengthLatents(frames, cfg.model.feat_dim)
-    return ReferenceTTSDataset(entries, store, build_tokenizer(cfg.text), cfg.model.patch_size,
-                               float(cfg.data.prompt_prob), int(cfg.seed))
+    return TTSDataset(entries, store, build_tokenizer(cfg.text), cfg.model.patch_size,
+                      float(cfg.data.prompt_prob), int(cfg.seed))
 
 
 def make_sampler(lengths, cfg, frame_budget: int, **settings) -> FrameBudgetBatchSampler:

@@ -39,6 +39,13 @@ import lightning as L
 import numpy as np
 import torch
 
+from eval.backends import ASR_POLICIES, Backends, EvalConfig, asr_skip_reason
+from eval.generate import DTYPES, generate_items
+from eval.run import evaluate, log_metrics, preflight
+from eval.seeds import evaluate_seeds
+from eval.testset import testset_name
+from voxlab.audio import save_audio
+
 
 @dataclass
 class _TestSet:
@@ -76,9 +83,6 @@ class SeedTTSEvalCallback(L.Callback):
                  normalization: str = "seedtts", cfg: float = 2.0, timesteps: int = 10, temperature: float = 1.0,
                  seed: int = 0, max_len: int = 4096, batch_size: int = 0, memory_gb: float = 2.0,
                  device: str | None = None, dtype: str | None = None, seeds: list[int] | None = None):
-        from eval.backends import ASR_POLICIES, EvalConfig
-        from eval.generate import DTYPES
-
         if asr not in ASR_POLICIES:
             raise ValueError(f"SeedTTSEvalCallback: asr must be one of {ASR_POLICIES}, got {asr!r}")
         if every_n_steps is not None and int(every_n_steps) < 1:
@@ -110,9 +114,6 @@ class SeedTTSEvalCallback(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" or self.sets:
             return
-        from eval.backends import asr_skip_reason
-        from eval.run import preflight
-        from eval.testset import testset_name
 
         if not hasattr(pl_module, "tts_model"):
             raise TypeError(f"SeedTTSEvalCallback needs a module with tts_model() (the TTS module), "
@@ -160,8 +161,6 @@ class SeedTTSEvalCallback(L.Callback):
         return results
 
     def _evaluate_set(self, trainer, pl_module, ts: _TestSet, step: int) -> dict:
-        from eval.generate import generate_items
-
         mine = ts.items[trainer.global_rank::trainer.world_size]
         try:
             model = self._generation_model(pl_module)
@@ -204,10 +203,6 @@ class SeedTTSEvalCallback(L.Callback):
 
     def _score(self, trainer, ts: _TestSet, step: int, wavs: dict, device: torch.device) -> dict[str, float]:
         """Rank zero: write the wavs, score them, write the step folder, log the scalars."""
-        from eval.backends import Backends
-        from eval.run import evaluate, log_metrics
-        from voxlab.audio import save_audio
-
         if self.backends is None:  # the module's device is known now (not yet in `setup`)
             self.eval_config.device = self.device or str(device)
             self.backends = Backends(self.eval_config)
@@ -234,7 +229,6 @@ class SeedTTSEvalCallback(L.Callback):
         if len(self.seeds) == 1:
             metrics = one_seed(self.seeds[0], out_dir, generation)
         else:
-            from eval.seeds import evaluate_seeds
             metrics = evaluate_seeds(out_dir, self.seeds, generation, one_seed, log=log)
         values = {k: float(v) for k, v in log_metrics(metrics, ts.name).items()}
         for logger in trainer.loggers:

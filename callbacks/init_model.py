@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
+import models
+from models.lora import adapter_state_dict, merge_lora
+from models.weights import WeightsError, load_strict
+from voxlab.checkpoint import CheckpointError
 from voxlab.config import ConfigError
 
 
 def load_init_model(path: str | Path):
     """The TTSModel at `path` with any LoRA adapter merged; ConfigError naming init.model otherwise."""
-    import models
-    from models.lora import merge_lora
-    from voxlab.checkpoint import CheckpointError
-
     try:
         model = models.load(path, optimize=False)
     except (CheckpointError, FileNotFoundError) as err:  # ModelPathError, WeightsError among them
@@ -35,11 +36,6 @@ class InitFromModel(Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit" or not self.model or trainer.ckpt_path is not None:
             return
-        from models.lora import adapter_state_dict
-        from models.weights import WeightsError, load_strict
-
-        import torch
-
         with torch.random.fork_rng():  # building the model draws random numbers: the run's stream is the seed's
             state = dict(load_init_model(self.model).backbone.state_dict())
         state.update(adapter_state_dict(pl_module.model))  # the run's own, freshly initialised adapters

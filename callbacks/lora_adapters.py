@@ -9,14 +9,14 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 
+from models.lora import lora_layers, save_adapter
+
 
 class LoRAAdapters(Callback):
     def __init__(self, base_model: str | None = None):
         self.base_model = base_model
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        from models.lora import lora_layers, save_adapter
-
         if not trainer.is_global_zero or not lora_layers(pl_module.model):
             return
         root = Path(trainer.default_root_dir) / "lora"

@@ -9,14 +9,14 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
+import models
+
 
 class OfficialExport(Callback):
     def __init__(self, folder: str = "export"):
         self.folder = folder
 
     def on_train_end(self, trainer, pl_module) -> None:
-        import models
-
         if not trainer.is_global_zero:
             return
         out = Path(trainer.default_root_dir) / self.folder

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.manifest import read_configured
 from datamodules.sampler import FrameBudgetBatchSampler
 
 
@@ -40,8 +41,6 @@ class BudgetDataModule(L.LightningDataModule):
     def validate(self) -> None:
         """Both manifests read and checked before the run folder is written (a missing or
         non-UTF-8 manifest, or a bad line with data.strict, fails here)."""
-        from datamodules.manifest import read_configured
-
         for key in ("train_manifest", "val_manifest"):
             read_configured(self.cfg, self.cfg[key], lazy_ok=type(self).lazy_ok)
 

@@ -89,12 +89,21 @@ def _todo(entries: list[Entry], index: dict, prompts: bool) -> list[tuple[Entry,
     return todo + ([(e, True) for e in entries if latent_name(e, prompt=True) not in index] if prompts else [])
 
 
+def reference_entries(entries: list[Entry]) -> list[Entry]:
+    """Each distinct reference audio (the official manifest's `ref_audio`) of `entries`, once: the
+    cache encodes them in the target form (right-padded to whole patches: the official packer
+    encodes a reference as it encodes a target)."""
+    seen: dict[str, Entry] = {}
+    for e in entries:
+        if e.ref_audio is not None:
+            seen.setdefault(latent_name(e.ref_audio), e.ref_audio)
+    return list(seen.values())
+
+
 def check_writable(manifest: str | Path, entries: list[Entry], fingerprint: str, prompts: bool) -> None:
     """Before a run folder is made: a cache that still has entries to encode must be creatable and
     writable beside its manifest (a read-only data folder, `latents` a file), else CacheError. A
     complete cache is only read, so it may be read-only."""
-    from datamodules.official_manifest import reference_entries
-
     folder = cache_dir(manifest, fingerprint)
     entries = entries + reference_entries(entries)
     if folder.is_dir() and not _todo(entries, _read_index(folder), prompts):
@@ -155,7 +164,6 @@ def build_cache(manifest: str | Path, vae: torch.nn.Module, sample_rate: int, pa
     if entries is None:
         entries, _ = read_manifest(manifest)
     check_writable(manifest, entries, fingerprint, prompts)  # a complete cache returns here unwritten
-    from datamodules.official_manifest import reference_entries
     entries = entries + reference_entries(entries)  # official `ref_audio`s, encoded as targets
     if folder.is_dir() and not _todo(entries, _read_index(folder), prompts):
         return folder  # complete: no lock needed (an index only grows), so a read-only cache works
@@ -175,8 +183,8 @@ def build_cache(manifest: str | Path, vae: torch.nn.Module, sample_rate: int, pa
         done = 0
         for start in range(0, len(todo), shard_size):
             shard: dict[str, torch.Tensor] = {}
-            for batch in _length_batches(todo[start:start + shard_size], sample_rate, batch_frames):
-                for (entry, is_prompt), mu in zip(batch, _encode(batch, vae, sample_rate, patch_len)):
+            for batch in length_batches(todo[start:start + shard_size], sample_rate, batch_frames):
+                for (entry, is_prompt), mu in zip(batch, encode_batch(batch, vae, sample_rate, patch_len)):
                     if torch.isfinite(mu).all():
                         shard[latent_name(entry, is_prompt)] = mu
                     else:
@@ -201,7 +209,8 @@ def build_cache(manifest: str | Path, vae: torch.nn.Module, sample_rate: int, pa
     return folder
 
 
-def _length_batches(items: list[tuple[Entry, bool]], sample_rate: int, budget: int):
+def length_batches(items: list[tuple[Entry, bool]], sample_rate: int, budget: int):
+    """`items` (sorted by duration) in consecutive batches of at most `budget` padded samples."""
     batch: list[tuple[Entry, bool]] = []
     for item in items:  # sorted by duration: the last one is the longest
         if batch and (len(batch) + 1) * item[0].duration * sample_rate > budget:
@@ -212,7 +221,7 @@ def _length_batches(items: list[tuple[Entry, bool]], sample_rate: int, budget: i
         yield batch
 
 
-def _encode(items: list[tuple[Entry, bool]], vae, sample_rate: int, patch_len: int) -> list[torch.Tensor]:
+def encode_batch(items: list[tuple[Entry, bool]], vae, sample_rate: int, patch_len: int) -> list[torch.Tensor]:
     """Each wav padded to whole patches (prompts on the left, targets on the right), then the
     batch zero-padded at the end. The VAE is causal, so zeros at the end leave the earlier frames
     unchanged: a padded batch gives each item exactly the latents it would get alone."""

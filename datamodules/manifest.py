@@ -1,7 +1,14 @@
 """JSONL manifests: one utterance per line with `audio` (relative to the manifest's folder),
 `text`, and optional `duration`, `speaker`, `lang`, `utt`. The official VoxCPM fine-tuning manifest
-(`audio` relative to the working directory, optional `ref_audio`, `dataset_id`) reads as it is
-(datamodules/official_manifest.py).
+(docs/design.md section 10) reads as it is, into the same Entries: an official line is
+`{"audio", "text"}` with optional `duration`, `ref_audio` and `dataset_id`:
+- `resolve_audio`: a relative path names a file beside the manifest (our convention) when one is
+  there, else in the working directory (the official trainer opens paths from there);
+- `official_fields`: `ref_audio` (checked as the audio is: `checked_audio`) as an Entry of its own
+  (`Entry.ref_audio`), and `dataset_id` (a whole number >= 0; the official trainer uses it only to
+  count audio per dataset in its logs). The latent cache encodes the reference audios
+  (`datamodules.latents.reference_entries`) and `datamodules.tts.TTSDataset` packs their items in
+  the official layout.
 
 `read_manifest` checks every line once, up front, so that no bad entry can crash a run
 mid-epoch: bad entries are counted by kind and shown in one summary with the first offending
@@ -67,7 +74,7 @@ class Entry:
         self.utt, self._audio, self.text, self.duration = utt, audio, text, duration
         self.speaker, self.lang, self.line = speaker, lang, line
         self.stamp = stamp  # file_stamp of the audio when it was checked
-        self.ref_audio = ref_audio  # the official manifest's `ref_audio` (datamodules/official_manifest.py)
+        self.ref_audio = ref_audio  # the official manifest's `ref_audio` (`official_fields`)
         self.dataset_id = dataset_id  # the official manifest's `dataset_id`
 
     @property
@@ -238,8 +245,6 @@ CHUNK = 2000  # lines per task of a parallel check
 
 def _files(manifest: Path, raw: str) -> tuple[str, ...]:
     """The audio files a line names (resolved once: a later run only stats them)."""
-    from datamodules.official_manifest import resolve_audio
-
     try:
         item = json.loads(raw)
         return tuple(str(resolve_audio(manifest, item[k])) for k in ("audio", "ref_audio")
@@ -567,6 +572,37 @@ def checked_audio(audio: Path, label: str = "", min_duration: float = 0.0, max_d
     return info
 
 
+def resolve_audio(manifest: Path, value: str) -> Path:
+    beside = (manifest.parent / value).resolve()
+    if beside.is_file() or Path(value).is_absolute():
+        return beside
+    in_cwd = Path(value).resolve()
+    return in_cwd if in_cwd.is_file() else beside
+
+
+def _reference(manifest: Path, value, check_audio: bool, max_duration: float) -> Entry:
+    if not isinstance(value, str) or not value:
+        raise BadAudio("not a string", f"`ref_audio`: {value!r}")
+    path = resolve_audio(manifest, value)
+    if not check_audio:
+        return Entry(f"{value} (ref_audio)", path, "", 0.0)
+    # as the target is checked: NaN/inf samples, and longer than data.max_duration (it is packed into
+    # the same sequence as the target, so an hour-long reference would take the batch's memory)
+    info = checked_audio(path, "ref_audio ", max_duration=max_duration)
+    return Entry(f"{value} (ref_audio)", path, "", info.frames / info.samplerate, stamp=file_stamp(path))
+
+
+def official_fields(item: dict, manifest: Path, check_audio: bool = True,
+                    max_duration: float = float("inf")) -> tuple[Entry | None, int]:
+    """(the reference audio as an Entry or None, dataset_id) of one manifest line; BadAudio (its
+    `kind` the report's category) if wrong."""
+    ref = item.get("ref_audio")
+    dataset_id = item.get("dataset_id", 0)
+    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or dataset_id < 0:
+        raise BadAudio("bad dataset_id", f"`dataset_id` must be a whole number >= 0, got {dataset_id!r}")
+    return (None if ref is None else _reference(manifest, ref, check_audio, max_duration)), dataset_id
+
+
 def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_audio) -> Entry | None:
     try:
         item = json.loads(raw)
@@ -588,8 +624,6 @@ def _parse_line(raw, lineno, path, report, min_duration, max_duration, check_aud
     if not text:
         report.add(lineno, "empty text", str(item.get("audio")))
         return None
-    from datamodules.official_manifest import official_fields, resolve_audio  # the official format
-
     audio = resolve_audio(path, item["audio"])
     duration = item.get("duration")
     if check_audio:

@@ -12,6 +12,11 @@ The run's VAE is pinned before the run starts (`pinned_vae`): `vae.path` (`auto`
 `vae.fingerprint` (a hash of its weights) go into the run's config, so a resume encodes with
 exactly that VAE, or stops when it is gone or changed.
 
+An item of an official manifest with a `ref_audio` (`datamodules.manifest.official_fields`) is
+packed in the official layout `[103, ref patches, 104, text, 101, target patches, 102]` with the
+loss and the stop label on the target only (`models.packing.pack_with_reference`), and gets no
+continuation prompt: the reference is its prompt.
+
 `make cache EXP=... SCALE=...` builds the cache alone; training builds what is missing first.
 """
 from __future__ import annotations
@@ -29,11 +34,14 @@ from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from datamodules.base import BudgetDataModule
-
+from datamodules.corpus.phones import PhoneLabels, corpus_phones
 from datamodules.latents import (CacheInterrupted, LatentStore, build_cache, cache_dir, check_writable, latent_name,
-                                 vae_fingerprint)
+                                 vae_fingerprint, weights_fingerprint)
 from datamodules.manifest import Entry, read_configured
-from models.packing import NO_LABEL, collate_packed, pack_utterance
+from models import load_audiovae
+from models.packing import NO_LABEL, collate_packed, pack_utterance, pack_with_reference
+from voxlab.config import ConfigError, compose
+from voxlab.runs import find_run, has_last_checkpoint, last_checkpoint
 from voxlab.text import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -43,8 +51,6 @@ SHIPPED_TINY_VAE = Path(__file__).resolve().parents[1] / "assets" / "tiny_audiov
 
 def resolve_vae_path(cfg) -> Path:
     """`vae.path`: a file or run folder, or `auto` = the newest finished AudioVAE run of this scale."""
-    from voxlab.runs import find_run, has_last_checkpoint, last_checkpoint
-
     path = cfg.vae.path
     if path and path != "auto":
         path = Path(path)
@@ -75,9 +81,6 @@ def pinned_vae(cfg):
     """The run's VAE, and `vae.path` / `vae.fingerprint` set in `cfg` to exactly that one (an
     absolute file and a hash of its weights), so a resume encodes with the same VAE even after a
     newer `auto` candidate appears. A config that names a fingerprint must find those weights."""
-    from datamodules.latents import weights_fingerprint
-    from models import load_audiovae
-
     expected = OmegaConf.select(cfg, "vae.fingerprint")
     try:
         path = resolve_vae_path(cfg)
@@ -148,6 +151,13 @@ class TTSDataset(Dataset):
         if missing:
             raise KeyError(f"{len(missing)} utterances are not in the latent cache {store.folder} "
                            f"(first: {missing[:3]}); rebuild it with `make cache`")
+        # an item with a reference audio: the reference is its prompt (drawn above all the same, so
+        # that the other items' pairing does not depend on which lines have one)
+        self.prompts = [None if e.ref_audio is not None else p for e, p in zip(entries, self.prompts)]
+        missing = [e.utt for e in entries if e.ref_audio is not None and latent_name(e.ref_audio) not in store]
+        if missing:
+            raise KeyError(f"{len(missing)} reference audios are not in the latent cache {store.folder} "
+                           f"(first for: {missing[:3]}); rebuild it with `make cache`")
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -162,21 +172,28 @@ class TTSDataset(Dataset):
             n = len(self.text_ids[i]) + self._patches(i) + 2
             if p is not None:
                 n += len(self.text_ids[p]) + self._patches(p, prompt=True)
+            ref = self.entries[i].ref_audio
+            if ref is not None:  # + 103, the reference patches, 104
+                n += 2 + math.ceil(self.store[latent_name(ref)].shape[0] / self.patch)
             out.append(n)
         return out
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         i = key[0] if isinstance(key, tuple) else key  # (index, epoch) from the training sampler
-        p = self.prompts[i]
-        item = pack_utterance(self.text_ids[i], self.store[latent_name(self.entries[i])],
-                              None if p is None else self.text_ids[p],
-                              None if p is None else self.store[latent_name(self.entries[p], prompt=True)],
-                              patch_size=self.patch, audio_start_id=self.tok.audio_start_id,
-                              audio_end_id=self.tok.audio_end_id)
-        e = self.entries[i]
+        p, e = self.prompts[i], self.entries[i]
+        if e.ref_audio is not None:
+            item = pack_with_reference(self.text_ids[i], self.store[latent_name(e)],
+                                       self.store[latent_name(e.ref_audio)], patch_size=self.patch,
+                                       audio_start_id=self.tok.audio_start_id, audio_end_id=self.tok.audio_end_id)
+        else:
+            item = pack_utterance(self.text_ids[i], self.store[latent_name(e)],
+                                  None if p is None else self.text_ids[p],
+                                  None if p is None else self.store[latent_name(self.entries[p], prompt=True)],
+                                  patch_size=self.patch, audio_start_id=self.tok.audio_start_id,
+                                  audio_end_id=self.tok.audio_end_id)
         item.update(utt=e.utt, text=e.text, speaker=e.speaker, lang=e.lang,
                     prompt_utt=None if p is None else self.entries[p].utt)
-        if self.phones is not None:  # the phone of each target patch, at its position; -100 elsewhere
+        if self.phones is not None and e.ref_audio is None:  # the phone of each target patch; -100 elsewhere
             target = item["loss_mask"]
             item["phone_labels"] = torch.full(target.shape, NO_LABEL, dtype=torch.long)
             item["phone_labels"][target] = torch.tensor(self.phones(e.utt, int(target.sum())))
@@ -265,17 +282,15 @@ class TTSDataModule(BudgetDataModule):
                 log.warning(f"{manifest}: {len(entries[split]) - len(kept)} entries left out: not in the latent "
                             f"cache {store.folder} (their latents were non-finite)")
             prob = self.cfg.prompt_prob if split == "train" else 0.0
-            from datamodules.official_manifest import ReferenceTTSDataset  # TTSDataset + official ref_audio items
             phones = self._phone_labels(kept, vae.hop_length / vae.sample_rate) if split == "train" else None
-            setattr(self, f"{split}_set", ReferenceTTSDataset(kept, store, self.tokenizer, self.config.model.patch_size,
-                                                              prob, int(self.config.seed), phones))
+            setattr(self, f"{split}_set", TTSDataset(kept, store, self.tokenizer, self.config.model.patch_size,
+                                                     prob, int(self.config.seed), phones))
 
     def _phone_labels(self, entries: list[Entry], frame_seconds: float):
         """The phone loss's labels (`model.phones.classes` > 0): the embedded corpus's phone timings."""
         classes = int(OmegaConf.select(self.config, "model.phones.classes", default=0) or 0)
         if classes <= 0:
             return None
-        from datamodules.corpus.phones import PhoneLabels, corpus_phones
 
         labels = PhoneLabels(corpus_phones(self.cfg.root, entries), self.config.model.patch_size * frame_seconds)
         if len(labels.names) > classes:
@@ -286,8 +301,6 @@ class TTSDataModule(BudgetDataModule):
 
 def main(argv: list[str] | None = None) -> int:
     """`make cache EXP=... SCALE=...`: encode the corpus with the experiment's VAE."""
-    from voxlab.config import ConfigError, compose
-
     parser = argparse.ArgumentParser(description="Build the latent cache of an experiment's corpus.")
     parser.add_argument("--exp", default="d256s9")
     parser.add_argument("--scale", default=None)

@@ -20,9 +20,11 @@ from pathlib import Path
 
 from eval.backends import ASR_POLICIES, EvalConfig
 from eval.errors import EvalError
-from eval.generate import DTYPES
+from eval.generate import DTYPES, check_generation_dir, generate_fn_for, load_for_generation, model_fingerprint
 from eval.mos import MOS_CHOICES
 from eval.normalize import VARIANTS
+from eval.run import evaluate, preflight
+from eval.seeds import evaluate_seeds
 from eval.sim import SIM_CHOICES
 from eval.testset import TestSetError, testset_name
 
@@ -124,8 +126,6 @@ def main(argv=None) -> int:
         config.device = args.device
     utts = [u.strip() for u in args.utts.split(",") if u.strip()] if args.utts else None
     try:
-        from eval.run import evaluate, preflight
-
         if args.check or args.model:
             # test set and weights first: a missing ASR/SIM weight fails before the TTS model loads
             meta, items, langs, _, _ = preflight(args.testset, config, transcripts=args.transcripts,
@@ -139,8 +139,6 @@ def main(argv=None) -> int:
         check_out_dir(out_dir, args.wavs)  # before a model loads or a wav is generated
         generation = generate_fn = None
         if args.model:
-            from eval.generate import check_generation_dir, load_for_generation, generate_fn_for, model_fingerprint
-
             wavs_dirs = ([Path(args.wavs) if args.wavs else out_dir / "wavs"] if not args.seeds else
                          [Path(args.wavs) / f"seed_{s}" if args.wavs else out_dir / f"seed_{s}" / "wavs" for s in args.seeds])
             for wavs_dir in wavs_dirs:
@@ -157,8 +155,6 @@ def main(argv=None) -> int:
             generate_fn = generate_fn_for(model, settings, args.batch_size, args.memory_gb)
         common = dict(config=config, transcripts=args.transcripts, limit=args.limit, utts=utts)
         if args.seeds:
-            from eval.seeds import evaluate_seeds
-
             def one_seed(seed, folder, gen, overwrite):
                 fn = generate_fn_for(model, {**settings, "seed": seed}, args.batch_size, args.memory_gb)
                 return evaluate(args.testset, Path(args.wavs) / folder.name if args.wavs else None, folder,

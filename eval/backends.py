@@ -14,10 +14,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
+from eval.asr import resolve_english_asr
+from eval.asr.faster_whisper_asr import FasterWhisperASR
+from eval.asr.paraformer_asr import ParaformerASR, resolve_paraformer
+from eval.asr.transformers_whisper_asr import TransformersWhisperASR
+from eval.asr.whisper_asr import WhisperASR
 from eval.errors import MissingWeightsError
 from eval.mos import MOS_CHOICES
+from eval.mos.dnsmos import DNSMOSPredictor
+from eval.mos.utmos import UTMOSPredictor, resolve_utmos
 from eval.normalize import VARIANTS
 from eval.sim import SIM_CHOICES
+from eval.sim.resemblyzer_sim import ResemblyzerSim
+from eval.sim.wavlm_ecapa import WavLMEcapaSim, resolve_wavlm_ecapa
+from eval.sim.wespeaker_sim import WespeakerSim, resolve_wespeaker
 
 ASRPolicy = Literal["required", "auto", "none"]
 ASR_POLICIES: tuple[str, ...] = get_args(ASRPolicy)
@@ -75,19 +85,14 @@ def check_backends(config: EvalConfig, asr_langs=("en", "zh"), sim: bool = True,
             problems.append(str(err))
 
     if "en" in asr_langs:
-        from eval.asr import resolve_english_asr
         attempt(resolve_english_asr, config.whisper)
     if "zh" in asr_langs:
-        from eval.asr.paraformer_asr import resolve_paraformer
         attempt(resolve_paraformer, config.paraformer)
     if sim and config.sim == "wavlm_ecapa":
-        from eval.sim.wavlm_ecapa import resolve_wavlm_ecapa
         attempt(resolve_wavlm_ecapa, config.wavlm, config.ecapa)
     elif sim and config.sim == "wespeaker":
-        from eval.sim.wespeaker_sim import resolve_wespeaker
         attempt(resolve_wespeaker, config.wespeaker)
     if mos and config.mos == "utmos":
-        from eval.mos.utmos import resolve_utmos
         attempt(resolve_utmos, config.utmos)
     if problems:
         raise MissingWeightsError("\n".join(f"- {p}" for p in problems))
@@ -124,21 +129,15 @@ class Backends:
         if lang not in self._asr:
             c = self.config
             if lang == "en":
-                from eval.asr import resolve_english_asr
-
                 spec = resolve_english_asr(c.whisper)
                 if spec.backend == "transformers":
-                    from eval.asr.transformers_whisper_asr import TransformersWhisperASR
                     self._asr[lang] = TransformersWhisperASR(spec.path, device=c.device, label=spec.label)
                 elif spec.backend == "faster-whisper":
-                    from eval.asr.faster_whisper_asr import FasterWhisperASR
                     self._asr[lang] = FasterWhisperASR(spec.path, device=c.device, batch_size=c.asr_batch_size,
                                                        label=spec.label)
                 else:
-                    from eval.asr.whisper_asr import WhisperASR
                     self._asr[lang] = WhisperASR(spec.model, device=c.device, batch_size=c.asr_batch_size)
             elif lang == "zh":
-                from eval.asr.paraformer_asr import ParaformerASR
                 self._asr[lang] = ParaformerASR(c.paraformer, device=c.device, batch_size=c.asr_batch_size)
             else:
                 raise ValueError(f"no ASR backend for language {lang!r}")
@@ -150,13 +149,10 @@ class Backends:
             return None
         if self._sim is None:
             if c.sim == "resemblyzer":
-                from eval.sim.resemblyzer_sim import ResemblyzerSim
                 self._sim = ResemblyzerSim(device=c.device)
             elif c.sim == "wavlm_ecapa":
-                from eval.sim.wavlm_ecapa import WavLMEcapaSim
                 self._sim = WavLMEcapaSim(c.wavlm, c.ecapa, device=c.device)
             elif c.sim == "wespeaker":
-                from eval.sim.wespeaker_sim import WespeakerSim
                 self._sim = WespeakerSim(c.wespeaker, device=c.device)
         return self._sim
 
@@ -166,9 +162,7 @@ class Backends:
             return None
         if self._mos is None:
             if c.mos == "dnsmos":
-                from eval.mos.dnsmos import DNSMOSPredictor
                 self._mos = DNSMOSPredictor()
             else:
-                from eval.mos.utmos import UTMOSPredictor
                 self._mos = UTMOSPredictor(c.utmos, device=c.device)
         return self._mos

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.generate import read_outcome
+from eval.wer import longest_insertion_run
+
 FLAGS = ("hallucination", "truncation", "runaway", "silence")
 INSERTION_RUN = 4
 TRUNCATION_RATIO = 0.5
@@ -83,9 +86,6 @@ def flag_utterances(items, wavs_dir, gen_paths, durations, counts, refs, hyp_nor
     """utt -> its flags and `stopped_by` (from the generation record). `durations`: utt -> (generated,
     prompt, ground truth or None) seconds; `counts`/`refs`/`hyp_norm`: as scored (empty without WER)."""
     import soundfile as sf
-
-    from eval.generate import read_outcome
-    from eval.wer import longest_insertion_run
 
     out = {}
     for it in items:

@@ -16,8 +16,13 @@ import zlib
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
+import torch
+
 from eval.errors import EvalError
-from eval.testset import TestItem
+from eval.testset import TestItem, read_testset
+from models import load, load_audiovae
+from voxlab.audio import load_audio, save_audio
+from voxlab.checkpoint import CheckpointError
 
 GenerateFn = Callable[[Sequence[TestItem], Path], "dict[str, dict] | None"]  # may return utt -> outcome
 SIDECAR = ".gen.json"
@@ -74,8 +79,6 @@ def check_generation_dir(wavs_dir: Path, meta: Path) -> None:
     ground-truth wavs: compared by device and inode, so a symlink, `..` or another spelling of the
     path is the same folder), and must be new, empty or one this code created (MARKER, or every
     file a generated wav with its record): a folder of the user's is never written into."""
-    from eval.testset import read_testset
-
     wavs_dir = Path(wavs_dir)
     if wavs_dir.exists() and not wavs_dir.is_dir():
         raise EvalError(f"--wavs {wavs_dir} is a file, not a folder: choose a new folder for the generated wavs")
@@ -206,13 +209,6 @@ def load_for_generation(model_path: str | Path, device: str = "cpu", dtype: str 
                         vae_dtype: str | None = None):
     """`models.load` with its errors as EvalError (loaded once, then shared by every seed's generate_fn)."""
     try:
-        from models import load
-    except ImportError:
-        raise EvalError("generation needs the inference code (`models.load`), which this checkout "
-                        "does not have yet: score existing wavs with --wavs DIR instead") from None
-    from voxlab.checkpoint import CheckpointError
-
-    try:
         return load(str(model_path), device=device, dtype=dtype, vae_dtype=vae_dtype)
     except CheckpointError as err:  # not a model, or an unreadable file
         raise EvalError(str(err)) from None
@@ -220,8 +216,6 @@ def load_for_generation(model_path: str | Path, device: str = "cpu", dtype: str 
 
 def generate_fn_for(model, settings: dict, batch_size: int = 0, memory_gb: float = 2.0) -> GenerateFn:
     """A generate_fn writing `model`'s wavs with these settings (their `seed` is the base seed)."""
-    from voxlab.audio import save_audio
-
     settings = dict(settings)
 
     def generate(items: Sequence[TestItem], out_dir: Path) -> dict[str, dict]:
@@ -237,14 +231,7 @@ def reference_generate_fn(vae_path: str | Path | None = None) -> GenerateFn:
     """A generate_fn that writes each item's ground-truth wav (the 5th meta.lst field) as it is
     (`vae_path` None: the scores real speech gets, the protocol's floor) or resynthesised through
     an AudioVAE (encode, decode: the ceiling a backbone decoded by that VAE can reach)."""
-    from voxlab.audio import load_audio, save_audio
-
-    vae = None
-    if vae_path is not None:
-        import torch
-
-        from models import load_audiovae
-        vae = load_audiovae(vae_path)
+    vae = None if vae_path is None else load_audiovae(vae_path)
 
     def generate(items: Sequence[TestItem], out_dir: Path) -> None:
         for item in items:

@@ -32,6 +32,7 @@ from eval.normalize import VARIANTS, detect_lang, normalize, zh_punctuation
 from eval.sim import cosine
 from eval.testset import TestItem, read_testset, resolve_meta, summarize, testset_name
 from eval.wer import ErrorCounts, corpus_wer, count_errors, mean_wer, total
+from voxlab.audio import load_audio
 from voxlab.safe_io import atomic_path, write_text_atomic
 
 SR = 16000
@@ -176,8 +177,6 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
             bad.append(f"{it.utt}: {gen_paths[it.utt]} is empty")
     if bad:
         raise EvalError(f"{len(bad)} wavs cannot be read:\n{summarize(bad)}")
-
-    from voxlab.audio import load_audio
 
     # 3. ASR, one language at a time, batched
     t_asr = time.perf_counter()

@@ -12,6 +12,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from eval.sim.wavlm_ecapa import EcapaHead
+from eval.sim.wespeaker_sim import ResNetSpeaker
+
 SR = 16000
 
 
@@ -146,8 +149,6 @@ def make_tiny_wespeaker(folder: Path, seed: int = 0) -> Path:
     avg_model.pt (a plain state dict that also carries the training-only `projection.*` head)."""
     import yaml
 
-    from eval.sim.wespeaker_sim import ResNetSpeaker
-
     folder.mkdir(parents=True, exist_ok=True)
     args = dict(feat_dim=16, embed_dim=8, pooling_func="TSTP", two_emb_layer=False, m_channels=4)
     config = {"model": "ResNet34", "model_args": args, "projection_args": {"project_type": "arc_margin"},
@@ -219,8 +220,6 @@ def make_tiny_wavlm_ecapa(root: Path, seed: int = 0) -> tuple[Path, Path]:
     names) come from a second random WavLM, like the real fine-tuned checkpoint differs from
     microsoft/wavlm-large."""
     from transformers import WavLMModel
-
-    from eval.sim.wavlm_ecapa import EcapaHead
 
     wavlm_dir, ckpt = root / "wavlm", root / "wavlm_tiny_finetune.pth"
     torch.manual_seed(seed)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import jiwer
-
 
 @dataclass(frozen=True)
 class ErrorCounts:
@@ -29,13 +27,19 @@ class ErrorCounts:
         return ErrorCounts(self.S + other.S, self.D + other.D, self.I + other.I, self.N + other.N)
 
 
+def _align(reference: list[str], hypothesis: list[str]):
+    import jiwer  # the eval extra: a training run imports the evaluation callback without it
+
+    return jiwer.process_words(" ".join(reference), " ".join(hypothesis))
+
+
 def count_errors(reference: list[str], hypothesis: list[str]) -> ErrorCounts:
     """Substitutions, deletions and insertions aligning `hypothesis` tokens to `reference` tokens."""
     if not reference:
         raise ValueError("empty reference: WER is undefined")
     if not hypothesis:  # jiwer refuses some empty inputs; the answer is all deletions
         return ErrorCounts(0, len(reference), 0, len(reference))
-    out = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
+    out = _align(reference, hypothesis)
     return ErrorCounts(out.substitutions, out.deletions, out.insertions, len(reference))
 
 
@@ -65,5 +69,5 @@ def longest_insertion_run(reference: list[str], hypothesis: list[str]) -> int:
     """The most hypothesis tokens inserted in a row by jiwer's alignment (0 when none)."""
     if not reference or not hypothesis:
         return 0
-    out = jiwer.process_words(" ".join(reference), " ".join(hypothesis))
+    out = _align(reference, hypothesis)
     return max((c.hyp_end_idx - c.hyp_start_idx for c in out.alignments[0] if c.type == "insert"), default=0)

@@ -15,8 +15,11 @@ import torch
 
 from lightning_modules.base import VoxLabModule
 from lightning_modules.schedules import by_shares
+from models.tts import TTSModel
+from models.weights import audiovae_from_payload, audiovae_payload
 from voxlab.checkpoint import TOKENIZER_KEY, VAE_KEY
 from voxlab.config import instantiate
+from voxlab.text import build_tokenizer, tokenizer_spec
 
 TERMS = {"flow/loss": "flow_loss", "stop/loss": "stop_loss", "align/loss": "align_loss", "phone/loss": "phone_loss"}
 
@@ -36,8 +39,6 @@ class TTSModule(VoxLabModule):
         unknown = set(self.lambdas) - set(TERMS)
         if unknown:
             raise ValueError(f"module.lambdas: unknown term(s) {sorted(unknown)}; terms: {sorted(TERMS)}")
-        from models.weights import audiovae_payload
-        from voxlab.text import tokenizer_spec
 
         self.vae_payload: dict = audiovae_payload(vae) if vae is not None else {}
         self.tokenizer_payload: dict = tokenizer_spec(tokenizer) if tokenizer is not None else {}
@@ -54,9 +55,6 @@ class TTSModule(VoxLabModule):
         if model is None:
             if not self.vae_payload:
                 raise RuntimeError("TTSModule.tts_model: no VAE (the entry point hands it in, a checkpoint restores it)")
-            from models.tts import TTSModel
-            from models.weights import audiovae_from_payload
-            from voxlab.text import build_tokenizer
 
             vae = audiovae_from_payload(self.vae_payload, "TTSModule")
             tokenizer = build_tokenizer(self.tokenizer_payload, f"TTSModule ({TOKENIZER_KEY})")

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from models.minicpm import MiniCPMModel
+from voxlab.checkpoint import read_weights_file
+from voxlab.text import CharTokenizer, HFTokenizer, build_tokenizer
 
 log = logging.getLogger(__name__)
 MODES = ("none", "full", "partial")
@@ -46,8 +48,6 @@ def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
             out.update(load_file(str(folder / shard)))
         return out
     if binary.is_file():
-        from voxlab.checkpoint import read_weights_file
-
         sd = read_weights_file(binary)
         return sd.get("state_dict", sd)
     raise LMInitError(f"{folder}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin "
@@ -83,8 +83,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 def lm_vocabulary(folder: Path) -> tuple[dict[str, int], str]:
     """(token text -> id, where it was read) of the tokenizer the LM in `folder` was trained with."""
-    from voxlab.text import CharTokenizer, HFTokenizer, build_tokenizer
-
     record = folder / "voxlab_lm.json"
     if record.is_file():
         info = json.loads(record.read_text(encoding="utf-8"))

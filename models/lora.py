@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.weights import read_state_dict
 from voxlab.safe_io import atomic_path
 
 WEIGHTS_FILE, CONFIG_FILE = "lora_weights.safetensors", "lora_config.json"
@@ -218,8 +219,6 @@ def save_adapter(backbone: nn.Module, folder: str | Path, base_model: str | None
 def read_adapter(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, Path]:
     """(tensors, LoRA config, weights file) of an adapter folder or file. Without a lora_config.json,
     the config is the one the official loader assumes (LM and DiT on, official defaults)."""
-    from models.weights import read_state_dict
-
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     weights = next((folder / n for n in (WEIGHTS_FILE, "lora_weights.ckpt") if (folder / n).is_file()), None)

@@ -26,6 +26,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from models.voxcpm import model_section
+
 LM_KEYS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers",
            "vocab_size", "kv_channels", "rms_norm_eps", "rope_theta", "rope_scaling", "max_position_embeddings",
            "no_rope", "use_mup", "scale_emb", "scale_depth", "dim_model_base")
@@ -142,12 +144,10 @@ def to_official_config(model: dict, **overrides: Any) -> dict:
 
     `overrides` set top-level official fields (e.g. dtype="float32", audio_vae_config={...}).
     """
-    from models.voxcpm import _section  # defaults of the sub-sections
-
     if hasattr(model, "items") and not isinstance(model, dict):  # an OmegaConf node
         from omegaconf import OmegaConf
         model = OmegaConf.to_container(model, resolve=True)
-    fsq, flow = _section("fsq", model.get("fsq")), _section("flow", model.get("flow"))
+    fsq, flow = model_section("fsq", model.get("fsq")), model_section("flow", model.get("flow"))
     problems = []
     if not fsq["enabled"]:
         problems.append("model.fsq.enabled=false")
@@ -185,7 +185,7 @@ def to_official_config(model: dict, **overrides: Any) -> dict:
         ones = [1.0] * (head_dim // 2)
         lm["rope_scaling"] = {"type": "longrope", "short_factor": ones, "long_factor": list(ones),
                               "original_max_position_embeddings": lm.get("max_position_embeddings", 32768)}
-    enc, dit = _section("encoder", model.get("encoder")), _section("dit", model.get("dit"))
+    enc, dit = model_section("encoder", model.get("encoder")), model_section("dit", model.get("dit"))
     out = {
         "lm_config": lm, "patch_size": model.get("patch_size", 2), "feat_dim": model.get("feat_dim", 64),
         "residual_lm_num_layers": model.get("residual_lm_layers", 6),

@@ -52,9 +52,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.audiovae import AudioVAE
+from models.cpu_linear import bf16_packing_available, pack_linears, quantize_linears
+from models.cpu_memory import keep_large_blocks
 from models.packing import to_patches
 from models.sampler import PatchSampler, draw_noise
 from models.voxcpm import VoxCPMBackbone
+from voxlab.audio import load_audio, sample_problem
 
 LENGTH_RATIO, LENGTH_PAD = 6.0, 10   # official cap: int(target tokens * 6.0 + 10) patches
 RETRY_MAX_TIMES = 3                   # official retry_badcase_max_times (runs in all)
@@ -150,9 +153,6 @@ class TTSModel(nn.Module):
         with `lms=True`, useful for large batches, at the cost of a second copy of their weights),
         and glibc malloc told to keep large freed blocks (models.cpu_memory: the AudioVAE's big
         activations otherwise page-fault anew at every call; process-wide)."""
-        from models.cpu_linear import pack_linears
-        from models.cpu_memory import keep_large_blocks
-
         if self.device.type == "cpu":
             keep_large_blocks()
 
@@ -192,7 +192,6 @@ class TTSModel(nn.Module):
         if name == "int8":
             if not cpu:
                 raise ValueError("dtype int8 runs on CPU only (its kernel is fbgemm's); use bfloat16 on a GPU")
-            from models.cpu_linear import quantize_linears
             stacks = [bb.base_lm, bb.residual_lm, bb.feat_encoder, bb.feat_decoder.estimator.decoder]
             for stack in stacks:
                 if stack is not None:
@@ -200,7 +199,6 @@ class TTSModel(nn.Module):
             return self
         bb.to(getattr(torch, name))
         if cpu and name == "bfloat16":
-            from models.cpu_linear import bf16_packing_available, pack_linears
             if not bf16_packing_available():
                 log.warning("this CPU has no bfloat16 instructions (AVX512-BF16 or AVX-NE-CONVERT): bfloat16 "
                             "weights run slower than float32 on it (docs/benchmarks.md, Generation speed); int8 is the "
@@ -253,7 +251,6 @@ class TTSModel(nn.Module):
             return wav.patches.to(self.device, self._dtype)
         if not isinstance(wav, (str, Path)):
             return self._encode_prompt(wav, pad)
-        from voxlab.audio import load_audio
         try:
             stat = Path(wav).stat()
         except OSError:  # load_audio says what is wrong with it
@@ -277,7 +274,6 @@ class TTSModel(nn.Module):
         wav = wav.reshape(-1)
         if wav.numel() == 0:
             raise ValueError("prompt audio is empty")
-        from voxlab.audio import sample_problem
         problem = sample_problem(wav)
         if problem:
             raise ValueError(f"prompt audio: {problem}")

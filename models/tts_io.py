@@ -30,14 +30,16 @@ from pathlib import Path
 
 import torch
 
+from models.lora import load_adapter, merge_lora
 from models.official import from_official_config, read_official_config, to_official_config
 from models.tts import TTSModel
 from models.voxcpm import VoxCPMBackbone
-from models.weights import (WeightsError, audiovae_from_payload, load_audiovae, load_strict,
+from models.weights import (WeightsError, audiovae_from_payload, export_audiovae, load_audiovae, load_strict,
                             read_state_dict)
 from voxlab.checkpoint import (CONFIG_KEY, TOKENIZER_KEY, VAE_KEY, CheckpointError, read_config, read_weights_file,
                                submodule_state)
 from voxlab.runs import LAST_CHECKPOINT, has_last_checkpoint, last_checkpoint
+from voxlab.text import FIRST_CHAR_ID, HFTokenizer, TokenizerSpecError, build_tokenizer, tokenizer_spec
 
 BACKBONE_TARGET = "models.voxcpm.VoxCPMBackbone"
 MODEL_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -79,7 +81,6 @@ def load(path: str | Path, device: str | torch.device | None = None, dtype: str 
     else:
         raise ModelPathError(f"{path}: no such file or folder. {ACCEPTED}")
     if lora is not None:
-        from models.lora import load_adapter
         load_adapter(model.backbone, lora)
     if device is not None:
         model.to(device)
@@ -106,8 +107,6 @@ def _backbone(kwargs: dict, source: str) -> VoxCPMBackbone:
 
 
 def _tokenizer(spec: dict, source: str):
-    from voxlab.text import TokenizerSpecError, build_tokenizer
-
     try:
         return build_tokenizer(spec, source)
     except TokenizerSpecError as err:
@@ -177,7 +176,6 @@ def _from_folder(folder: Path) -> TTSModel:
         tokenizer = _tokenizer(json.loads((folder / OURS_TOKENIZER).read_text(encoding="utf-8")),
                                str(folder / OURS_TOKENIZER))
     elif any((folder / n).is_file() for n in TOKENIZER_FILES):
-        from voxlab.text import HFTokenizer
         tokenizer = HFTokenizer(folder)
     else:
         raise ModelPathError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES)} or {OURS_TOKENIZER})")
@@ -193,15 +191,12 @@ def export(model: TTSModel, folder: str | Path, official: bool = True, overwrite
     is no config.json and only VoxLab loads the folder."""
     from safetensors.torch import save_file
 
-    from models.weights import export_audiovae
-
     folder = Path(folder)
     _check_export_folder(folder, overwrite)
     backbone = model.backbone
     if backbone.config.get("lora"):  # LoRA adapters are folded into the base weights (models.lora)
         import copy
 
-        from models.lora import merge_lora
         backbone = merge_lora(copy.deepcopy(backbone))
     bb_config = json.loads(json.dumps(backbone.config))  # plain, JSON-safe copy
     config = None
@@ -257,7 +252,6 @@ def _export_tokenizer(tokenizer, folder: Path) -> None:
         return
     if kind not in ("char", "phoneme"):
         raise ValueError(f"cannot export a tokenizer of type {type(tokenizer).__name__}")
-    from voxlab.text import tokenizer_spec
     (folder / OURS_TOKENIZER).write_text(json.dumps(tokenizer_spec(tokenizer), ensure_ascii=False) + "\n",
                                          encoding="utf-8")
     if kind == "char" and "\u2581" not in tokenizer.chars:  # "▁" stands for the space in Llama tokenizers
@@ -268,7 +262,6 @@ def llama_char_tokenizer(tokenizer):
     """A LlamaTokenizerFast with one token per character at the CharTokenizer's ids."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaTokenizerFast
-    from voxlab.text import FIRST_CHAR_ID
 
     specials = {0: "<pad>", 1: "<s>", 2: "</s>", 3: "<unk>"}
     vocab = {specials.get(i, f"<reserved_{i}>"): i for i in range(FIRST_CHAR_ID)}

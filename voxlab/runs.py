@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from voxlab.checkpoint import CheckpointError, load_checkpoint, read_weights_file
+from voxlab.config import ConfigError, load_run_config
 from voxlab.locks import FolderLock
 from voxlab.safe_io import write_text_atomic
 
@@ -136,8 +137,6 @@ def find_run(root: str | Path, experiment: str, scale: str | None, overrides: li
     """The newest run of `experiment` under `root` made at `scale` (and with exactly `overrides`,
     when given); `finished`: only a finished one; `with_last`: only one with its last checkpoint.
     A run whose config.yaml cannot be read is passed over."""
-    from voxlab.config import ConfigError, load_run_config
-
     for run in reversed(list_runs(root, experiment)):
         try:
             saved = load_run_config(run)

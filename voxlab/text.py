@@ -17,6 +17,8 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
+from voxlab.phonemes import phonemize
+
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 AUDIO_START_ID, AUDIO_END_ID = 101, 102
 FIRST_CHAR_ID = 128
@@ -164,8 +166,6 @@ class PhonemeTokenizer:
         return dict(self.ids)
 
     def warm(self, texts) -> None:
-        from voxlab.phonemes import phonemize
-
         todo = sorted({unicodedata.normalize("NFC", t) for t in texts} - set(self._phonemes))
         self._phonemes.update(zip(todo, phonemize(todo, self.voice)))
 

@@ -11,8 +11,9 @@ import json
 import multiprocessing
 from pathlib import Path
 
-from datamodules.corpus import espeak
+import datamodules.corpus.espeak as espeak
 from datamodules.corpus.voices import PAD_START, VOICE_BY_ID, corpus_wav, spoken_form, voice_for
+from voxlab.safe_io import write_text_atomic
 
 SILENCE = "sil"
 
@@ -90,8 +91,6 @@ def corpus_phones(root: str | Path, entries, workers: int = 2, progress: bool = 
                        f"{len(strangers)} other speakers, e.g. {strangers[:3]} (turn model.phones off for this data)")
     if todo:
         from tqdm import tqdm
-
-        from voxlab.safe_io import write_text_atomic
 
         with multiprocessing.Pool(workers) as pool:
             results = pool.imap(_segments_of, todo, chunksize=16)

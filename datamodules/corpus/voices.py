@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import soxr
 
-from . import espeak
+import datamodules.corpus.espeak as espeak
 
 SAMPLE_RATE = 16000
 PEAK = 0.9  # every utterance is peak-normalised: the espeak variants differ a lot in level

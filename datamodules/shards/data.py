@@ -22,10 +22,14 @@ from torch.utils.data import DataLoader
 
 from datamodules.audio import AudioDataset, collate_audio
 from datamodules.base import bucketing, private_generator
+from datamodules.latents import vae_fingerprint
 from datamodules.manifest import Entry
-from datamodules.shards.format import ShardError, decode_audio, latent_of, read_index
+from datamodules.shards.format import INDEX, ShardError, decode_audio, latent_of, read_index
 from datamodules.shards.stream import STATE_KEY, WINDOW_STRIDE, ShardStream
-from datamodules.tts import pair_prompts
+from datamodules.shards.write import finish, latent_key, manifest_lines, write_shards
+from datamodules.tts import collate_tts, pair_prompts, pinned_vae
+from models.packing import pack_utterance
+from voxlab.text import build_tokenizer
 
 
 def _duration_within(low: float, high: float, meta: dict) -> bool:
@@ -88,9 +92,6 @@ class _TTSWindow:
                         for i, (m, p) in enumerate(zip(metas, self.prompts))]
 
     def batch(self, positions, epoch):
-        from datamodules.tts import collate_tts
-        from models.packing import pack_utterance
-
         out = []
         for i in positions:
             (meta, sample), p = self.items[i], self.prompts[i]
@@ -216,17 +217,12 @@ class ShardTTSDataModule(ShardDataModule):
     def _vae(self) -> tuple[Path, object, str]:
         """(path, VAE, cache fingerprint) of the run's pinned VAE, loaded once."""
         if getattr(self, "_vae_cache", None) is None:
-            from datamodules.latents import vae_fingerprint
-            from datamodules.tts import pinned_vae
-
             vae = pinned_vae(self.config)
             self._vae_cache = (Path(self.config.vae.path), vae,
                                vae_fingerprint(vae, self.cfg.sample_rate, self.config.model.patch_size))
         return self._vae_cache
 
     def vae_key(self, dtype: str) -> str:
-        from datamodules.shards.write import latent_key
-
         return latent_key(self._vae()[2], dtype)
 
     def _prompts(self, split: str) -> bool:
@@ -240,9 +236,6 @@ class ShardTTSDataModule(ShardDataModule):
         return manifest.parent / "latents" / self.vae_key(self.cfg.latent_dtype) / f"{manifest.stem}-{forms}"
 
     def _build(self, split: str) -> None:
-        from datamodules.shards.format import INDEX
-        from datamodules.shards.write import finish, manifest_lines, write_shards
-
         folder = self.folder(split)
         lines = manifest_lines(self.cfg[f"{split}_manifest"])[2]
         if (folder / INDEX).is_file() and read_index(folder).get("lines") == lines:
@@ -257,8 +250,6 @@ class ShardTTSDataModule(ShardDataModule):
         finish(folder, lines)
 
     def setup(self, stage: str | None = None) -> None:
-        from voxlab.text import build_tokenizer
-
         self.tokenizer = build_tokenizer(self.config.text)
         vocab = self.config.model.lm.vocab_size
         if self.tokenizer.vocab_size > vocab:

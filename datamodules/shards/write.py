@@ -22,8 +22,10 @@ import math
 import multiprocessing
 from pathlib import Path
 
+from datamodules.latents import encode_batch, length_batches, vae_fingerprint
 from datamodules.manifest import Entry, read_manifest
 from datamodules.shards.format import FORMAT, INDEX, ShardError, latent_bytes, shard_name, write_shard
+from models import load_audiovae
 from voxlab.safe_io import write_text_atomic
 
 DTYPE_NAMES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
@@ -77,9 +79,6 @@ def write_shards(manifest: str | Path, out: str | Path, target_mb: float = 256.0
     spec = {"format": FORMAT, "source": str(manifest), "entries": len(entries), "target_mb": target_mb,
             "kind": "latents" if vae_path else "audio", "sample_rate": sample_rate}
     if vae_path:
-        from models import load_audiovae
-        from datamodules.latents import vae_fingerprint
-
         vae = load_audiovae(vae_path)
         if vae.sample_rate != sample_rate:
             raise ShardError(f"the VAE works at {vae.sample_rate} Hz, not {sample_rate}")
@@ -183,9 +182,6 @@ def _encode_rows(rows: list[dict], spec: dict, vae_path: str) -> dict[str, dict]
     """utt -> {"latent": target form[, "prompt_latent": prompt form]}, by the small cache's encoder."""
     import torch
 
-    from datamodules.latents import _encode, _length_batches
-    from models import load_audiovae
-
     lat = spec["latents"]
     if vae_path not in _VAE_CACHE:  # one load per worker process
         _VAE_CACHE[vae_path] = load_audiovae(vae_path).eval()
@@ -195,8 +191,8 @@ def _encode_rows(rows: list[dict], spec: dict, vae_path: str) -> dict[str, dict]
     todo.sort(key=lambda item: item[0].duration)  # batches of similar length, as the small cache
     out: dict[str, dict] = {e.utt: {} for e in entries}
     with torch.inference_mode():
-        for batch in _length_batches(todo, spec["sample_rate"], 16000 * 40):
-            for (e, is_prompt), latent in zip(batch, _encode(batch, vae, spec["sample_rate"],
+        for batch in length_batches(todo, spec["sample_rate"], 16000 * 40):
+            for (e, is_prompt), latent in zip(batch, encode_batch(batch, vae, spec["sample_rate"],
                                                              vae.hop_length * lat["patch_size"])):
                 out[e.utt]["prompt_latent" if is_prompt else "latent"] = latent
     return out

@@ -51,8 +51,14 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+import models
 from datamodules.corpus.phones import SILENCE, patch_labels, phone_segments
+from datamodules.corpus.sentences import sentence
+from datamodules.corpus.voices import VOICE_BY_ID, render, voices
 from models.packing import collate_packed, pack_utterance
+from models.tts import TTSModel
+from models.voxcpm import VoxCPMBackbone
+from voxlab.text import UNK_ID
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "seed_probing.csv"
 # (key, the paper's row name in seed_probing.csv)
@@ -80,8 +86,6 @@ class Utterance:
 # ---- the utterance set -------------------------------------------------------------------------
 def pick_sentences(n: int, lang: str = "en", seed: int = 0) -> list[str]:
     """n distinct generated sentences (a str seed hashes stably, so the set never changes)."""
-    from datamodules.corpus.sentences import sentence
-
     rng, out = random.Random(f"voxlab-analysis:{seed}:{lang}"), []
     for _ in range(100 * n):
         s = sentence(lang, rng)
@@ -93,15 +97,11 @@ def pick_sentences(n: int, lang: str = "en", seed: int = 0) -> list[str]:
 
 
 def default_voices(lang: str) -> list[str]:
-    from datamodules.corpus.voices import voices
     return [v.speaker for v in voices(lang, held_out=False)]
 
 
 def build_set(texts: list[str], voices: list[str], lang: str) -> list[Utterance]:
     """Every sentence by every voice (rendered by espeak-ng, deterministic)."""
-    from datamodules.corpus import render
-    from datamodules.corpus.voices import VOICE_BY_ID
-
     for v in voices:
         if v not in VOICE_BY_ID:
             raise AnalysisError(f"unknown voice {v!r}; known: {', '.join(sorted(VOICE_BY_ID))}")
@@ -298,9 +298,6 @@ def read_paper() -> dict[str, dict[str, float]]:
 def random_control(model, seed: int = 0):
     """The same architecture with freshly initialised (untrained) backbone weights; the VAE and the
     tokenizer stay: what the probes find here comes from the inputs and the architecture alone."""
-    from models.tts import TTSModel
-    from models.voxcpm import VoxCPMBackbone
-
     torch.manual_seed(seed)
     bb = VoxCPMBackbone(**model.backbone.config).to(next(model.backbone.parameters()).device)
     return TTSModel(bb, model.vae, model.tokenizer).eval()
@@ -341,7 +338,6 @@ def analyze(model, out: str | Path, texts: list[str], voices: list[str], lang: s
     utts = build_set(texts, voices, lang)
     unknown = []
     if getattr(model.tokenizer, "kind", None) == "char":  # one id per character
-        from voxlab.text import UNK_ID
         unknown = sorted({c for t in texts for c, i in zip(t, model.tokenizer.encode(t)) if i == UNK_ID})
     log(f"analysis: {len(texts)} sentences x {len(voices)} voices = {len(utts)} utterances")
     states = extract_states(model, utts, batch_size=batch_size)
@@ -447,7 +443,6 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        import models
         model = models.load(args.model, device=args.device, optimize=False)
         out = Path(args.out or f"analyses/{datetime.now():%Y%m%d-%H%M%S}")
         voices = args.voices or default_voices(args.lang)

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import torch
 
+from models import load
+from models.packing import collate_packed, pack_utterance
+from voxlab.audio import load_audio
+
 
 def _losses(backbone, items, t: float, seeds: int, keep: bool = True) -> float:
-    from models.packing import collate_packed
-
     batch = collate_packed(items)
     n = int(batch["loss_mask"].sum())
     p, d = batch["audio_feats"].shape[-2:]
@@ -40,8 +42,6 @@ def text_reliance(backbone, utterances: list[tuple[list[int], torch.Tensor]], ti
     """utterances: (text ids, latents [T, D]) pairs, at least two. Per flow time: the loss with the
     right text, with the next utterance's text (a cyclic shift), with no condition (mu = 0), and
     `text_gap` = wrong - right (> 0: the text is read)."""
-    from models.packing import pack_utterance
-
     if len(utterances) < 2:
         raise ValueError("text_reliance needs at least two utterances (each one's text is swapped for another's)")
     backbone = backbone.eval()
@@ -60,8 +60,6 @@ def text_reliance(backbone, utterances: list[tuple[list[int], torch.Tensor]], ti
 def load_utterances(model, manifest: Path, lang: str, limit: int) -> list[tuple[list[int], torch.Tensor]]:
     """The first `limit` utterances of `lang` in a manifest (JSON lines with text, audio, lang), encoded
     by the model's own VAE and tokenizer."""
-    from voxlab.audio import load_audio
-
     out = []
     for number, line in enumerate(manifest.read_text().splitlines(), 1):
         if len(out) >= limit or not line.strip():
@@ -95,7 +93,6 @@ def main(argv=None) -> int:
     manifest = Path(args.manifest)
     if not manifest.is_file():
         raise SystemExit(f"--manifest {manifest}: no such file")
-    from models import load
 
     model = load(args.model)
     utts = load_utterances(model, manifest, args.lang, args.limit)

@@ -20,6 +20,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from eval.asr.faster_whisper_asr import BUNDLED_NAME, bundled_model_dir, check_ct2_folder
+from eval.asr.transformers_whisper_asr import check_hf_folder, is_hf_whisper_folder, is_large_v3
+from eval.asr.whisper_asr import DEFAULT_MODEL, resolve_whisper
+from eval.errors import MissingWeightsError
+
 
 @dataclass(frozen=True)
 class EnglishASRSpec:
@@ -44,19 +49,12 @@ def default_hf_folders() -> list[Path]:
 
 
 def _transformers_spec(path: Path) -> EnglishASRSpec:
-    from eval.asr.transformers_whisper_asr import check_hf_folder, is_large_v3
-
     config = check_hf_folder(path)
     return EnglishASRSpec("transformers", path, "whisper-large-v3" if is_large_v3(config) else path.name)
 
 
 def resolve_english_asr(spec: str) -> EnglishASRSpec:
     """Where the English ASR's weights are; raises MissingWeightsError saying what to provide."""
-    from eval.asr.faster_whisper_asr import BUNDLED_NAME, bundled_model_dir, check_ct2_folder
-    from eval.asr.transformers_whisper_asr import is_hf_whisper_folder
-    from eval.asr.whisper_asr import DEFAULT_MODEL, resolve_whisper
-    from eval.errors import MissingWeightsError
-
     if spec in ("auto", "bundled"):
         if spec == "auto":
             for folder in default_hf_folders():  # the protocol's own path first

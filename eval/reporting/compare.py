@@ -14,6 +14,7 @@ from pathlib import Path
 
 from eval.reporting.report import Table, figure_png, fmt, fmt_iv
 from eval.reporting.results import Entry, ReportError, Result, num
+from voxlab.audio import MelSpectrogram, load_audio
 
 SR = 16000
 NOTEBOOK = Path(__file__).resolve().parent / "notebooks" / "compare_checkpoints.ipynb"
@@ -63,8 +64,6 @@ def mel_png(wav, sample_rate: int = SR) -> bytes:
     import torch
     from matplotlib.figure import Figure
 
-    from voxlab.audio import MelSpectrogram
-
     mel = MelSpectrogram(sample_rate=sample_rate, n_fft=1024, hop_length=256, n_mels=80)
     spec = mel(torch.as_tensor(wav, dtype=torch.float32)[None])[0].numpy()
     fig = Figure(figsize=(3.2, 1.6), layout="constrained")
@@ -76,8 +75,6 @@ def mel_png(wav, sample_rate: int = SR) -> bytes:
 
 def _cell(wav_path: Path, caption: str) -> str:
     from IPython.display import Audio
-
-    from voxlab.audio import load_audio
 
     wav = load_audio(wav_path, SR)
     png = base64.b64encode(mel_png(wav)).decode()

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from eval.flags import FLAGS
+from eval.reporting.results import read_result
 
 HEADERS = ["run", "test set", "step", "utts", *FLAGS, "any"]
 MISSING = "—"
@@ -37,8 +38,6 @@ def flag_rows(entries) -> list[list[str]]:
 
 def _folders(r):
     """(result, seed or "") per folder holding a per_utt.csv: the evaluation, or each seed's (several seeds)."""
-    from eval.reporting.results import read_result
-
     per_seed = r.metrics.get("per_seed") or {}
     if not per_seed:
         return [(r, "")]

@@ -43,6 +43,7 @@ from eval.reporting.flags import HEADERS as FLAG_HEADERS
 from eval.reporting.flags import flag_rows, flagged_html, flagged_markdown, flagged_utterances
 from eval.intervals import paired_difference
 from eval.reporting.results import Entry, ReportError, Result, collect, column_of, count_params, data_hours, num
+from eval.testset import read_testset
 
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
 MISSING = "—"
@@ -389,8 +390,6 @@ def _slug(name: str) -> str:
 def audio_samples(entries: list[Entry], per_testset: int) -> list[dict]:
     """The first `per_testset` utterances of each entry's newest evaluation of each test set that has
     generated wavs, with the ground-truth wav from its meta.lst (5th field) when there is one."""
-    from eval.testset import read_testset
-
     samples = []
     for e in entries:
         newest: dict[str, object] = {}

@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datamodules.manifest import ManifestError, read_manifest
+from eval.intervals import read_per_utt
+from voxlab.config import instantiate, load_run_config
 from voxlab.runs import run_of_checkpoint
 
 STEP_RE = re.compile(r"^step_(\d+)$")
@@ -66,8 +69,6 @@ class Result:
 
     def grid(self, metric: str) -> dict[int, dict[str, float]]:
         """seed -> utt -> value in the property's unit, from each seed folder's per_utt.csv ({}: not there)."""
-        from eval.intervals import read_per_utt
-
         per_seed = self.metrics.get("per_seed") or {}
         folders = {int(s): self.path / p["path"] for s, p in per_seed.items()} or {self.seeds[0]: self.path}
         scale = 100.0 if metric == "sim" else 1.0
@@ -294,8 +295,6 @@ def count_params(entry: Entry) -> int | None:
         try:
             import torch
 
-            from voxlab.config import instantiate, load_run_config
-
             with torch.device("meta"):
                 model = instantiate(load_run_config(entry.run).model)
             return sum(p.numel() for p in model.parameters())
@@ -312,7 +311,6 @@ def data_hours(entry: Entry) -> float | None:
     manifest = (entry.config.get("data") or {}).get("train_manifest")
     if not isinstance(manifest, str) or "${" in manifest or not Path(manifest).is_file():
         return None
-    from datamodules.manifest import ManifestError, read_manifest
 
     try:
         entries, report = read_manifest(manifest, check_audio=False, cache=False)  # a report writes nothing beside it

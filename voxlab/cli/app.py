@@ -26,6 +26,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline machine: n
 
 import numpy as np
 
+from eval.testset import read_testset, testset_name
+import models
+from models.tts import TextWarning
+from models.tts_io import ModelPathError
+from models.weights import WeightsError
+from voxlab.cli.synth import check_inputs
+
 DEFAULT_TESTSETS = ("data/corpus/seedtts/en/meta.lst", "data/corpus/seedtts/zh/meta.lst")
 NO_PROMPT = "(none: zero-shot)"
 
@@ -38,7 +45,6 @@ class ModelCache:
 
     def get(self, path: str):
         if path not in self._models:
-            import models
             self._models[path] = models.load(path, device=self.device)
         return self._models[path]
 
@@ -46,9 +52,6 @@ class ModelCache:
 def synthesize(cache: ModelCache, model_path: str, text: str, prompt_wav: str | None, prompt_text: str | None,
                cfg: float, steps: int, temperature: float, seed: int, max_len: int):
     """-> ((sample rate, int16 samples), notes). Raises on bad input with a message naming it."""
-    from models.tts import TextWarning
-    from voxlab.cli.synth import check_inputs
-
     prompt_text = (prompt_text or "").strip() or None
     prompt_wav = prompt_wav or None
     check_inputs(text, prompt_wav, prompt_text)
@@ -82,8 +85,6 @@ def _status(notes: list[str]) -> str:
 
 def read_prompts(testsets) -> dict[str, tuple[str, str]]:
     """"<set>/<utt>: <prompt text>" -> (prompt wav, prompt text), from the test sets that exist."""
-    from eval.testset import read_testset, testset_name
-
     out = {}
     for meta in testsets:
         if Path(meta).is_file():
@@ -110,8 +111,6 @@ def result_view(folder: str) -> tuple[str, list[str]]:
 
 def utterance_view(folder: str, utt: str) -> tuple[str | None, str | None, str | None, str]:
     """(generated wav, ground-truth wav, prompt wav, markdown of the row) of one evaluated utterance."""
-    from eval.testset import read_testset
-
     folder = Path(folder)
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     with (folder / "per_utt.csv").open(encoding="utf-8", newline="") as f:
@@ -241,8 +240,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", nargs="*", default=["runs", "evals"], help="folders searched for evaluation results")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the weights load)")
     args = p.parse_args(argv)
-    from models.tts_io import ModelPathError
-    from models.weights import WeightsError
 
     cache = ModelCache(args.device)
     for label, path in (("MODEL", args.model), ("MODEL_B", args.model_b)):

@@ -21,6 +21,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from voxlab.checkpoint import TOKENIZER_KEY, VAE_KEY, CheckpointError, atomic_torch_save, load_checkpoint, read_config
+from voxlab.runs import checkpoint_dir, last_checkpoint, run_of_checkpoint
+
 # Keys of the `model` section that change how a network trains, never what it is: they may differ
 # between checkpoints of one run (a RESUME may override them).
 TRAINING_ONLY = ("flow", "lm_init", "gradient_checkpointing", "history_noise", "prev_noise", "align")
@@ -32,15 +35,11 @@ class AverageError(ValueError):
 
 
 def _step(path: Path) -> int:
-    from voxlab.checkpoint import load_checkpoint
-
     return int(load_checkpoint(path).get("global_step", -1))
 
 
 def select(inputs: list[str], last: int) -> list[Path]:
     """The checkpoint files to average, oldest first."""
-    from voxlab.runs import checkpoint_dir, last_checkpoint  # voxlab.runs loads torch: kept off --help
-
     if last < 1:
         raise AverageError(f"--last must be at least 1, got {last}")
     paths = [Path(p) for p in inputs]
@@ -81,8 +80,6 @@ def _same(a, b) -> bool:
 def _kept_parts(ckpt: dict) -> dict:
     """What the result takes whole from the newest input: every input must hold the same, or the
     averaged weights would be paired with one input's VAE, tokenizer or architecture."""
-    from voxlab.checkpoint import TOKENIZER_KEY, VAE_KEY, read_config
-
     model = dict((read_config(ckpt) or {}).get("model") or {})
     return {"VAE (voxlab_vae)": ckpt.get(VAE_KEY),
             "tokenizer (voxlab_tokenizer)": ckpt.get(TOKENIZER_KEY),
@@ -92,8 +89,6 @@ def _kept_parts(ckpt: dict) -> dict:
 def average(paths: list[Path]) -> dict:
     """The newest input's checkpoint with the mean state_dict of all inputs."""
     import torch
-
-    from voxlab.checkpoint import load_checkpoint
 
     ckpts = [load_checkpoint(p) for p in paths]
     first = ckpts[0].get("state_dict")
@@ -130,8 +125,6 @@ def average(paths: list[Path]) -> dict:
 
 
 def default_out(paths: list[Path], step: int) -> Path:
-    from voxlab.runs import run_of_checkpoint
-
     return run_of_checkpoint(paths[-1]) / "averaged" / f"avg_last{len(paths)}_step{step}.ckpt"
 
 
@@ -141,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--last", type=int, default=5, help="with a run folder: the newest N checkpoints")
     p.add_argument("--out", default=None, help="the checkpoint to write (must not exist)")
     args = p.parse_args(argv)
-    from voxlab.checkpoint import CheckpointError, atomic_torch_save
 
     try:
         paths = select(args.inputs, args.last)

@@ -26,6 +26,23 @@ import sys
 import time
 from pathlib import Path
 
+from datamodules.corpus.build import build_corpus
+from datamodules.tts import ensure_caches
+from eval.backends import EvalConfig, asr_skip_reason
+from eval.generate import model_generate_fn, reference_generate_fn
+from eval.metrics.mcd import mcd
+from eval.reporting.report import write_report
+from eval.run import evaluate
+from eval.sim import cosine
+from eval.sim.resemblyzer_sim import ResemblyzerSim
+from eval.testset import read_testset
+from voxlab.audio import load_audio
+from voxlab.checkpoint import load_checkpoint
+from voxlab.cli.tiny_vae import export_with_stats
+from voxlab.cli.train import train
+from voxlab.config import compose
+from voxlab.runs import find_run, last_checkpoint
+
 DATA = Path("data/corpus")
 RUNS = "runs"
 SHIPPED_VAE = Path(__file__).resolve().parents[2] / "assets" / "tiny_audiovae"
@@ -58,14 +75,10 @@ def configure(data: str, runs: str, num_utts: int = NUM_UTTS) -> None:
 
 def _finished_run(exp: str, scale: str, overrides: list[str]) -> Path | None:
     """The newest finished run of `exp` at `scale` trained with exactly these overrides."""
-    from voxlab.runs import find_run
-
     return find_run(RUNS, exp, scale, overrides, finished=True)
 
 
 def _train_or_reuse(exp: str, scale: str, overrides: list[str]) -> Path:
-    from voxlab.cli.train import train
-
     run = _finished_run(exp, scale, overrides)
     if run is not None:
         print(f"[demo] reusing finished {exp} run {run}")
@@ -75,10 +88,6 @@ def _train_or_reuse(exp: str, scale: str, overrides: list[str]) -> Path:
 
 def _mcd_rows(meta: Path, wavs: Path) -> list[dict]:
     """MCD of every generated wav against the test set's ground-truth wav (5th meta.lst field)."""
-    from eval.metrics.mcd import mcd
-    from eval.testset import read_testset
-    from voxlab.audio import load_audio
-
     rows = []
     for item in read_testset(meta):
         gen = wavs / f"{item.utt}.wav"
@@ -91,11 +100,6 @@ def _mcd_rows(meta: Path, wavs: Path) -> list[dict]:
 def _cosine_to_original(meta: Path, wavs: Path) -> float | None:
     """Mean resemblyzer cosine of each generated wav to the test set's own wav of that utterance:
     how much of the voice the VAE's resynthesis keeps (the VAE recipe's target, >= 0.85)."""
-    from eval.sim import cosine
-    from eval.sim.resemblyzer_sim import ResemblyzerSim
-    from eval.testset import read_testset
-    from voxlab.audio import load_audio
-
     sim, values = ResemblyzerSim(), []
     for item in read_testset(meta):
         gen = wavs / f"{item.utt}.wav"
@@ -105,20 +109,12 @@ def _cosine_to_original(meta: Path, wavs: Path) -> float | None:
 
 
 def _eval_config(paraformer: str | None):
-    from eval.backends import EvalConfig
-
     # DNSMOS from the speechmos wheel: a predicted speech-quality MOS (not naturalness, not UTMOS);
     # asr=auto: the demo goes on without WER where the ASR weights are missing, and says why
     return EvalConfig(asr="auto", sim="resemblyzer", mos="dnsmos", device="cpu", paraformer=paraformer)
 
 
 def _evaluate(run: Path, testset: str, limit: int | None, paraformer: str | None) -> dict:
-    from eval.backends import asr_skip_reason
-    from eval.generate import model_generate_fn
-    from eval.run import evaluate
-    from voxlab.checkpoint import load_checkpoint
-    from voxlab.runs import last_checkpoint
-
     lang = testset.split("_")[0]
     ckpt = last_checkpoint(run)
     step = load_checkpoint(ckpt)["global_step"]
@@ -144,9 +140,6 @@ def _evaluate(run: Path, testset: str, limit: int | None, paraformer: str | None
 def _evaluate_reference(vae: Path | None, lang: str, limit: int | None, paraformer: str | None) -> dict:
     """The test set's ground truth (vae None) or its resynthesis through the VAE, scored as the
     model is: the floor of the protocol and the ceiling a backbone decoded by that VAE reaches."""
-    from eval.generate import reference_generate_fn
-    from eval.run import evaluate
-
     name = "ground_truth" if vae is None else "vae_resynthesis"
     out = Path(RUNS) / "demo" / name / lang
     if (out / "metrics.json").is_file():
@@ -193,8 +186,6 @@ def tts_overrides(vae: Path, steps: int | None, eval_every: int, paraformer: str
 
 def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int | None = None,
              tts_steps: int | None = TTS_STEPS, eval_every: int = EVAL_EVERY, paraformer: str | None = None) -> dict:
-    from datamodules.corpus import build_corpus
-
     times: dict[str, float] = {}
 
     def stage(name, fn):
@@ -210,8 +201,6 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
     if train_vae:
         vae_args = common + ([f"trainer.max_steps={vae_steps}"] if vae_steps else [])
         def train_vae_here() -> Path:
-            from voxlab.cli.tiny_vae import export_with_stats
-
             run = _train_or_reuse("audiovae", "tiny", vae_args)
             out = run / "export"  # with the latent statistics `make tiny-vae` stores
             return out if (out / "audiovae.pth").is_file() else export_with_stats(run, out, DATA / "train.jsonl")
@@ -228,9 +217,6 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
     overrides = common + tts_overrides(vae, tts_steps, eval_every, paraformer, DATA)
 
     def cache():
-        from datamodules.tts import ensure_caches
-        from voxlab.config import compose
-
         return ensure_caches(compose("d256s9", "tiny", common + [f"vae.path={vae}", *DATA_RECIPE]))
 
     stage("latent cache", cache)
@@ -244,8 +230,6 @@ def run_demo(limit: int | None = None, train_vae: bool = False, vae_steps: int |
         "VAE resynthesis": _evaluate_reference(vae, "en", limit, paraformer)})
 
     def report():
-        from eval.reporting.report import write_report
-
         # the run (its curves and evaluations during training) and the final evaluations on the whole
         # test sets, which carry the DNSMOS column that the evaluations during training do not
         finals = sorted(p for p in (tts / "eval").glob("*/final_step_*") if (p / "metrics.json").is_file())

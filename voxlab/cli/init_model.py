@@ -18,6 +18,8 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.init_model import load_init_model
+from models.minicpm import MiniCPMConfig
+from models.voxcpm import VoxCPMBackbone, model_section
 from voxlab.config import ConfigError, parse_overrides
 from voxlab.text import tokenizer_spec
 
@@ -37,14 +39,11 @@ def _network(model: dict) -> dict:
     """The network-deciding part of a model section, with every default filled in."""
     import inspect
 
-    from models.minicpm import MiniCPMConfig
-    from models.voxcpm import VoxCPMBackbone, _section
-
     defaults = {k: p.default for k, p in inspect.signature(VoxCPMBackbone).parameters.items()}
     out = {k: model.get(k, defaults[k]) for k in NETWORK_KEYS}
     out["lm"] = MiniCPMConfig.from_dict(dict(model["lm"]), "model.lm").to_dict()
     for name in ("encoder", "dit", "fsq"):
-        out[name] = _section(name, model.get(name))
+        out[name] = model_section(name, model.get(name))
     return out
 
 

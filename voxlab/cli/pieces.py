@@ -13,25 +13,20 @@ from __future__ import annotations
 
 import inspect
 
-from voxlab.config import build
+from datamodules.tts import pinned_vae
+from voxlab.cli.lm import ensure_lm, wait_for_lm
+from voxlab.config import build, locate
+from voxlab.text import build_tokenizer
 
 
 def build_module(cfg, resuming: bool, main_process: bool):
     """The LightningModule `module._target_` names, with the pieces it asks for."""
-    from voxlab.config import locate
-
     wanted = inspect.signature(locate(cfg.module._target_, key="module._target_")).parameters
     pieces = {}
     if "vae" in wanted:
-        from datamodules.tts import pinned_vae
-
         pieces["vae"] = pinned_vae(cfg)  # exactly the run's VAE (vae.fingerprint), or an error
     if "tokenizer" in wanted:
-        from voxlab.text import build_tokenizer
-
         pieces["tokenizer"] = build_tokenizer(cfg.text)
     if "lm_init" in wanted and not resuming:
-        from voxlab.cli.lm import ensure_lm, wait_for_lm
-
         pieces["lm_init"] = ensure_lm(cfg) if main_process else wait_for_lm(cfg)
     return build(cfg, "module", **pieces)

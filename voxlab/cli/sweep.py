@@ -23,14 +23,15 @@ import sys
 import traceback
 from pathlib import Path
 
+from eval.reporting.report import write_report
 from eval.seeds import combine_runs
-from voxlab.config import ConfigError, available_experiments, load_yaml
+from voxlab import config
+from voxlab.config import ConfigError, available_experiments, compose, load_yaml
 from voxlab.runs import find_run, newest_loadable_checkpoint, read_status
 from voxlab.safe_io import write_text_atomic
 
-def load_sweep(name: str) -> dict:
-    from voxlab import config
 
+def load_sweep(name: str) -> dict:
     root = config.EXPERIMENTS_DIR / "sweeps"
     path = root / f"{name}.yaml"
     if not path.is_file():
@@ -55,7 +56,7 @@ def recipe_overrides(recipe: str | None, data_root: str, steps: int | None = Non
         return []
     if recipe != "tiny-speaks":
         raise ConfigError(f"unknown recipe {recipe!r}; available: tiny-speaks")
-    from voxlab.cli.demo import BACKBONE_RECIPE, EVAL_SETTINGS, TTS_STEPS
+    from voxlab.cli.demo import BACKBONE_RECIPE, EVAL_SETTINGS, TTS_STEPS  # the demo command loads Lightning: only with a recipe
 
     steps = steps or TTS_STEPS
     return [*BACKBONE_RECIPE, f"trainer.max_steps={steps}",
@@ -84,8 +85,7 @@ def _train_one(train_fn, exp: str, scale: str | None, overrides: list[str], root
 
 def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None, seeds: int = 1,
               recipe: str | None = None) -> dict:
-    from voxlab.config import compose
-    from voxlab.cli.train import train
+    from voxlab.cli.train import train  # the train command's Lightning stack: not loaded for `--help` or a bad sweep
 
     train_fn = train_fn or train
     if seeds < 1:
@@ -125,8 +125,6 @@ def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None
             write_text_atomic(record_dir / "sweep.json", json.dumps(
                 {"sweep": name, "scale": scale, "overrides": overrides, "seeds": seeds, "results": results}, indent=2))
     try:  # a report problem must not fail a sweep whose runs finished
-        from eval.reporting.report import write_report
-
         print(f"[sweep {name}] report: {write_report([record_dir], record_dir / 'report')}")
     except Exception as err:
         print(f"[sweep {name}] report not written: {err}")

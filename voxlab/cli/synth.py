@@ -22,6 +22,13 @@ import time
 import warnings
 from pathlib import Path
 
+import models
+from models.tts import TextWarning, check_settings
+from models.tts_io import ModelPathError
+from models.weights import WeightsError
+from voxlab.audio import AudioError, load_audio, sample_problem
+from voxlab.safe_io import atomic_path
+
 OUT_RATE = 16000
 
 
@@ -38,19 +45,16 @@ def check_inputs(text: str, prompt_wav: str | None, prompt_text: str | None, set
     if prompt_text and prompt_text.strip() and not prompt_wav:
         raise SynthError("PROMPT_TEXT needs PROMPT_WAV (the audio it transcribes)")
     if prompt_wav:
-        from voxlab.audio import AudioError, load_audio
         if not Path(prompt_wav).is_file():
             raise SynthError(f"PROMPT_WAV={prompt_wav}: no such file")
         try:
             samples = load_audio(prompt_wav, OUT_RATE, mono="mix")
         except AudioError as err:
             raise SynthError(f"PROMPT_WAV: {err}") from None
-        from voxlab.audio import sample_problem
         problem = sample_problem(samples)
         if problem:
             raise SynthError(f"PROMPT_WAV={prompt_wav}: {problem}")
     if settings:
-        from models.tts import check_settings
         try:
             check_settings(**settings)
         except ValueError as err:
@@ -100,7 +104,6 @@ def write_wav(path: Path, chunks, sr: int, overwrite: bool) -> int:
     if sr != OUT_RATE:
         import soxr
         resampler = soxr.ResampleStream(sr, OUT_RATE, 1, dtype="float32")
-    from voxlab.safe_io import atomic_path
 
     written = 0
     with atomic_path(path) as tmp:
@@ -134,8 +137,6 @@ def synthesize(model_path: str, text: str, out: str, prompt_wav: str | None = No
     check_inputs(text, prompt_wav, prompt_text,
                  {"cfg": cfg, "timesteps": timesteps, "temperature": temperature, "max_len": max_len})
     path = out_path(out, text, overwrite)
-    import models
-    from models.tts import TextWarning
 
     model = models.load(model_path, device=device, dtype=dtype, vae_dtype=vae_dtype)
     kw = dict(prompt_wav=prompt_wav or None, prompt_text=prompt_text or None, cfg=cfg, timesteps=timesteps,
@@ -192,8 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    from models.tts_io import ModelPathError
-    from models.weights import WeightsError
     try:
         r = synthesize(args.model, args.text, args.out, args.prompt_wav, args.prompt_text, args.cfg, args.timesteps,
                        args.temperature, args.seed, args.max_len, args.device, retry_badcase=args.retry_badcase,

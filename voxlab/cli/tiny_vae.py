@@ -16,14 +16,15 @@ import json
 import sys
 from pathlib import Path
 
+from models import export_audiovae, load_audiovae
+from voxlab.audio import load_audio
+
 SHIPPED = Path(__file__).resolve().parents[2] / "assets" / "tiny_audiovae"
 
 
 def corpus_wavs(manifest: Path, sample_rate: int, limit: int = 400):
     """Up to `limit` training waveforms [1, 1, T] of a manifest (JSONL with `audio` per line)."""
     import torch
-
-    from voxlab.audio import load_audio
 
     lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()][:limit]
     for entry in lines:
@@ -33,8 +34,6 @@ def corpus_wavs(manifest: Path, sample_rate: int, limit: int = 400):
 def export_with_stats(run: Path, out: Path, manifest: Path) -> Path:
     """The finished VAE run `run`, with the latent statistics of `manifest`'s utterances stored
     (the iSTFT VAE), exported to `out`; returns `out`."""
-    from models import export_audiovae, load_audiovae
-
     vae = load_audiovae(str(run))
     if hasattr(vae, "set_latent_stats"):
         if not manifest.is_file():
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_run:
         run = Path(args.from_run)
     else:
-        from voxlab.cli.train import train
+        from voxlab.cli.train import train  # the train command's Lightning stack: only when it trains
 
         run = train("audiovae", "tiny", args.overrides)
     try:

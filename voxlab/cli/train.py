@@ -19,16 +19,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from voxlab.config import (ConfigError, build, check_targets, check_values, compose, find_experiment, instantiate, load_run_config,
                            parse_overrides, resolve, to_yaml, validate_layer)
+from callbacks.line_progress import progress_callback
+from callbacks.run_folder import AtomicCheckpointIO, GracefulStop, RngState, RunFolder
+from datamodules.corpus.build import build_corpus
 from datamodules.latents import CacheError
 from datamodules.manifest import ManifestError
 from datamodules.shards.format import ShardError
-from lightning_modules.nonfinite import NonFiniteLoss
+from lightning_modules.nonfinite import NonFiniteLoss, SkipLimit
 from models.lora import LoRAConfigError
 from voxlab.checkpoint import CheckpointError, check_architecture, read_config_file
 from voxlab.cli.pieces import build_module
 from voxlab.cli.init_model import resolve_init
 from voxlab.cli.model_size import check_model_size
 from voxlab.locks import FolderLock, FolderLocked
+from voxlab.loggers import build_loggers
 from voxlab.runs import (RUN_DIR_ENV, RunFolderError, checkpoint_dir, checkpoint_step, claim_run_dir, folder_entries,
                          is_main_process, planned_run_dir, remove_new_entries, remove_stale_temporaries, resolve_resume,
                          run_lock, write_record, write_status)
@@ -115,8 +119,6 @@ def prepare(exp: str | None, scale: str | None, overrides: list[str], resume: st
 def ensure_embedded_corpus(cfg: DictConfig) -> None:
     """At tiny scale on the default corpus folder, a fresh clone has no data yet: build the
     embedded corpus there (what `make data` does, about 10 s) instead of stopping."""
-    from datamodules.corpus import build_corpus
-
     root = Path(OmegaConf.select(cfg, "data.root") or "")
     if cfg.scale != "tiny" or root != Path("data/corpus") or Path(cfg.data.train_manifest).is_file():
         return
@@ -175,15 +177,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, extra_callbacks=()):
     import lightning as L
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from callbacks.run_folder import AtomicCheckpointIO, GracefulStop, RngState, RunFolder
-    from callbacks.line_progress import progress_callback
-    from voxlab.loggers import build_loggers
-
     step_ckpt = ModelCheckpoint(dirpath=checkpoint_dir(run_dir), filename="step_{step:07d}",
                                 auto_insert_metric_name=False, every_n_train_steps=cfg.run.checkpoint_every_steps,
                                 save_top_k=cfg.run.keep_checkpoints, monitor="step", mode="max", save_last=True,
                                 enable_version_counter=False)
-    from lightning_modules.nonfinite import SkipLimit
 
     skip_limit = SkipLimit(OmegaConf.select(cfg, "nonfinite.max_skip_share", default=0.2),
                            OmegaConf.select(cfg, "nonfinite.min_batches", default=20))
@@ -216,8 +213,6 @@ def train(exp: str | None, scale: str | None = None, overrides: list[str] = (), 
 
 def _run(plan: Plan) -> Path:
     import lightning as L
-
-    from callbacks.run_folder import RunFolder
 
     cfg, ckpt = plan.cfg, plan.ckpt
     existed = False  # whether a new run's folder was there before (an empty VOXLAB_RUN_DIR)
