@@ -102,6 +102,11 @@ def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None
     record_dir = Path(root) / "sweeps" / f"{name}-{scale}"
     record_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict] = {}
+
+    def save_record() -> None:  # whole or not at all: a re-run reads it
+        write_text_atomic(record_dir / "sweep.json", json.dumps(
+            {"sweep": name, "scale": scale, "overrides": overrides, "seeds": seeds, "results": results}, indent=2))
+
     for i, exp in enumerate(configs, 1):
         for seed, seed_arg in seed_args.items():
             tag = f"{exp}" + (f" seed {seed}" if seeds > 1 else "")
@@ -116,14 +121,12 @@ def run_sweep(name: str, scale: str | None, extra: list[str] = (), train_fn=None
                 states = [r["state"] for r in runs.values()]
                 results[exp]["state"] = ("finished" if len(states) == seeds and set(states) == {"finished"}
                                          else next((s for s in states if s != "finished"), "partial"))
-            write_text_atomic(record_dir / "sweep.json", json.dumps(  # whole or not at all: a re-run reads it
-                {"sweep": name, "scale": scale, "overrides": overrides, "seeds": seeds, "results": results}, indent=2))
+            save_record()
         if seeds > 1 and results[exp]["state"] == "finished":
             runs = {int(s): Path(r["run"]) for s, r in results[exp]["runs"].items()}
             results[exp]["combined"] = {k: str(v) for k, v in
                                         combine_runs(runs, record_dir / "seeds" / exp).items()}
-            write_text_atomic(record_dir / "sweep.json", json.dumps(
-                {"sweep": name, "scale": scale, "overrides": overrides, "seeds": seeds, "results": results}, indent=2))
+            save_record()
     try:  # a report problem must not fail a sweep whose runs finished
         print(f"[sweep {name}] report: {write_report([record_dir], record_dir / 'report')}")
     except Exception as err:
