@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from models.audiovae import PAPER_CONFIG, AudioVAE  # noqa: E402
-from models.cpu_linear import Int8Linear  # noqa: E402
+from models.cpu_linear import Int8Linear, cpu_summary  # noqa: E402
 from models.official import from_official_config  # noqa: E402
 from models.official_reference import (SMALL_VAE, backbone_state_dict, build_official,  # noqa: E402
                                        official_0_5b_config, small_official_config, tiny_tokenizer)
@@ -429,18 +429,6 @@ def _target(row) -> str:
     if t is None:
         return ""
     return f"  target {t:g}x: {'reached' if row['ratio'] >= t else 'not reached'}"
-
-
-def cpu_summary() -> str:
-    """The CPU's vector level and whether oneDNN has bf16 instructions on it: the bf16 and int8
-    ratios depend on both (without bf16 instructions bf16 weights run slower than fp32)."""
-    from models.cpu_linear import bf16_packing_available
-
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.is_file() else []
-    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
-    bf16 = "with" if bf16_packing_available() else "without"
-    return f"{name}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}, {bf16} bf16 instructions"
 
 
 def print_report(rows: list[dict], args) -> None:

@@ -21,6 +21,7 @@ import torch
 from eval.errors import EvalError
 from eval.testset import TestItem, read_testset
 from models import load, load_audiovae
+from models.cpu_linear import cpu_summary
 from voxlab.audio import load_audio, save_audio
 from voxlab.checkpoint import CheckpointError
 
@@ -124,6 +125,13 @@ def run_generation(items: Sequence[TestItem], wavs_dir: Path, generation: dict,
             record = {"generation": generation, "outcome": outcomes.get(it.utt)}
             sidecar(wavs_dir, it.utt).write_text(_canonical(record), encoding="utf-8")
     return len(todo)
+
+
+def generation_runtime() -> dict:
+    """Where this process generates: the thread count and the CPU. Sums run in another order on
+    another count or CPU, and an autoregressive model can then take another path on an utterance
+    (docs/evaluation.md, "Reproducing a figure"), so a result records them."""
+    return {"torch_threads": torch.get_num_threads(), "cpu": cpu_summary()}
 
 
 def model_fingerprint(path: str | Path) -> dict:

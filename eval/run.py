@@ -27,7 +27,7 @@ import soundfile as sf
 from eval.backends import Backends, EvalConfig, asr_skip_reason, check_backends
 from eval.errors import EvalError
 from eval.flags import DEFINITIONS, flag_utterances, raised, summarize_flags, summary_lines
-from eval.generate import GenerateFn, check_generation_dir, run_generation
+from eval.generate import GenerateFn, check_generation_dir, generation_runtime, run_generation
 from eval.normalize import VARIANTS, detect_lang, normalize, zh_punctuation
 from eval.sim import cosine
 from eval.testset import TestItem, read_testset, resolve_meta, summarize, testset_name
@@ -257,6 +257,7 @@ def evaluate(testset: str | Path, wavs_dir: str | Path | None, out_dir: str | Pa
         "mos_model": mos_backend.info()["model"] if mos_backend is not None else None,
         "generation": generation,
         "n_generated": n_generated,
+        "generation_runtime": generation_runtime() if n_generated else None,
         "durations": {"gen_total_s": round(sum(d[0] for d in durations.values()), 3),
                       "prompt_total_s": round(sum(d[1] for d in durations.values()), 3)},
         "timing": {"generation_s": round(t_gen, 3), "asr_s": round(t_asr, 3), "sim_s": round(t_sim, 3), "mos_s": round(t_mos, 3),
@@ -384,6 +385,10 @@ def render_summary(metrics: dict, items, counts, hyps, sims, flags: dict | None 
     ]
     if metrics.get("generation"):
         lines.append(f"- generation: `{json.dumps(metrics['generation'], sort_keys=True, default=str)}`")
+    if metrics.get("generation_runtime"):
+        rt = metrics["generation_runtime"]
+        lines.append(f"- generated here with {rt['torch_threads']} torch threads on {rt['cpu']} (another count or CPU "
+                     f"can move single utterances)")
     flag_count, flag_table = summary_lines(metrics.get("failures"), items, flags or {}, counts, hyps)
     lines += flag_count
     if len(metrics["by_lang"]) > 1:

@@ -21,7 +21,7 @@ from voxlab.safe_io import write_text_atomic
 
 MEANS = ("wer", "wer_corpus", "sim", "mos", "duration_ratio", "duration_ratio_median", "duration_within_25pct")
 SHARED = ("testset", "normalization", "lang", "asr", "asr_protocol_exact", "sim_backend", "sim_model",
-          "mos_backend", "mos_model", "wer_unavailable", "versions", "config")
+          "mos_backend", "mos_model", "wer_unavailable", "versions", "config", "generation_runtime")
 # evaluate_one(seed, folder, generation, overwrite) -> metrics: one whole evaluation into `folder`
 EvaluateOne = Callable[[int, Path, dict, bool], dict]
 

@@ -80,10 +80,13 @@ class LocDiT(nn.Module):
 class FlowMatching(nn.Module):
     """`feat_decoder` of the checkpoint: holds the LocDiT `estimator` and its training loss."""
 
-    def __init__(self, estimator: LocDiT, cfg_dropout: float = 0.1, t_mean: float = -0.4, t_std: float = 1.0):
+    def __init__(self, estimator: LocDiT, cfg_dropout: float = 0.1, t_mean: float = -0.4, t_std: float = 1.0,
+                 repeats: int = 1):
         super().__init__()
+        if int(repeats) < 1:
+            raise ValueError(f"model.flow.repeats must be at least 1, got {repeats}")
         self.estimator = estimator
-        self.cfg_dropout, self.t_mean, self.t_std = cfg_dropout, t_mean, t_std
+        self.cfg_dropout, self.t_mean, self.t_std, self.repeats = cfg_dropout, t_mean, t_std, int(repeats)
 
     def loss(self, x1: torch.Tensor, mu: torch.Tensor, cond: torch.Tensor, *, t=None, noise=None,
              cfg_keep=None, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -91,11 +94,16 @@ class FlowMatching(nn.Module):
 
         x1: target patches [N, P, D]; mu: [N, hidden]; cond: previous patches [N, P, D].
         t [N], noise [N, P, D], cfg_keep bool [N] may be given (tests, fixed validation noise);
-        otherwise drawn from `generator` (or the global RNG).
+        otherwise drawn from `generator` (or the global RNG), `repeats` draws per patch.
         """
         n = x1.shape[0]
         if n == 0:
             return x1.sum() * 0.0 + mu.sum() * 0.0
+        if self.repeats > 1 and t is None and noise is None and cfg_keep is None:
+            k = self.repeats  # the same patches and conditions k times, each with its own draw
+            x1, cond = x1.repeat(k, *[1] * (x1.dim() - 1)), cond.repeat(k, *[1] * (cond.dim() - 1))
+            mu = mu.repeat(k, *[1] * (mu.dim() - 1))
+            n = x1.shape[0]
         kw = dict(device=x1.device, generator=generator)
         if cfg_keep is None:
             cfg_keep = torch.rand(n, **kw) >= self.cfg_dropout

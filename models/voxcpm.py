@@ -22,7 +22,10 @@ Config (`config.model`, `_target_: models.voxcpm.VoxCPMBackbone`; every key is a
   input fusion "E1"); false = `no_e1` (TSLM -> ALM -> LocDiT).
 - `condition_on_residual`: the LocDiT condition adds the projected RALM hidden; false = `no_hres`
   (TSLM -> FSQ -> LocDiT). The RALM would then get no gradient at all, so it is not built.
-- `flow`: {cfg_dropout: 0.1, t_mean: -0.4, t_std: 1.0} flow-matching training settings.
+- `flow`: {cfg_dropout: 0.1, t_mean: -0.4, t_std: 1.0, repeats: 1} flow-matching training settings.
+  `repeats` k > 1 draws k flow times and noises per target patch, for the same condition (MAR's
+  diffusion batch multiplier): the LocDiT runs k times, the LMs once, and the condition's gradient
+  is averaged over k draws (less noisy). 1 is the paper.
 - `history_noise`: 0 (the paper); > 0 adds Gaussian noise of that std (in latent units) to the
   latent patches the LocEnc reads in training (the history the TSLM and RALM see), not to the
   flow target nor the LocDiT's previous patch: generation feeds the model its own imperfect
@@ -101,7 +104,7 @@ BATCH_KEYS = ("text_tokens", "text_mask", "audio_feats", "audio_mask", "loss_mas
 LOCAL_KEYS = ("hidden_dim", "ffn_dim", "num_heads", "num_layers", "kv_channels")
 DEFAULTS: dict[str, Any] = {
     "fsq": {"enabled": True, "latent_dim": 256, "scale": 9, "quantize": True},
-    "flow": {"cfg_dropout": 0.1, "t_mean": -0.4, "t_std": 1.0},
+    "flow": {"cfg_dropout": 0.1, "t_mean": -0.4, "t_std": 1.0, "repeats": 1},
     "lm_init": {"mode": "none", "path": None, "num_layers": None},
     "encoder": {"hidden_dim": 1024, "ffn_dim": 4096, "num_heads": 16, "num_layers": 4, "kv_channels": None},
     "dit": {"hidden_dim": 1024, "ffn_dim": 4096, "num_heads": 16, "num_layers": 4, "kv_channels": None},

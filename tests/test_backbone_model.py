@@ -472,3 +472,25 @@ def test_phone_loss_names_each_target_patch_phone_from_its_condition():
         tiny(phones={"classes": -1})
     with pytest.raises(ValueError, match="phones.classes"):
         to_official_config({**model.config, "phones": {"classes": 5}})
+
+
+def test_flow_repeats_average_the_loss_over_draws_for_one_condition():
+    """`flow.repeats` k: the flow loss is the mean over k draws (t, noise, dropout) per target patch,
+    each on the same condition and previous patch; the LMs run once."""
+    one, three = tiny(flow={"repeats": 1}), tiny(flow={"repeats": 3})
+    three.load_state_dict(one.state_dict())
+    fm = three.feat_decoder
+    g = torch.Generator().manual_seed(3)
+    x1, mu, cond = torch.randn(5, 2, D, generator=g), torch.randn(5, 32, generator=g), torch.randn(5, 2, D, generator=g)
+    got = fm.loss(x1, mu, cond, generator=torch.Generator().manual_seed(9))
+    # the same draws, made by hand: k stacked copies through the repeats=1 loss
+    expected = one.feat_decoder.loss(x1.repeat(3, 1, 1), mu.repeat(3, 1), cond.repeat(3, 1, 1),
+                                     generator=torch.Generator().manual_seed(9))
+    assert torch.allclose(got, expected) and not torch.allclose(got, one.feat_decoder.loss(
+        x1, mu, cond, generator=torch.Generator().manual_seed(9)))
+    calls = []
+    three.base_lm.register_forward_hook(lambda *_: calls.append(1))
+    three(make_batch())["flow_loss"].backward()
+    assert len(calls) == 1 and three.lm_to_dit_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        tiny(flow={"repeats": 0})

@@ -46,6 +46,7 @@ def test_training_writes_and_logs_the_evaluation(trained):
     assert -1.0 <= m["sim"] <= 1.0 and m["sim_backend"]["name"] == "resemblyzer"
     assert m["generation"]["source"] == "training" and m["generation"]["step"] == 2
     assert m["generation"]["max_len"] == 6 and m["n_generated"] == 2
+    assert m["generation_runtime"]["torch_threads"] >= 1 and "cores" in m["generation_runtime"]["cpu"]
     first_two = [line.split("|")[0] for line in (corpus / "seedtts/en/meta.lst").read_text().splitlines()[:2]]
     for utt in first_two:
         info = sf.info(str(step_dir / "wavs" / f"{utt}.wav"))

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from eval.backends import EvalConfig
 from eval.flags import active_seconds, expected_duration, summarize_flags, utterance_flags
@@ -113,6 +114,7 @@ def test_flags_in_metrics_per_utt_summary_and_report(tmp_path):
     assert f["decided"]["runaway"] == 5 and m["by_lang"]["en"]["failures"]["any"] == 4
     record = json.loads((tmp_path / "out" / "wavs" / "en_runaway.gen.json").read_text())
     assert record == {"generation": {"model": "fake"}, "outcome": {"stopped_by": "length_cap", "patches": 7}}
+    assert m["generation_runtime"]["torch_threads"] == torch.get_num_threads()
 
     with (tmp_path / "out" / "per_utt.csv").open(encoding="utf-8") as fh:
         rows = {r["utt"]: r for r in csv.DictReader(fh)}
@@ -128,6 +130,7 @@ def test_flags_in_metrics_per_utt_summary_and_report(tmp_path):
     again = evaluate(meta, tmp_path / "out" / "wavs", tmp_path / "again", config=config, transcripts=transcripts,
                      generation={"model": "fake"}, generate_fn=fake_generate, log=lambda _: None)
     assert again["n_generated"] == 0 and again["failures"]["runaway"] == 1
+    assert again["generation_runtime"] is None  # nothing made here: no thread count to vouch for
 
     report = write_report([tmp_path / "out"], tmp_path / "report")
     md = report.read_text(encoding="utf-8")
