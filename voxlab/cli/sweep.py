@@ -49,13 +49,17 @@ def load_sweep(name: str) -> dict:
     return {"path": path, "experiments": list(exps), "overrides": list(spec.get("overrides") or [])}
 
 
+# the named recipes a sweep can add to every experiment (recipe_overrides), with what each is
+RECIPES = {"tiny-speaks": "the demo's backbone recipe, each run evaluated at its end on the English mini test set"}
+
+
 def recipe_overrides(recipe: str | None, data_root: str, steps: int | None = None) -> list[str]:
     """The overrides a named recipe adds to every experiment of a sweep (`steps`: its training steps,
     default the demo's; the one evaluation is at the last step)."""
     if recipe is None:
         return []
-    if recipe != "tiny-speaks":
-        raise ConfigError(f"unknown recipe {recipe!r}; available: tiny-speaks")
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; available: {', '.join(RECIPES)}")
     from voxlab.cli.demo import BACKBONE_RECIPE, EVAL_SETTINGS, TTS_STEPS  # the demo command loads Lightning: only with a recipe
 
     steps = steps or TTS_STEPS
@@ -142,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", required=True)
     parser.add_argument("--scale", default=None)
     parser.add_argument("--seeds", type=int, default=1, help="training seeds per experiment (seed=0..N-1; default 1)")
-    parser.add_argument("--recipe", choices=["tiny-speaks"], default=None,
-                        help="tiny-speaks: the demo's backbone recipe, each run evaluated at its end on the English mini test set")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                        help="; ".join(f"{name}: {what}" for name, what in RECIPES.items()))
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     try:
