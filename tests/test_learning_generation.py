@@ -17,13 +17,13 @@ import torch
 from models import load_audiovae
 from models.packing import collate_packed, pack_utterance
 from models.tts import TTSModel
+from models.voxcpm import VoxCPMBackbone
+from voxlab.audio import load_audio
+from voxlab.text import CharTokenizer
 
 # The slowest setup of the suite (about 2 minutes on the slower 2-core machine): `make test-slow` runs it,
 # so that `make test` stays under 10 minutes there.
 pytestmark = pytest.mark.slow
-from models.voxcpm import VoxCPMBackbone
-from voxlab.audio import load_audio
-from voxlab.text import CharTokenizer
 
 SHIPPED_VAE = Path(__file__).resolve().parents[1] / "assets" / "tiny_audiovae"
 SIZES = dict(lm=dict(vocab_size=0, hidden_size=96, intermediate_size=192, num_attention_heads=4,
