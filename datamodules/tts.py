@@ -138,8 +138,9 @@ def pair_prompts(speakers: list[str], prompt_prob: float, rng: random.Random) ->
 
 class TTSDataset(Dataset):
     def __init__(self, entries: list[Entry], store: LatentStore, tokenizer, patch_size: int,
-                 prompt_prob: float = 0.0, seed: int = 0, phones=None):
+                 prompt_prob: float = 0.0, seed: int = 0, phones=None, prompt_loss: bool = False):
         self.entries, self.store, self.tok, self.patch = entries, store, tokenizer, patch_size
+        self.prompt_loss = prompt_loss
         self.phones = phones  # datamodules.corpus.phones.PhoneLabels for the phone loss, or None
         if hasattr(tokenizer, "warm"):  # a phoneme front end: the whole list through espeak at once
             tokenizer.warm([e.text for e in entries])
@@ -190,11 +191,11 @@ class TTSDataset(Dataset):
                                   None if p is None else self.text_ids[p],
                                   None if p is None else self.store[latent_name(self.entries[p], prompt=True)],
                                   patch_size=self.patch, audio_start_id=self.tok.audio_start_id,
-                                  audio_end_id=self.tok.audio_end_id)
+                                  audio_end_id=self.tok.audio_end_id, prompt_loss=self.prompt_loss)
         item.update(utt=e.utt, text=e.text, speaker=e.speaker, lang=e.lang,
                     prompt_utt=None if p is None else self.entries[p].utt)
         if self.phones is not None and e.ref_audio is None:  # the phone of each target patch; -100 elsewhere
-            target = item["loss_mask"]
+            target = item["loss_mask"] & (item["audio_mask"].cumsum(0) > item["audio_mask"].sum() - self._patches(i))
             item["phone_labels"] = torch.full(target.shape, NO_LABEL, dtype=torch.long)
             item["phone_labels"][target] = torch.tensor(self.phones(e.utt, int(target.sum())))
         return item
@@ -284,7 +285,8 @@ class TTSDataModule(BudgetDataModule):
             prob = self.cfg.prompt_prob if split == "train" else 0.0
             phones = self._phone_labels(kept, vae.hop_length / vae.sample_rate) if split == "train" else None
             setattr(self, f"{split}_set", TTSDataset(kept, store, self.tokenizer, self.config.model.patch_size,
-                                                     prob, int(self.config.seed), phones))
+                                                     prob, int(self.config.seed), phones,
+                                                     bool(self.cfg.get("prompt_loss", False))))
 
     def _phone_labels(self, entries: list[Entry], frame_seconds: float):
         """The phone loss's labels (`model.phones.classes` > 0): the embedded corpus's phone timings."""

@@ -8,8 +8,10 @@ The latent cache encodes both forms that way (`datamodules.latents`), so the lat
 are whole patches already. Latents that are not (a direct caller's) get zero frames: at the end
 of a target, at the start of a prompt.
 
-Voice cloning here continues the prompt, as VoxCPM-0.5B's inference does; loss and stop label
-are on target patches only. `pack_with_reference` is the official fine-tuning layout of an item
+Voice cloning here continues the prompt, as VoxCPM-0.5B's inference does; the stop label is on
+the last target patch, and the loss on the target patches only (`prompt_loss=True`: on the prompt's
+patches too, which are speech of the same voice as well, so a prompted item costs no positions
+that teach nothing). `pack_with_reference` is the official fine-tuning layout of an item
 with a reference audio (its manifest's `ref_audio`): the reference between the tokens 103 and 104
 before the text.
 """
@@ -38,7 +40,8 @@ def to_patches(latents: torch.Tensor, patch_size: int, pad_left: bool = False) -
 def pack_utterance(text_ids: Sequence[int] | torch.Tensor, latents: torch.Tensor,
                    prompt_text_ids: Sequence[int] | torch.Tensor | None = None,
                    prompt_latents: torch.Tensor | None = None, *, patch_size: int = 2,
-                   audio_start_id: int = 101, audio_end_id: int = 102) -> dict[str, torch.Tensor]:
+                   audio_start_id: int = 101, audio_end_id: int = 102,
+                   prompt_loss: bool = False) -> dict[str, torch.Tensor]:
     """One training item: each field of `FIELDS` with a leading sequence dim S."""
     if (prompt_text_ids is None) != (prompt_latents is None):
         raise ValueError("a prompt needs both prompt_text_ids and prompt_latents")
@@ -70,7 +73,7 @@ def pack_utterance(text_ids: Sequence[int] | torch.Tensor, latents: torch.Tensor
     audio = slice(n_text, n_text + n_prompt + n_target)
     out["audio_feats"][audio] = torch.cat([prompt, target])
     out["audio_mask"][audio] = True
-    out["loss_mask"][n_text + n_prompt:n_text + n_prompt + n_target] = True
+    out["loss_mask"][n_text + (0 if prompt_loss else n_prompt):n_text + n_prompt + n_target] = True
     out["stop_labels"][s - 2] = 1  # the last target patch
     return out
 

@@ -117,3 +117,26 @@ def test_training_items_hold_no_zero_latent_frame(official, corpus):
         frames = item["audio_feats"][item["audio_mask"]].flatten(0, 1)  # every audio frame
         assert (frames.abs().sum(-1) > 0).all(), "a zero latent frame reached training"
         assert len(item["text_tokens"]) == ds.lengths()[i]
+
+
+def test_prompt_loss_covers_the_prompt_patches_while_stop_and_phone_labels_stay_on_the_target(official, corpus):
+    """`data.prompt_loss`: the flow loss reads the prompt's patches too; the stop label is still the last
+    target patch, and the phone labels (the target's own timings) still land on the target's patches."""
+    from models.packing import NO_LABEL
+
+    root, store, _ = corpus
+    entries, _ = read_manifest(root / "train.jsonl")
+    tok = types.SimpleNamespace(encode=lambda text: [5] * len(text), audio_start_id=101, audio_end_id=102)
+    phones = lambda utt, n: list(range(1, n + 1))  # noqa: E731 - phone k+1 at target patch k
+    plain = TTSDataset(entries, store, tok, official.patch_size, prompt_prob=1.0, seed=0, phones=phones)
+    both = TTSDataset(entries, store, tok, official.patch_size, prompt_prob=1.0, seed=0, phones=phones,
+                      prompt_loss=True)
+    for i in range(len(entries)):
+        a, b = plain[i], both[i]
+        n_target = -(-store[_name(root, entries[i].utt)].shape[0] // official.patch_size)
+        assert torch.equal(b["loss_mask"], b["audio_mask"])  # every audio patch, prompt included
+        assert int(a["loss_mask"].sum()) == n_target < int(b["loss_mask"].sum())
+        assert torch.equal(a["stop_labels"], b["stop_labels"]) and int(b["stop_labels"].sum()) == 1
+        assert torch.equal(a["phone_labels"], b["phone_labels"])
+        assert b["phone_labels"][a["loss_mask"]].tolist() == list(range(1, n_target + 1))
+        assert (b["phone_labels"][b["loss_mask"] & ~a["loss_mask"]] == NO_LABEL).all()

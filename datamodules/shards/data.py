@@ -69,8 +69,9 @@ class _AudioWindow:
 class TTSDecoder:
     """Latent shards -> the TTSDataModule's packed batches (prompts paired inside each window)."""
 
-    def __init__(self, tokenizer, patch_size: int, prompt_prob: float, seed: int):
+    def __init__(self, tokenizer, patch_size: int, prompt_prob: float, seed: int, prompt_loss: bool = False):
         self.tok, self.patch, self.prompt_prob, self.seed = tokenizer, patch_size, prompt_prob, seed
+        self.prompt_loss = prompt_loss
 
     def window(self, items, window_id):
         return _TTSWindow(self, items, window_id)
@@ -100,7 +101,7 @@ class _TTSWindow:
                                   None if p is None else self.text_ids[p],
                                   None if p is None else latent_of(prompt[1], prompt[0], "prompt_latent"),
                                   patch_size=self.d.patch, audio_start_id=self.d.tok.audio_start_id,
-                                  audio_end_id=self.d.tok.audio_end_id)
+                                  audio_end_id=self.d.tok.audio_end_id, prompt_loss=self.d.prompt_loss)
             item.update(utt=meta["utt"], text=meta["text"], speaker=meta.get("speaker", ""),
                         lang=meta.get("lang", ""), prompt_utt=None if p is None else prompt[0]["utt"])
             out.append(item)
@@ -264,4 +265,5 @@ class ShardTTSDataModule(ShardDataModule):
 
     def decoder(self, split: str) -> TTSDecoder:
         prob = float(self.cfg.prompt_prob) if split == "train" else 0.0
-        return TTSDecoder(self.tokenizer, self.config.model.patch_size, prob, int(self.config.seed))
+        return TTSDecoder(self.tokenizer, self.config.model.patch_size, prob, int(self.config.seed),
+                          bool(self.cfg.get("prompt_loss", False)))
